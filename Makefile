@@ -1,0 +1,34 @@
+# Two commands do everything on a fresh machine: `make run` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-dev
+
+.PHONY: run test lint bench setup clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+# Until the services exist, `make run` runs what does: the engine replay tool on the documented example.
+run: $(STAMP)
+	@echo "== dex engine replay docs/examples/basic.jsonl (one JSON event per line) =="
+	$(BIN)/dex engine replay docs/examples/basic.jsonl
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy
+
+test: lint
+	$(BIN)/pytest --cov=src/dex/core --cov=src/dex/matching --cov-report=term --cov-fail-under=95 tests
+
+bench: $(STAMP)
+	$(BIN)/python bench/matching.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage
