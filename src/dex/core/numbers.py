@@ -1,0 +1,81 @@
+"""Exact conversion between decimal strings and integers.
+
+Money never passes through a float: text is parsed with `Decimal`, checked to be a whole
+number of the step (tick, lot or asset unit) and scaled to an integer. Every integer is kept
+below 2**63 so that it fits a signed 64-bit column anywhere downstream.
+"""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal, localcontext
+
+from dex.core.errors import CommandError
+
+MAX_INT = 2**63 - 1
+_DECIMAL_RE = re.compile(r"^-?(?:\d+(?:\.\d*)?|\.\d+)$")
+
+
+def parse_decimal(text: str, field: str) -> Decimal:
+    """Parse a plain decimal string (no exponent, no spaces, no NaN/inf)."""
+    if not isinstance(text, str) or not _DECIMAL_RE.match(text) or len(text) > 64:
+        raise CommandError(field, f"must be a decimal string like '12.5', got {text!r}")
+    with localcontext() as ctx:
+        ctx.prec = 80
+        return Decimal(text)  # the regex admits only text Decimal accepts
+
+
+def decimals_of(step: Decimal) -> int:
+    """Number of fractional digits a step needs (0.01 -> 2, 5 -> 0, 0.50 -> 1)."""
+    exponent = step.normalize().as_tuple().exponent
+    assert isinstance(exponent, int)
+    return max(0, -exponent)
+
+
+def to_steps(text: str, step: Decimal, field: str, *, allow_zero: bool = False) -> int:
+    """Convert text to a whole number of `step`s; reject negatives, fractions and overflow."""
+    value = parse_decimal(text, field)
+    if value < 0:
+        raise CommandError(field, f"must not be negative, got {text}")
+    if value == 0 and not allow_zero:
+        raise CommandError(field, f"must be positive, got {text}")
+    with localcontext() as ctx:
+        ctx.prec = 80
+        quotient = value / step
+        if quotient != quotient.to_integral_value():
+            raise CommandError(field, f"{text} is not a whole number of steps of {step}")
+        steps = int(quotient)
+    check_int(steps, field)
+    return steps
+
+
+def check_int(value: int, field: str) -> int:
+    """Reject an integer at or above 2**63 (or below -(2**63))."""
+    if value > MAX_INT or value < -MAX_INT - 1:
+        raise CommandError(field, "must be below 2^63")
+    return value
+
+
+class Scale:
+    """Renders integers counted in a fixed step (say 0.0001) as decimal strings.
+
+    The output always has exactly the step's number of fractional digits, so the same
+    integer always renders to the same text.
+    """
+
+    __slots__ = ("_digits", "_mantissa", "_pow")
+
+    def __init__(self, step: Decimal) -> None:
+        digits = decimals_of(step)
+        self._digits = digits
+        self._pow = 10**digits
+        self._mantissa = int(step * self._pow)  # exact: the step has `digits` decimals
+
+    def render(self, steps: int) -> str:
+        value = steps * self._mantissa
+        sign = "-" if value < 0 else ""
+        value = abs(value)
+        if not self._digits:
+            return f"{sign}{value}"
+        whole, frac = divmod(value, self._pow)
+        return f"{sign}{whole}.{frac:0{self._digits}d}"

@@ -1,0 +1,150 @@
+"""Order book structures: resting orders, price levels and one side of a book.
+
+A side is a dict price -> Level plus a heap of prices for the best price (lazy: a price whose
+level is gone is dropped when it reaches the top; `in_heap` keeps each price in the heap once).
+A level is a FIFO deque of orders with its total remaining and its count of live orders.
+Cancels are O(1): the order is marked dead (remaining 0) and skipped when it reaches the front;
+a level whose dead entries outnumber its live ones is compacted. Orders that must move inside
+the book (amends) are removed physically, since their object lives on.
+
+Costs: best price O(1) amortized, add O(log levels) for a new level else O(1), cancel O(1)
+amortized, match O(1) per fill.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from heapq import heappop, heappush
+
+from dex.core.commands import Place
+from dex.core.enums import STP
+
+
+class Order:
+    """A resting (or incoming) order. `remaining == 0` outside the book means dead."""
+
+    __slots__ = (
+        "account",
+        "cid",
+        "display",
+        "expires_at",
+        "filled",
+        "is_buy",
+        "oid",
+        "post_only",
+        "price",
+        "remaining",
+        "stp",
+        "visible",
+    )
+
+    def __init__(
+        self,
+        oid: int,
+        account: str,
+        cid: str | None,
+        is_buy: bool,
+        price: int,
+        remaining: int,
+        filled: int,
+        visible: int,
+        display: int,
+        expires_at: int,
+        stp: STP,
+        post_only: bool,
+    ) -> None:
+        self.oid = oid
+        self.account = account
+        self.cid = cid
+        self.is_buy = is_buy
+        self.price = price
+        self.remaining = remaining
+        self.filled = filled
+        self.visible = visible  # shown part of an iceberg; unused (0) when display == 0
+        self.display = display
+        self.expires_at = expires_at  # 0: not GTD
+        self.stp = stp
+        self.post_only = post_only
+
+
+class StopOrder:
+    """An accepted stop waiting for its trigger: the accepted command and its order id."""
+
+    __slots__ = ("cmd", "oid")
+
+    def __init__(self, oid: int, cmd: Place) -> None:
+        self.oid = oid
+        self.cmd = cmd
+
+    @property
+    def account(self) -> str:
+        return self.cmd.account
+
+
+class Level:
+    __slots__ = ("live", "q", "total")
+
+    def __init__(self) -> None:
+        self.q: deque[Order] = deque()
+        self.total = 0
+        self.live = 0
+
+
+class BookSide:
+    __slots__ = ("heap", "in_heap", "is_bid", "levels")
+
+    def __init__(self, is_bid: bool) -> None:
+        self.is_bid = is_bid
+        self.levels: dict[int, Level] = {}
+        self.heap: list[int] = []  # prices, negated for bids
+        self.in_heap: set[int] = set()
+
+    def best(self) -> int:
+        """Best price, or 0 when the side is empty."""
+        heap = self.heap
+        levels = self.levels
+        sign = -1 if self.is_bid else 1
+        while heap:
+            price = heap[0] * sign
+            if price in levels:
+                return price
+            heappop(heap)
+            self.in_heap.discard(price)
+        return 0
+
+    def add(self, order: Order) -> Level:
+        price = order.price
+        level = self.levels.get(price)
+        if level is None:
+            level = self.levels[price] = Level()
+            if price not in self.in_heap:
+                self.in_heap.add(price)
+                heappush(self.heap, -price if self.is_bid else price)
+        level.q.append(order)
+        level.total += order.remaining
+        level.live += 1
+        return level
+
+    def remove_lazy(self, order: Order) -> None:
+        """Take a live order out (cancel, expiry); its object must never come back to life."""
+        level = self.levels[order.price]
+        level.total -= order.remaining
+        level.live -= 1
+        order.remaining = 0
+        if not level.live:
+            del self.levels[order.price]
+        elif len(level.q) > 2 * level.live + 16:
+            level.q = deque(o for o in level.q if o.remaining)
+
+    def remove_now(self, order: Order) -> None:
+        """Take a live order out physically (it will re-enter the book: amends)."""
+        level = self.levels[order.price]
+        level.q.remove(order)
+        level.total -= order.remaining
+        level.live -= 1
+        if not level.live:
+            del self.levels[order.price]
+
+    def sorted_prices(self) -> list[int]:
+        """Prices best first."""
+        return sorted(self.levels, reverse=self.is_bid)

@@ -1,0 +1,1193 @@
+"""The matching engine: many markets, `apply(command, input) -> list[Event]`, pure.
+
+Owns every market's book, its untriggered stops and the GTD expiry schedule. No I/O, no clock:
+time is the command's `ts`. The rules are pinned in docs/matching-rules.md; this module is the
+fast implementation, checked against the naive reference in tests/property.
+
+Invariants: a command that raises CommandError changed nothing; every event gets the market's
+next `seq` and the engine's next `log_seq`; every order ends with exactly one terminal event.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from heapq import heappop, heappush
+
+from dex.core.commands import (
+    SCHEMA_VERSION,
+    AddAsset,
+    AddMarket,
+    Amend,
+    Cancel,
+    CancelAll,
+    Command,
+    InputRef,
+    Place,
+    SetMarketStatus,
+    Tick,
+)
+from dex.core.enums import STP, CancelReason, MarketStatus, OrderType, Side, TimeInForce
+from dex.core.errors import CommandError, RejectCode
+from dex.core.events import (
+    Accepted,
+    Amended,
+    AmendRejected,
+    AssetAdded,
+    Cancelled,
+    CancelRejected,
+    Event,
+    Expired,
+    Filled,
+    MarketAdded,
+    MarketStatusChanged,
+    Rejected,
+    Trade,
+    Triggered,
+)
+from dex.core.markets import Asset, MarketParams, check_asset, check_market_symbol, needed_decimals
+from dex.matching.book import BookSide, Order, StopOrder
+from dex.matching.market import MarketState, Ref
+from dex.matching.validate import check_amend, check_place, check_target
+from dex.matching.views import MarketView
+
+V = SCHEMA_VERSION
+BUY = Side.BUY
+SELL = Side.SELL
+LIMIT = OrderType.LIMIT
+STOP_LIMIT = OrderType.STOP_LIMIT
+STOP_MARKET = OrderType.STOP_MARKET
+GTC = TimeInForce.GTC
+GTD = TimeInForce.GTD
+FOK = TimeInForce.FOK
+ACTIVE = MarketStatus.ACTIVE
+HALTED = MarketStatus.HALTED
+STP_NONE = STP.NONE
+EXPIRE_TAKER = STP.EXPIRE_TAKER
+EXPIRE_BOTH = STP.EXPIRE_BOTH
+
+# why a taker stopped matching
+DONE, EMPTY, CAP, SELF_TRADE, DUST = range(5)
+
+
+class Engine:
+    """All markets of one matching shard."""
+
+    def __init__(self) -> None:
+        self.assets: dict[str, Asset] = {}
+        self.markets: dict[str, MarketState] = {}
+        self.ts = 0
+        self.log_seq = 0
+        self.admin_seq = 0  # seq of the market-less stream "" (asset_added)
+        self.max_id = 0
+        self.id_spaces: dict[int, int] = {}  # order_id >> 40 -> highest id seen
+        self.expiries: list[tuple[int, int, str]] = []  # heap of (expires_at, order_id, market)
+
+    # ------------------------------------------------------------------ dispatch
+
+    def apply(self, cmd: Command, src: InputRef) -> list[Event]:
+        kind = type(cmd)
+        if kind is Place:
+            return self._place(cmd, src)  # type: ignore[arg-type]
+        if kind is Cancel:
+            return self._cancel(cmd, src)  # type: ignore[arg-type]
+        if kind is Amend:
+            return self._amend(cmd, src)  # type: ignore[arg-type]
+        if kind is CancelAll:
+            return self._cancel_all(cmd, src)  # type: ignore[arg-type]
+        if kind is Tick:
+            ts = self._check_ts(cmd.ts)
+            events: list[Event] = []
+            self._expire(ts, src, events)
+            self.ts = ts
+            return events
+        if kind is SetMarketStatus:
+            return self._set_status(cmd, src)  # type: ignore[arg-type]
+        if kind is AddMarket:
+            return self._add_market(cmd, src)  # type: ignore[arg-type]
+        if kind is AddAsset:
+            return self._add_asset(cmd, src)  # type: ignore[arg-type]
+        raise CommandError("cmd", f"unknown command {kind.__name__}")
+
+    def _check_ts(self, ts: int) -> int:
+        if ts <= self.ts:
+            raise CommandError("ts", f"must be above the previous ts {self.ts}, got {ts}")
+        return ts
+
+    def _admin_ts(self, ts: int) -> int:
+        return self.ts if ts == 0 else self._check_ts(ts)
+
+    def _market(self, symbol: str) -> MarketState:
+        m = self.markets.get(symbol)
+        if m is None:
+            raise CommandError("market", f"unknown market {symbol!r}")
+        return m
+
+    def _next_log_seq(self) -> int:
+        self.log_seq += 1
+        return self.log_seq
+
+    # ------------------------------------------------------------------ admin
+
+    def _add_asset(self, cmd: AddAsset, src: InputRef) -> list[Event]:
+        ts = self._admin_ts(cmd.ts)
+        asset = check_asset(cmd.asset)
+        if asset.symbol in self.assets:
+            raise CommandError("symbol", f"asset {asset.symbol} is already registered")
+        events: list[Event] = []
+        self._expire(ts, src, events)
+        self.ts = ts
+        self.assets[asset.symbol] = asset
+        self.admin_seq += 1
+        events.append(AssetAdded(V, "", self.admin_seq, ts, self._next_log_seq(), src, asset))
+        return events
+
+    def _add_market(self, cmd: AddMarket, src: InputRef) -> list[Event]:
+        ts = self._admin_ts(cmd.ts)
+        spec = cmd.spec
+        check_market_symbol(spec)
+        if spec.market in self.markets:
+            raise CommandError("market", f"market {spec.market} already exists")
+        base_dec, quote_dec = needed_decimals(spec)
+        new_assets = []
+        assets = []
+        for symbol, dec in ((spec.base, base_dec), (spec.quote, quote_dec)):
+            asset = self.assets.get(symbol)
+            if asset is None:
+                asset = check_asset(Asset(symbol=symbol, decimals=dec))
+                new_assets.append(asset)
+            assets.append(asset)
+        params = MarketParams(spec, assets[0], assets[1])
+        events: list[Event] = []
+        self._expire(ts, src, events)
+        self.ts = ts
+        for asset in new_assets:
+            self.assets[asset.symbol] = asset
+            self.admin_seq += 1
+            events.append(AssetAdded(V, "", self.admin_seq, ts, self._next_log_seq(), src, asset))
+        m = self.markets[spec.market] = MarketState(params, spec.status)
+        m.seq = 1
+        events.append(MarketAdded(V, m.symbol, 1, ts, self._next_log_seq(), src, spec))
+        return events
+
+    def _set_status(self, cmd: SetMarketStatus, src: InputRef) -> list[Event]:
+        m = self._market(cmd.market)
+        ts = self._check_ts(cmd.ts)
+        events: list[Event] = []
+        self._expire(ts, src, events)
+        self.ts = ts
+        ref = m.ref()
+        previous = m.status
+        m.status = cmd.status
+        m.seq += 1
+        events.append(
+            MarketStatusChanged(
+                V, m.symbol, m.seq, ts, self._next_log_seq(), src, cmd.status, previous
+            )
+        )
+        if m.stops and m.status is not HALTED:
+            self._triggers(m, ref, events, ts, src)
+        return events
+
+    # ------------------------------------------------------------------ place
+
+    def _reject(
+        self,
+        m: MarketState,
+        cmd: Place,
+        oid: int,
+        code: RejectCode,
+        message: str,
+        events: list[Event],
+        ts: int,
+        src: InputRef,
+    ) -> list[Event]:
+        m.seq += 1
+        self.log_seq += 1
+        events.append(
+            Rejected(
+                V,
+                m.symbol,
+                m.seq,
+                ts,
+                self.log_seq,
+                src,
+                oid,
+                cmd.client_order_id,
+                cmd.account,
+                cmd.side,
+                code,
+                message,
+            )
+        )
+        return events
+
+    def _place(self, cmd: Place, src: InputRef) -> list[Event]:
+        m = self.markets.get(cmd.market)
+        if m is None:
+            raise CommandError("market", f"unknown market {cmd.market!r}")
+        check_place(cmd)
+        ts = cmd.ts
+        if ts <= self.ts:
+            raise CommandError("ts", f"must be above the previous ts {self.ts}, got {ts}")
+        events: list[Event] = []
+        if self.expiries and self.expiries[0][0] <= ts:
+            self._expire(ts, src, events)
+        self.ts = ts
+
+        # the order id: consumed whenever it is new in its space
+        oid = cmd.order_id
+        if oid is None:
+            oid = self.max_id + 1
+        space = oid >> 40
+        fresh = oid > self.id_spaces.get(space, 0)
+        if fresh:
+            self.id_spaces[space] = oid
+            if oid > self.max_id:
+                self.max_id = oid
+
+        kind = cmd.type
+        params = m.params
+        status = m.status
+        if status is not ACTIVE and not (
+            status is MarketStatus.POST_ONLY and cmd.post_only and kind is LIMIT
+        ):
+            return self._reject(
+                m, cmd, oid, RejectCode.MARKET_STATUS, f"market is {status}", events, ts, src
+            )
+        if not fresh:
+            return self._reject(
+                m,
+                cmd,
+                oid,
+                RejectCode.DUPLICATE_ORDER_ID,
+                f"order_id {oid} was already used (ids must increase in their space)",
+                events,
+                ts,
+                src,
+            )
+        cid = cmd.client_order_id
+        if cid is not None and (cmd.account, cid) in m.cids:
+            return self._reject(
+                m,
+                cmd,
+                oid,
+                RejectCode.DUPLICATE_CLIENT_ORDER_ID,
+                f"client_order_id {cid!r} is already used by an open order",
+                events,
+                ts,
+                src,
+            )
+        tif = cmd.tif
+        if tif is GTD and cmd.expires_at is not None and cmd.expires_at <= ts:
+            return self._reject(
+                m,
+                cmd,
+                oid,
+                RejectCode.ALREADY_EXPIRED,
+                f"expires_at {cmd.expires_at} is not after the command time {ts}",
+                events,
+                ts,
+                src,
+            )
+        size = cmd.size
+        price = cmd.price
+        if size and size < params.min_size_lots:
+            return self._reject(
+                m, cmd, oid, RejectCode.BELOW_MIN_SIZE, "size is below the minimum", events, ts, src
+            )
+        if params.min_notional_units:
+            notional = price * size * params.tick_lot_units if price else cmd.quote_size
+            if (price or cmd.quote_size) and notional < params.min_notional_units:
+                return self._reject(
+                    m,
+                    cmd,
+                    oid,
+                    RejectCode.BELOW_MIN_NOTIONAL,
+                    "notional (price x size, or quote_size) is below the minimum",
+                    events,
+                    ts,
+                    src,
+                )
+        is_stop = kind is STOP_LIMIT or kind is STOP_MARKET
+        if (
+            params.max_open_orders
+            and (is_stop or (kind is LIMIT and (tif is GTC or tif is GTD)))
+            and m.open_count.get(cmd.account, 0) >= params.max_open_orders
+        ):
+            return self._reject(
+                m,
+                cmd,
+                oid,
+                RejectCode.TOO_MANY_OPEN_ORDERS,
+                f"the account already has {params.max_open_orders} open orders in this market",
+                events,
+                ts,
+                src,
+            )
+        ref = m.ref()
+        if kind is LIMIT and ref is not None and m.outside_band(price, ref):
+            return self._reject(
+                m,
+                cmd,
+                oid,
+                RejectCode.OUTSIDE_PRICE_BAND,
+                f"price is more than {params.band_bps} bps from the reference price",
+                events,
+                ts,
+                src,
+            )
+        is_buy = cmd.side is BUY
+        if is_stop:
+            last = m.last
+            trig = cmd.trigger_price
+            if last and (last >= trig if is_buy else last <= trig):
+                return self._reject(
+                    m,
+                    cmd,
+                    oid,
+                    RejectCode.STOP_WOULD_TRIGGER,
+                    "trigger_price is already reached by the last trade price",
+                    events,
+                    ts,
+                    src,
+                )
+        elif cmd.post_only:
+            best = m.asks.best() if is_buy else m.bids.best()
+            if best and (price >= best if is_buy else price <= best):
+                return self._reject(
+                    m,
+                    cmd,
+                    oid,
+                    RejectCode.POST_ONLY_WOULD_TAKE,
+                    "a post-only order would take liquidity",
+                    events,
+                    ts,
+                    src,
+                )
+
+        m.seq += 1
+        self.log_seq += 1
+        events.append(
+            Accepted(
+                V,
+                m.symbol,
+                m.seq,
+                ts,
+                self.log_seq,
+                src,
+                oid,
+                cid,
+                cmd.account,
+                cmd.side,
+                kind,
+                price,
+                size,
+                cmd.quote_size,
+                tif,
+                cmd.post_only,
+                cmd.stp,
+                cmd.expires_at,
+                cmd.trigger_price,
+                cmd.display_size,
+                cmd.max_price,
+                cmd.min_price,
+            )
+        )
+        if is_stop:
+            stop = StopOrder(oid, cmd)
+            m.stops[oid] = stop
+            if cid is not None:
+                m.cids[(cmd.account, cid)] = stop
+            if params.max_open_orders:
+                m.open_count[cmd.account] = m.open_count.get(cmd.account, 0) + 1
+            if cmd.expires_at is not None:
+                heappush(self.expiries, (cmd.expires_at, oid, m.symbol))
+            return events
+
+        display = cmd.display_size
+        order = Order(
+            oid,
+            cmd.account,
+            cid,
+            is_buy,
+            price,
+            size,
+            0,
+            display if display < size else size,
+            display,
+            cmd.expires_at or 0,
+            cmd.stp,
+            cmd.post_only,
+        )
+        last_before = m.last
+        self._take(m, order, kind, cmd, ref, events, ts, src)
+        if cmd.expires_at is not None and order.remaining and oid in m.orders:
+            heappush(self.expiries, (cmd.expires_at, oid, m.symbol))
+        if m.stops and m.last != last_before:
+            self._triggers(m, ref, events, ts, src)
+        return events
+
+    # ------------------------------------------------------------------ taking
+
+    def _take(
+        self,
+        m: MarketState,
+        order: Order,
+        kind: OrderType,
+        cmd: Place,
+        ref: Ref | None,
+        events: list[Event],
+        ts: int,
+        src: InputRef,
+    ) -> None:
+        """Run an incoming (or triggered) order as the taker, then rest or finish it."""
+        is_buy = order.is_buy
+        band_cap = 0
+        if kind is LIMIT or kind is STOP_LIMIT:
+            cap = order.price
+            quote_left = 0
+        else:
+            quote_left = cmd.quote_size
+            if ref is not None:
+                band_cap = m.band_cap(is_buy, ref)
+            protection = cmd.max_price if is_buy else cmd.min_price
+            if band_cap and protection:
+                cap = min(band_cap, protection) if is_buy else max(band_cap, protection)
+            else:
+                cap = band_cap or protection
+        if cmd.tif is FOK and self._fillable(m, order, cap) < order.remaining:
+            self._finish(m, order, 0, CancelReason.FOK, events, ts, src)
+            return
+        why, quote_left = self._match(m, order, cap, quote_left, events, ts, src)
+        if why == DONE:
+            m.seq += 1
+            self.log_seq += 1
+            events.append(
+                Filled(
+                    V,
+                    m.symbol,
+                    m.seq,
+                    ts,
+                    self.log_seq,
+                    src,
+                    order.oid,
+                    order.cid,
+                    order.account,
+                    BUY if is_buy else SELL,
+                    order.filled,
+                )
+            )
+            return
+        if kind is LIMIT or kind is STOP_LIMIT:
+            if why == SELF_TRADE:
+                reason = CancelReason.STP
+            elif cmd.tif is GTC or cmd.tif is GTD:
+                self._rest(m, order)
+                return
+            else:
+                reason = CancelReason.IOC
+        elif why == EMPTY:
+            reason = CancelReason.NO_LIQUIDITY
+        elif why == CAP:
+            best = m.asks.best() if is_buy else m.bids.best()
+            if band_cap and (best > band_cap if is_buy else best < band_cap):
+                reason = CancelReason.PRICE_BAND
+            else:
+                reason = CancelReason.PRICE_PROTECTION
+        elif why == SELF_TRADE:
+            reason = CancelReason.STP
+        else:
+            reason = CancelReason.IOC
+        self._finish(m, order, quote_left, reason, events, ts, src)
+
+    def _finish(
+        self,
+        m: MarketState,
+        order: Order,
+        quote_left: int,
+        reason: CancelReason,
+        events: list[Event],
+        ts: int,
+        src: InputRef,
+    ) -> None:
+        """Cancel what is left of a taker that is not in the book."""
+        m.seq += 1
+        self.log_seq += 1
+        events.append(
+            Cancelled(
+                V,
+                m.symbol,
+                m.seq,
+                ts,
+                self.log_seq,
+                src,
+                order.oid,
+                order.cid,
+                order.account,
+                BUY if order.is_buy else SELL,
+                None if quote_left else order.remaining,
+                quote_left if quote_left else None,
+                order.filled,
+                reason,
+            )
+        )
+
+    def _rest(self, m: MarketState, order: Order) -> None:
+        (m.bids if order.is_buy else m.asks).add(order)
+        m.orders[order.oid] = order
+        if order.cid is not None:
+            m.cids[(order.account, order.cid)] = order
+        if m.params.max_open_orders:
+            m.open_count[order.account] = m.open_count.get(order.account, 0) + 1
+
+    def _unindex(self, m: MarketState, account: str, oid: int, cid: str | None) -> None:
+        """Forget an open order (resting or stop) that has ended."""
+        if cid is not None:
+            del m.cids[(account, cid)]
+        if m.params.max_open_orders:
+            left = m.open_count[account] - 1
+            if left:
+                m.open_count[account] = left
+            else:
+                del m.open_count[account]
+
+    def _match(
+        self,
+        m: MarketState,
+        taker: Order,
+        cap: int,
+        quote_left: int,
+        events: list[Event],
+        ts: int,
+        src: InputRef,
+    ) -> tuple[int, int]:
+        """Match `taker` against the opposite side; returns (why it stopped, quote left).
+
+        `cap` is the worst price the taker may trade at (0: none). With `quote_left` > 0 the
+        taker is sized in quote units instead of `taker.remaining`.
+        """
+        is_buy = taker.is_buy
+        opp = m.asks if is_buy else m.bids
+        levels = opp.levels
+        orders = m.orders
+        tlu = m.params.tick_lot_units
+        stp = taker.stp
+        check_stp = stp is not STP_NONE
+        account = taker.account
+        symbol = m.symbol
+        aggressor = BUY if is_buy else SELL
+        maker_side = SELL if is_buy else BUY
+        by_quote = quote_left > 0
+        while True:
+            price = opp.best()
+            if not price:
+                return EMPTY, quote_left
+            if cap and (price > cap if is_buy else price < cap):
+                return CAP, quote_left
+            level = levels[price]
+            q = level.q
+            lot_cost = price * tlu
+            while q:
+                maker = q[0]
+                mrem = maker.remaining
+                if not mrem:
+                    q.popleft()
+                    continue
+                if check_stp and maker.account == account:
+                    if stp is EXPIRE_TAKER:
+                        return SELF_TRADE, quote_left
+                    q.popleft()
+                    level.total -= mrem
+                    level.live -= 1
+                    maker.remaining = 0
+                    del orders[maker.oid]
+                    self._unindex(m, maker.account, maker.oid, maker.cid)
+                    m.seq += 1
+                    self.log_seq += 1
+                    events.append(
+                        Cancelled(
+                            V,
+                            symbol,
+                            m.seq,
+                            ts,
+                            self.log_seq,
+                            src,
+                            maker.oid,
+                            maker.cid,
+                            maker.account,
+                            maker_side,
+                            mrem,
+                            None,
+                            maker.filled,
+                            CancelReason.STP,
+                        )
+                    )
+                    if stp is EXPIRE_BOTH:
+                        if not level.live:
+                            del levels[price]
+                        return SELF_TRADE, quote_left
+                    continue
+                avail = maker.visible if maker.display else mrem
+                if by_quote:
+                    n = quote_left // lot_cost
+                    if not n:
+                        if not level.live:
+                            del levels[price]
+                        return DUST, quote_left
+                    if n > avail:
+                        n = avail
+                    quote_left -= n * lot_cost
+                    taker_left = None
+                else:
+                    n = taker.remaining
+                    if n > avail:
+                        n = avail
+                    taker_left = taker.remaining = taker.remaining - n
+                taker.filled += n
+                mrem -= n
+                maker.remaining = mrem
+                maker.filled += n
+                level.total -= n
+                m.trade_id += 1
+                m.seq += 1
+                self.log_seq += 1
+                events.append(
+                    Trade(
+                        V,
+                        symbol,
+                        m.seq,
+                        ts,
+                        self.log_seq,
+                        src,
+                        m.trade_id,
+                        price,
+                        n,
+                        aggressor,
+                        maker.oid,
+                        maker.account,
+                        maker.cid,
+                        mrem,
+                        taker.oid,
+                        account,
+                        taker.cid,
+                        taker_left,
+                        quote_left if by_quote else None,
+                    )
+                )
+                m.last = price
+                if not mrem:
+                    q.popleft()
+                    level.live -= 1
+                    del orders[maker.oid]
+                    self._unindex(m, maker.account, maker.oid, maker.cid)
+                    m.seq += 1
+                    self.log_seq += 1
+                    events.append(
+                        Filled(
+                            V,
+                            symbol,
+                            m.seq,
+                            ts,
+                            self.log_seq,
+                            src,
+                            maker.oid,
+                            maker.cid,
+                            maker.account,
+                            maker_side,
+                            maker.filled,
+                        )
+                    )
+                elif maker.display:
+                    maker.visible -= n
+                    if not maker.visible:
+                        maker.visible = maker.display if maker.display < mrem else mrem
+                        q.popleft()
+                        q.append(maker)
+                if (quote_left == 0) if by_quote else (taker_left == 0):
+                    if not level.live:
+                        del levels[price]
+                    return DONE, quote_left
+            del levels[price]
+
+    def _fillable(self, m: MarketState, taker: Order, cap: int) -> int:
+        """How much of `taker` would fill now (FOK), matching exactly as `_match` would."""
+        is_buy = taker.is_buy
+        opp = m.asks if is_buy else m.bids
+        need = taker.remaining
+        stp = taker.stp
+        check_stp = stp is not STP_NONE
+        got = 0
+        for price in opp.sorted_prices():
+            if cap and (price > cap if is_buy else price < cap):
+                break
+            queue: list[tuple[str, int, int, int]] = [
+                (o.account, o.remaining, o.visible if o.display else o.remaining, o.display)
+                for o in opp.levels[price].q
+                if o.remaining
+            ]
+            i = 0
+            while i < len(queue):
+                account, rem, vis, disp = queue[i]
+                i += 1
+                if check_stp and account == taker.account:
+                    if stp is STP.EXPIRE_MAKER:
+                        continue
+                    return got
+                n = min(vis, need - got)
+                got += n
+                if got == need:
+                    return got
+                rem -= n
+                if rem:  # an iceberg slice was taken: refill at the back
+                    queue.append((account, rem, min(disp, rem), disp))
+        return got
+
+    # ------------------------------------------------------------------ stops
+
+    def _triggers(
+        self, m: MarketState, ref: Ref | None, events: list[Event], ts: int, src: InputRef
+    ) -> None:
+        """Trigger stops in acceptance order until none holds (a cascade)."""
+        while m.stops and m.last:
+            last = m.last
+            for stop in m.stops.values():
+                cmd = stop.cmd
+                if last >= cmd.trigger_price if cmd.side is BUY else last <= cmd.trigger_price:
+                    break
+            else:
+                return
+            self._fire(m, stop, ref, events, ts, src)
+
+    def _fire(
+        self,
+        m: MarketState,
+        stop: StopOrder,
+        ref: Ref | None,
+        events: list[Event],
+        ts: int,
+        src: InputRef,
+    ) -> None:
+        cmd = stop.cmd
+        del m.stops[stop.oid]
+        self._unindex(m, cmd.account, stop.oid, cmd.client_order_id)
+        m.seq += 1
+        self.log_seq += 1
+        events.append(
+            Triggered(
+                V,
+                m.symbol,
+                m.seq,
+                ts,
+                self.log_seq,
+                src,
+                stop.oid,
+                cmd.client_order_id,
+                cmd.account,
+                cmd.side,
+                cmd.trigger_price,
+                m.last,
+            )
+        )
+        is_buy = cmd.side is BUY
+        kind = LIMIT if cmd.type is STOP_LIMIT else OrderType.MARKET
+        order = Order(
+            stop.oid,
+            cmd.account,
+            cmd.client_order_id,
+            is_buy,
+            cmd.price,
+            cmd.size,
+            0,
+            0,
+            0,
+            cmd.expires_at or 0,
+            cmd.stp,
+            False,
+        )
+        if m.status is not ACTIVE:
+            self._finish(m, order, cmd.quote_size, CancelReason.MARKET_STATUS, events, ts, src)
+        elif kind is LIMIT and ref is not None and m.outside_band(cmd.price, ref):
+            self._finish(m, order, 0, CancelReason.PRICE_BAND, events, ts, src)
+        else:
+            self._take(m, order, kind, cmd, ref, events, ts, src)  # its expiry is scheduled
+
+    # ------------------------------------------------------------------ expiry
+
+    def _expire(self, ts: int, src: InputRef, events: list[Event]) -> None:
+        heap = self.expiries
+        while heap and heap[0][0] <= ts:
+            expires_at, oid, symbol = heappop(heap)
+            m = self.markets[symbol]
+            order = m.orders.get(oid)
+            if order is not None and order.expires_at == expires_at:
+                left, filled = order.remaining, order.filled
+                (m.bids if order.is_buy else m.asks).remove_lazy(order)
+                del m.orders[oid]
+                self._unindex(m, order.account, oid, order.cid)
+                account, cid, side = order.account, order.cid, order.is_buy
+            else:
+                stop = m.stops.get(oid)
+                if stop is None or stop.cmd.expires_at != expires_at:
+                    continue  # ended before it expired
+                cmd = stop.cmd
+                del m.stops[oid]
+                self._unindex(m, cmd.account, oid, cmd.client_order_id)
+                account, cid, side = cmd.account, cmd.client_order_id, cmd.side is BUY
+                left, filled = cmd.size, 0
+            m.seq += 1
+            events.append(
+                Expired(
+                    V,
+                    symbol,
+                    m.seq,
+                    ts,
+                    self._next_log_seq(),
+                    src,
+                    oid,
+                    cid,
+                    account,
+                    BUY if side else SELL,
+                    left,
+                    filled,
+                )
+            )
+
+    # ------------------------------------------------------------------ cancel / amend
+
+    def _lookup(self, m: MarketState, cmd: Amend | Cancel) -> Order | StopOrder | None:
+        found: Order | StopOrder | None
+        if cmd.order_id is not None:
+            found = m.orders.get(cmd.order_id) or m.stops.get(cmd.order_id)
+        else:
+            found = m.cids.get((cmd.account, cmd.client_order_id or ""))
+        if found is None or found.account != cmd.account:
+            return None
+        return found
+
+    def _cancel(self, cmd: Cancel, src: InputRef) -> list[Event]:
+        m = self._market(cmd.market)
+        check_target(cmd)
+        ts = self._check_ts(cmd.ts)
+        events: list[Event] = []
+        self._expire(ts, src, events)
+        self.ts = ts
+        found = self._lookup(m, cmd)
+        if found is None:
+            m.seq += 1
+            events.append(
+                CancelRejected(
+                    V,
+                    m.symbol,
+                    m.seq,
+                    ts,
+                    self._next_log_seq(),
+                    src,
+                    cmd.order_id,
+                    cmd.client_order_id,
+                    cmd.account,
+                    RejectCode.UNKNOWN_ORDER,
+                    "no open order of this account with that id",
+                )
+            )
+            return events
+        self._cancel_one(m, found, cmd.reason, events, ts, src)
+        return events
+
+    def _cancel_one(
+        self,
+        m: MarketState,
+        found: Order | StopOrder,
+        reason: CancelReason,
+        events: list[Event],
+        ts: int,
+        src: InputRef,
+    ) -> None:
+        if isinstance(found, StopOrder):
+            cmd = found.cmd
+            del m.stops[found.oid]
+            self._unindex(m, cmd.account, found.oid, cmd.client_order_id)
+            m.seq += 1
+            events.append(
+                Cancelled(
+                    V,
+                    m.symbol,
+                    m.seq,
+                    ts,
+                    self._next_log_seq(),
+                    src,
+                    found.oid,
+                    cmd.client_order_id,
+                    cmd.account,
+                    cmd.side,
+                    cmd.size or None,
+                    cmd.quote_size or None,
+                    0,
+                    reason,
+                )
+            )
+            return
+        left = found.remaining
+        (m.bids if found.is_buy else m.asks).remove_lazy(found)
+        del m.orders[found.oid]
+        self._unindex(m, found.account, found.oid, found.cid)
+        m.seq += 1
+        events.append(
+            Cancelled(
+                V,
+                m.symbol,
+                m.seq,
+                ts,
+                self._next_log_seq(),
+                src,
+                found.oid,
+                found.cid,
+                found.account,
+                BUY if found.is_buy else SELL,
+                left,
+                None,
+                found.filled,
+                reason,
+            )
+        )
+
+    def _cancel_all(self, cmd: CancelAll, src: InputRef) -> list[Event]:
+        markets = [self._market(cmd.market)] if cmd.market is not None else self.markets.values()
+        ts = self._check_ts(cmd.ts)
+        events: list[Event] = []
+        self._expire(ts, src, events)
+        self.ts = ts
+        account = cmd.account
+        for m in markets:
+            mine: list[Order | StopOrder] = [o for o in m.orders.values() if o.account == account]
+            mine.extend(s for s in m.stops.values() if s.account == account)
+            mine.sort(key=lambda o: o.oid)
+            for found in mine:
+                self._cancel_one(m, found, cmd.reason, events, ts, src)
+        return events
+
+    def _amend_rejected(
+        self,
+        m: MarketState,
+        cmd: Amend,
+        code: RejectCode,
+        message: str,
+        events: list[Event],
+        ts: int,
+        src: InputRef,
+    ) -> list[Event]:
+        m.seq += 1
+        events.append(
+            AmendRejected(
+                V,
+                m.symbol,
+                m.seq,
+                ts,
+                self._next_log_seq(),
+                src,
+                cmd.order_id,
+                cmd.client_order_id,
+                cmd.account,
+                code,
+                message,
+            )
+        )
+        return events
+
+    def _amend(self, cmd: Amend, src: InputRef) -> list[Event]:
+        m = self._market(cmd.market)
+        check_amend(cmd)
+        ts = self._check_ts(cmd.ts)
+        events: list[Event] = []
+        self._expire(ts, src, events)
+        self.ts = ts
+        found = self._lookup(m, cmd)
+        if found is None:
+            return self._amend_rejected(
+                m,
+                cmd,
+                RejectCode.UNKNOWN_ORDER,
+                "no open order of this account with that id",
+                events,
+                ts,
+                src,
+            )
+        if isinstance(found, StopOrder):
+            return self._amend_rejected(
+                m,
+                cmd,
+                RejectCode.NOT_AMENDABLE,
+                "an untriggered stop order cannot be amended",
+                events,
+                ts,
+                src,
+            )
+        if m.status is MarketStatus.CANCEL_ONLY or m.status is HALTED:
+            return self._amend_rejected(
+                m, cmd, RejectCode.MARKET_STATUS, f"market is {m.status}", events, ts, src
+            )
+        order = found
+        new_size = cmd.size or order.filled + order.remaining
+        new_price = cmd.price or order.price
+        side = m.bids if order.is_buy else m.asks
+        if new_size <= order.filled:
+            left = order.remaining
+            side.remove_lazy(order)
+            del m.orders[order.oid]
+            self._unindex(m, order.account, order.oid, order.cid)
+            m.seq += 1
+            events.append(
+                Cancelled(
+                    V,
+                    m.symbol,
+                    m.seq,
+                    ts,
+                    self._next_log_seq(),
+                    src,
+                    order.oid,
+                    order.cid,
+                    order.account,
+                    BUY if order.is_buy else SELL,
+                    left,
+                    None,
+                    order.filled,
+                    CancelReason.AMEND,
+                )
+            )
+            return events
+        if new_price == order.price:
+            return self._amend_in_place(m, order, new_size, events, ts, src)
+        ref = m.ref()
+        if ref is not None and m.outside_band(new_price, ref):
+            return self._amend_rejected(
+                m,
+                cmd,
+                RejectCode.OUTSIDE_PRICE_BAND,
+                f"price is more than {m.params.band_bps} bps from the reference price",
+                events,
+                ts,
+                src,
+            )
+        best = m.asks.best() if order.is_buy else m.bids.best()
+        would_take = bool(best) and (new_price >= best if order.is_buy else new_price <= best)
+        if would_take and order.post_only:
+            return self._amend_rejected(
+                m,
+                cmd,
+                RejectCode.POST_ONLY_WOULD_TAKE,
+                "a post-only order would take liquidity",
+                events,
+                ts,
+                src,
+            )
+        if would_take and m.status is not ACTIVE:
+            return self._amend_rejected(
+                m, cmd, RejectCode.MARKET_STATUS, f"market is {m.status}", events, ts, src
+            )
+        side.remove_now(order)
+        del m.orders[order.oid]
+        self._unindex(m, order.account, order.oid, order.cid)
+        order.price = new_price
+        order.remaining = new_size - order.filled
+        if order.display:
+            order.visible = min(order.display, order.remaining)
+        m.seq += 1
+        events.append(
+            Amended(
+                V,
+                m.symbol,
+                m.seq,
+                ts,
+                self._next_log_seq(),
+                src,
+                order.oid,
+                order.cid,
+                order.account,
+                BUY if order.is_buy else SELL,
+                new_price,
+                new_size,
+                order.remaining,
+                False,
+            )
+        )
+        last_before = m.last
+        reentry = Place(
+            market=m.symbol,
+            account=order.account,
+            side=BUY if order.is_buy else SELL,
+            type=LIMIT,
+            price=new_price,
+            size=order.remaining,
+            tif=GTD if order.expires_at else GTC,
+            stp=order.stp,
+        )
+        self._take(m, order, LIMIT, reentry, ref, events, ts, src)
+        if m.stops and m.last != last_before:
+            self._triggers(m, ref, events, ts, src)
+        return events
+
+    def _amend_in_place(
+        self,
+        m: MarketState,
+        order: Order,
+        new_size: int,
+        events: list[Event],
+        ts: int,
+        src: InputRef,
+    ) -> list[Event]:
+        side = m.bids if order.is_buy else m.asks
+        level = side.levels[order.price]
+        new_remaining = new_size - order.filled
+        grew = new_remaining > order.remaining
+        level.total += new_remaining - order.remaining
+        order.remaining = new_remaining
+        if grew:
+            level.q.remove(order)
+            level.q.append(order)
+            if order.display:
+                order.visible = min(order.display, new_remaining)
+        elif order.display and order.visible > new_remaining:
+            order.visible = new_remaining
+        m.seq += 1
+        events.append(
+            Amended(
+                V,
+                m.symbol,
+                m.seq,
+                ts,
+                self._next_log_seq(),
+                src,
+                order.oid,
+                order.cid,
+                order.account,
+                BUY if order.is_buy else SELL,
+                order.price,
+                new_size,
+                new_remaining,
+                not grew,
+            )
+        )
+        return events
+
+    # ------------------------------------------------------------------ state
+
+    def snapshot(self) -> bytes:
+        from dex.matching.snapshot import dump
+
+        return dump(self)
+
+    @classmethod
+    def restore(cls, data: bytes) -> Engine:
+        from dex.matching.snapshot import load
+
+        return load(data)
+
+    def state_hash(self) -> str:
+        return hashlib.sha256(self.snapshot()).hexdigest()
+
+    def view(self, symbol: str) -> MarketView:
+        from dex.matching.snapshot import view
+
+        return view(self._market(symbol))
+
+
+__all__ = ["BookSide", "Engine"]

@@ -1,0 +1,106 @@
+"""Structural checks of integer commands; a broken rule raises CommandError naming the field.
+
+These do not look at state (beyond what the caller passes in): they are the contract between
+whoever builds commands (risk, the replay tool) and the engine.
+"""
+
+from __future__ import annotations
+
+from dex.core.commands import Amend, Cancel, Place
+from dex.core.enums import OrderType, Side, TimeInForce
+from dex.core.errors import CommandError
+from dex.core.numbers import MAX_INT
+
+_INT_FIELDS = (
+    "size",
+    "price",
+    "quote_size",
+    "trigger_price",
+    "display_size",
+    "max_price",
+    "min_price",
+)
+_MARKET_TIFS = (TimeInForce.IOC, TimeInForce.FOK)
+
+
+def check_place(cmd: Place) -> None:
+    for name in _INT_FIELDS:
+        value = getattr(cmd, name)
+        if value < 0 or value > MAX_INT:
+            raise CommandError(name, f"must be between 0 and 2^63-1, got {value}")
+    if cmd.order_id is not None and not 0 < cmd.order_id <= MAX_INT:
+        raise CommandError("order_id", f"must be between 1 and 2^63-1, got {cmd.order_id}")
+    kind = cmd.type
+    is_stop = kind is OrderType.STOP_LIMIT or kind is OrderType.STOP_MARKET
+    if kind is OrderType.LIMIT or kind is OrderType.STOP_LIMIT:
+        _check_limit(cmd)
+    else:
+        _check_market(cmd)
+    if is_stop:
+        if not cmd.trigger_price:
+            raise CommandError("trigger_price", f"is required for a {kind} order")
+        if cmd.post_only:
+            raise CommandError("post_only", "a stop order cannot be post-only")
+        if cmd.display_size:
+            raise CommandError("display_size", "a stop order cannot be an iceberg")
+    elif cmd.trigger_price:
+        raise CommandError("trigger_price", f"only stop orders have one, not {kind}")
+    if (cmd.tif is TimeInForce.GTD) != (cmd.expires_at is not None):
+        raise CommandError("expires_at", "is required with tif GTD and allowed only with it")
+    if cmd.expires_at is not None and not 0 < cmd.expires_at <= MAX_INT:
+        raise CommandError("expires_at", f"must be between 1 and 2^63-1, got {cmd.expires_at}")
+    if cmd.client_order_id is not None and not 0 < len(cmd.client_order_id) <= 64:
+        raise CommandError("client_order_id", "must be 1 to 64 characters")
+
+
+def _check_limit(cmd: Place) -> None:
+    if not cmd.price:
+        raise CommandError("price", f"is required for a {cmd.type} order")
+    if not cmd.size:
+        raise CommandError("size", f"is required for a {cmd.type} order")
+    if cmd.quote_size:
+        raise CommandError("quote_size", f"only market orders have one, not {cmd.type}")
+    if cmd.max_price or cmd.min_price:
+        field = "max_price" if cmd.max_price else "min_price"
+        raise CommandError(field, f"only market orders have one, not {cmd.type}")
+    if cmd.tif is not TimeInForce.GTC and cmd.tif is not TimeInForce.GTD:
+        if cmd.post_only:
+            raise CommandError("post_only", f"is not allowed with tif {cmd.tif}")
+        if cmd.display_size:
+            raise CommandError("display_size", f"is not allowed with tif {cmd.tif}")
+    if cmd.display_size > cmd.size:
+        raise CommandError("display_size", "must not exceed size")
+
+
+def _check_market(cmd: Place) -> None:
+    if cmd.price:
+        raise CommandError("price", f"a {cmd.type} order has no price")
+    if bool(cmd.size) == bool(cmd.quote_size):
+        raise CommandError("size", f"a {cmd.type} order needs exactly one of size and quote_size")
+    if cmd.tif not in _MARKET_TIFS:
+        raise CommandError("tif", f"a {cmd.type} order is IOC or FOK, not {cmd.tif}")
+    if cmd.tif is TimeInForce.FOK and cmd.quote_size:
+        raise CommandError("tif", "FOK needs a base size, not quote_size")
+    if cmd.post_only:
+        raise CommandError("post_only", f"a {cmd.type} order cannot be post-only")
+    if cmd.display_size:
+        raise CommandError("display_size", f"a {cmd.type} order cannot be an iceberg")
+    if cmd.side is Side.BUY and cmd.min_price:
+        raise CommandError("min_price", "a buy carries max_price, not min_price")
+    if cmd.side is Side.SELL and cmd.max_price:
+        raise CommandError("max_price", "a sell carries min_price, not max_price")
+
+
+def check_target(cmd: Amend | Cancel) -> None:
+    if cmd.order_id is None and cmd.client_order_id is None:
+        raise CommandError("order_id", "order_id or client_order_id is required")
+
+
+def check_amend(cmd: Amend) -> None:
+    check_target(cmd)
+    if not cmd.price and not cmd.size:
+        raise CommandError("size", "an amend needs a new price or a new size")
+    for name in ("price", "size"):
+        value = getattr(cmd, name)
+        if value < 0 or value > MAX_INT:
+            raise CommandError(name, f"must be between 0 and 2^63-1, got {value}")
