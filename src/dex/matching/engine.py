@@ -175,7 +175,6 @@ class Engine:
         events: list[Event] = []
         self._expire(ts, src, events)
         self.ts = ts
-        ref = m.ref()
         previous = m.status
         m.status = cmd.status
         m.seq += 1
@@ -184,8 +183,9 @@ class Engine:
                 V, m.symbol, m.seq, ts, self._next_log_seq(), src, cmd.status, previous
             )
         )
-        if m.stops and m.status is not HALTED:
-            self._triggers(m, ref, events, ts, src)
+        if cmd.status is MarketStatus.CANCEL_ONLY:
+            for stop in list(m.stops.values()):
+                self._cancel_one(m, stop, CancelReason.MARKET_STATUS, events, ts, src)
         return events
 
     # ------------------------------------------------------------------ place
@@ -804,9 +804,7 @@ class Engine:
             cmd.stp,
             False,
         )
-        if m.status is not ACTIVE:
-            self._finish(m, order, cmd.quote_size, CancelReason.MARKET_STATUS, events, ts, src)
-        elif kind is LIMIT and ref is not None and m.outside_band(cmd.price, ref):
+        if kind is LIMIT and ref is not None and m.outside_band(cmd.price, ref):
             self._finish(m, order, 0, CancelReason.PRICE_BAND, events, ts, src)
         else:
             self._take(m, order, kind, cmd, ref, events, ts, src)  # its expiry is scheduled
