@@ -38,3 +38,7 @@ def replay_cmd(commands: IO[bytes], keep_going: bool, snapshot_every: int) -> No
     status = replay(commands, out, sys.stderr, keep_going=keep_going, snapshot_every=snapshot_every)
     out.flush()
     sys.exit(status)
+
+
+if __name__ == "__main__":
+    main()

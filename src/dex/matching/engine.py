@@ -44,7 +44,14 @@ from dex.core.events import (
     Trade,
     Triggered,
 )
-from dex.core.markets import Asset, MarketParams, check_asset, check_market_symbol, needed_decimals
+from dex.core.markets import (
+    MAX_DECIMALS,
+    Asset,
+    MarketParams,
+    check_asset,
+    check_market_symbol,
+    needed_decimals,
+)
 from dex.matching.book import BookSide, Order, StopOrder
 from dex.matching.market import MarketState, Ref
 from dex.matching.validate import check_amend, check_place, check_target
@@ -153,6 +160,11 @@ class Engine:
         for symbol, dec in ((spec.base, base_dec), (spec.quote, quote_dec)):
             asset = self.assets.get(symbol)
             if asset is None:
+                if dec > MAX_DECIMALS:
+                    field = "lot_size" if symbol == spec.base else "tick_size"
+                    raise CommandError(
+                        field, f"{symbol} would need {dec} decimals, at most {MAX_DECIMALS}"
+                    )
                 asset = check_asset(Asset(symbol=symbol, decimals=dec))
                 new_assets.append(asset)
             assets.append(asset)

@@ -121,8 +121,14 @@ def parse_line(raw: bytes | str) -> Line:
         line: Line = _decoder.decode(raw)
     except msgspec.ValidationError as exc:
         text = str(exc)
-        field = text.rsplit("at `$.", 1)[1].rstrip("`") if "at `$." in text else "cmd"
-        raise CommandError(field, text.split(" - at ")[0]) from None
+        message = text.split(" - at ")[0]
+        if "at `$." in text:
+            field = text.rsplit("at `$.", 1)[1].rstrip("`")
+        elif message.endswith("`") and "field `" in message:  # missing or unknown field
+            field = message.rsplit("`", 2)[1]
+        else:
+            field = "cmd"
+        raise CommandError(field, message) from None
     except msgspec.DecodeError as exc:
         raise CommandError("line", f"not valid JSON: {exc}") from None
     return line

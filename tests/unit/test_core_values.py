@@ -1,0 +1,141 @@
+"""Numbers and markets: exact conversion, bad values refused with the field named."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from dex.core.errors import CommandError
+from dex.core.markets import Asset, MarketParams, MarketSpec, check_asset, check_market_symbol
+from dex.core.numbers import MAX_INT, Scale, check_int, decimals_of, parse_decimal, to_steps
+
+
+@pytest.mark.parametrize(
+    ("text", "step", "steps"),
+    [
+        ("2000.00", "0.01", 200000),
+        ("1.5", "0.0001", 15000),
+        ("0", "1", 0),
+        (".5", "0.5", 1),
+        ("7.", "1", 7),
+    ],
+)
+def test_to_steps_exact(text: str, step: str, steps: int) -> None:
+    assert to_steps(text, Decimal(step), "price", allow_zero=True) == steps
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("1.005", "not a whole number of steps"),
+        ("-1", "must not be negative"),
+        ("0", "must be positive"),
+        ("1e3", "decimal string"),
+        ("abc", "decimal string"),
+        ("NaN", "decimal string"),
+        (" 1", "decimal string"),
+        ("1" * 70, "decimal string"),
+        (str(2**63), "below 2^63"),
+    ],
+)
+def test_to_steps_refuses(text: str, message: str) -> None:
+    with pytest.raises(CommandError) as info:
+        to_steps(text, Decimal("0.01") if "." in text else Decimal(1), "size")
+    assert info.value.field == "size"
+    assert message in info.value.message
+
+
+def test_parse_decimal_rejects_non_strings() -> None:
+    with pytest.raises(CommandError):
+        parse_decimal(12, "price")  # type: ignore[arg-type]
+
+
+def test_check_int_bounds() -> None:
+    assert check_int(MAX_INT, "x") == MAX_INT
+    with pytest.raises(CommandError):
+        check_int(MAX_INT + 1, "x")
+    with pytest.raises(CommandError):
+        check_int(-MAX_INT - 2, "x")
+
+
+@pytest.mark.parametrize(
+    ("step", "digits"), [("0.01", 2), ("5", 0), ("0.50", 1), ("100", 0), ("1E+2", 0)]
+)
+def test_decimals_of(step: str, digits: int) -> None:
+    assert decimals_of(Decimal(step)) == digits
+
+
+def test_scale_renders_fixed_digits() -> None:
+    assert Scale(Decimal("0.01")).render(200000) == "2000.00"
+    assert Scale(Decimal("0.0001")).render(5) == "0.0005"
+    assert Scale(Decimal("0.5")).render(3) == "1.5"
+    assert Scale(Decimal("5")).render(3) == "15"
+    assert Scale(Decimal("0.01")).render(-150) == "-1.50"
+
+
+def _spec(**kw: object) -> MarketSpec:
+    fields: dict[str, object] = {
+        "market": "ETH-USDC",
+        "base": "ETH",
+        "quote": "USDC",
+        "tick_size": "0.01",
+        "lot_size": "0.0001",
+        "min_size": "0.0001",
+        "min_notional": "1",
+        "price_band_bps": 1000,
+    }
+    fields.update(kw)
+    return MarketSpec(**fields)  # type: ignore[arg-type]
+
+
+ETH = Asset(symbol="ETH", decimals=4)
+USDC = Asset(symbol="USDC", decimals=6)
+
+
+def test_market_params_integer_steps() -> None:
+    params = MarketParams(_spec(), ETH, USDC)
+    assert params.lot_units == 1
+    assert params.tick_lot_units == 1  # 0.01 * 0.0001 * 10^6
+    assert params.min_notional_units == 1_000_000
+    assert params.max_open_orders == 0
+
+
+@pytest.mark.parametrize(
+    ("kw", "base", "quote", "field"),
+    [
+        ({"lot_size": "0.00001"}, ETH, USDC, "lot_size"),
+        ({"tick_size": "0.001"}, ETH, Asset(symbol="USDC", decimals=2), "tick_size"),
+        ({"tick_size": "0"}, ETH, USDC, "tick_size"),
+        ({"lot_size": "0"}, ETH, USDC, "lot_size"),
+        ({"min_size": "0.00015"}, ETH, USDC, "min_size"),
+        ({"min_notional": "0.0000001"}, ETH, USDC, "min_notional"),
+        ({"price_band_bps": -1}, ETH, USDC, "price_band_bps"),
+        ({"max_open_orders": 0}, ETH, USDC, "max_open_orders"),
+        ({"lot_size": "10000000000000000"}, ETH, USDC, "lot_size"),
+    ],
+)
+def test_market_refused(kw: dict[str, object], base: Asset, quote: Asset, field: str) -> None:
+    with pytest.raises(CommandError) as info:
+        MarketParams(_spec(**kw), base, quote)
+    assert info.value.field == field
+
+
+@pytest.mark.parametrize(
+    ("kw", "field"),
+    [({"base": "eth"}, "base"), ({"quote": "ETH"}, "quote"), ({"market": "ETHUSDC"}, "market")],
+)
+def test_market_symbol_refused(kw: dict[str, object], field: str) -> None:
+    with pytest.raises(CommandError) as info:
+        check_market_symbol(_spec(**kw))
+    assert info.value.field == field
+
+
+@pytest.mark.parametrize(
+    ("asset", "field"),
+    [(Asset(symbol="e", decimals=2), "symbol"), (Asset(symbol="E", decimals=10), "decimals")],
+)
+def test_asset_refused(asset: Asset, field: str) -> None:
+    with pytest.raises(CommandError) as info:
+        check_asset(asset)
+    assert info.value.field == field

@@ -1,0 +1,164 @@
+"""Malformed integer commands raise CommandError naming the field and change nothing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+import pytest
+
+from dex.core.commands import (
+    AddMarket,
+    Amend,
+    Cancel,
+    CancelAll,
+    InputRef,
+    Place,
+    SetMarketStatus,
+    Tick,
+)
+from dex.core.enums import MarketStatus, OrderType, Side, TimeInForce
+from dex.core.errors import CommandError
+from dex.core.markets import MarketSpec
+from dex.matching.engine import Engine
+
+SRC = InputRef("t", 1)
+SPEC = MarketSpec(
+    market="T-USD",
+    base="T",
+    quote="USD",
+    tick_size="1",
+    lot_size="1",
+    min_size="1",
+    min_notional="0",
+    price_band_bps=1000,
+)
+
+
+@pytest.fixture
+def engine() -> Engine:
+    eng = Engine()
+    eng.apply(AddMarket(spec=SPEC), SRC)
+    eng.apply(
+        Place(
+            ts=1,
+            market="T-USD",
+            account="a",
+            side=Side.SELL,
+            type=OrderType.LIMIT,
+            price=100,
+            size=2,
+        ),
+        SRC,
+    )
+    return eng
+
+
+def _place(**kw: Any) -> Place:
+    fields: dict[str, Any] = {
+        "ts": 5,
+        "market": "T-USD",
+        "account": "b",
+        "side": Side.BUY,
+        "type": OrderType.LIMIT,
+        "price": 100,
+        "size": 1,
+    }
+    fields.update(kw)
+    return Place(**fields)
+
+
+LIMIT = OrderType.LIMIT
+MARKET = OrderType.MARKET
+STOP_LIMIT = OrderType.STOP_LIMIT
+STOP_MARKET = OrderType.STOP_MARKET
+
+BAD: list[tuple[Any, str]] = [
+    (_place(market="X-Y"), "market"),
+    (_place(ts=1), "ts"),
+    (_place(size=-1), "size"),
+    (_place(price=2**63), "price"),
+    (_place(order_id=0), "order_id"),
+    (_place(price=0), "price"),
+    (_place(size=0), "size"),
+    (_place(quote_size=5), "quote_size"),
+    (_place(max_price=5), "max_price"),
+    (_place(min_price=5), "min_price"),
+    (_place(tif=TimeInForce.IOC, post_only=True), "post_only"),
+    (_place(tif=TimeInForce.FOK, display_size=1), "display_size"),
+    (_place(size=2, display_size=3), "display_size"),
+    (_place(type=MARKET), "price"),
+    (_place(type=MARKET, price=0, size=0), "size"),
+    (_place(type=MARKET, price=0, size=1, quote_size=1), "size"),
+    (_place(type=MARKET, price=0, tif=TimeInForce.GTC), "tif"),
+    (_place(type=MARKET, price=0, size=0, quote_size=9, tif=TimeInForce.FOK), "tif"),
+    (_place(type=MARKET, price=0, tif=TimeInForce.IOC, post_only=True), "post_only"),
+    (_place(type=MARKET, price=0, tif=TimeInForce.IOC, display_size=1), "display_size"),
+    (_place(type=MARKET, price=0, tif=TimeInForce.IOC, min_price=1), "min_price"),
+    (_place(type=MARKET, side=Side.SELL, price=0, tif=TimeInForce.IOC, max_price=1), "max_price"),
+    (_place(type=STOP_LIMIT), "trigger_price"),
+    (_place(type=STOP_LIMIT, trigger_price=90, post_only=True), "post_only"),
+    (_place(type=STOP_LIMIT, trigger_price=90, display_size=1), "display_size"),
+    (_place(trigger_price=90), "trigger_price"),
+    (_place(tif=TimeInForce.GTD), "expires_at"),
+    (_place(expires_at=10), "expires_at"),
+    (_place(tif=TimeInForce.GTD, expires_at=2**63), "expires_at"),
+    (_place(client_order_id=""), "client_order_id"),
+    (_place(client_order_id="x" * 65), "client_order_id"),
+    (Amend(ts=5, market="T-USD", account="a", order_id=1), "size"),
+    (Amend(ts=5, market="T-USD", account="a", price=3), "order_id"),
+    (Amend(ts=5, market="T-USD", account="a", order_id=1, size=-2), "size"),
+    (Amend(ts=5, market="X-Y", account="a", order_id=1, size=2), "market"),
+    (Cancel(ts=5, market="T-USD", account="a"), "order_id"),
+    (Cancel(ts=1, market="T-USD", account="a", order_id=1), "ts"),
+    (CancelAll(ts=5, account="a", market="X-Y"), "market"),
+    (SetMarketStatus(ts=5, market="X-Y", status=MarketStatus.HALTED), "market"),
+    (Tick(ts=1), "ts"),
+    (AddMarket(spec=SPEC), "market"),
+    (AddMarket(ts=1, spec=msgspec.structs.replace(SPEC, market="U-USD", base="U")), "ts"),
+    (
+        AddMarket(
+            spec=msgspec.structs.replace(SPEC, market="U-USD", base="U", lot_size="0.0000000001")
+        ),
+        "lot_size",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("command", "field"), BAD, ids=[f"{type(c).__name__}-{f}-{i}" for i, (c, f) in enumerate(BAD)]
+)
+def test_malformed_command_raises_and_changes_nothing(
+    engine: Engine, command: Any, field: str
+) -> None:
+    before = engine.state_hash()
+    with pytest.raises(CommandError) as info:
+        engine.apply(command, SRC)
+    assert info.value.field == field, info.value
+    assert engine.state_hash() == before
+
+
+def test_unknown_command_type(engine: Engine) -> None:
+    with pytest.raises(CommandError):
+        engine.apply(object(), SRC)  # type: ignore[arg-type]
+
+
+def test_view_shows_the_book(engine: Engine) -> None:
+    engine.apply(_place(price=99, size=3, display_size=1, client_order_id="k"), SRC)
+    view = engine.view("T-USD")
+    assert [(lv.price, lv.total) for lv in view.asks] == [(100, 2)]
+    (bid,) = view.bids
+    assert (bid.price, bid.total, bid.orders[0].visible, bid.orders[0].client_order_id) == (
+        99,
+        3,
+        1,
+        "k",
+    )
+    assert view.open_order_count == 2 and view.last_price == 0
+
+
+def test_restore_refuses_other_versions(engine: Engine) -> None:
+    raw = msgspec.msgpack.decode(engine.snapshot())
+    raw["v"] = 99
+    with pytest.raises(ValueError, match="unsupported snapshot version 99"):
+        Engine.restore(msgspec.msgpack.encode(raw))
