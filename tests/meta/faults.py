@@ -1,0 +1,77 @@
+"""Pytest plugin: inject one known fault (named by DEX_FAULT) into the matching engine.
+
+Each fault rewrites one method of the real engine from its own source (a textual mutation
+checked to apply) and installs it on the class before any test runs, so every test that
+imports the engine sees the faulty one. Used by tests/meta/test_faults.py.
+"""
+
+from __future__ import annotations
+import __future__
+
+import inspect
+import os
+import re
+import sys
+import textwrap
+from collections.abc import Callable
+
+from dex.matching.book import BookSide
+from dex.matching.engine import Engine
+
+Mutation = tuple[type, str, str, str]  # (class, method, regex, replacement)
+
+FAULTS: dict[str, list[Mutation]] = {
+    # orders in a level are taken newest first
+    "lifo_within_level": [
+        (BookSide, "add", r"level\.q\.append\(order\)", "level.q.appendleft(order)")
+    ],
+    # a refilled iceberg keeps its place at the front of the level
+    "iceberg_refill_at_front": [
+        (Engine, "_match", r"q\.popleft\(\)\n\s+q\.append\(maker\)", "pass")
+    ],
+    # FOK no longer checks that it can fill completely
+    "fok_partially_filled": [
+        (
+            Engine,
+            "_take",
+            r"if cmd\.tif is FOK and self\._fillable\(m, order, cap\) < order\.remaining:",
+            "if False:",
+        )
+    ],
+    # self-trade prevention is never applied
+    "stp_ignored": [
+        (Engine, "_match", r"check_stp = stp is not STP_NONE", "check_stp = False"),
+        (Engine, "_fillable", r"check_stp = stp is not STP_NONE", "check_stp = False"),
+    ],
+    # an amend that only lowers the size sends the order to the back of its level
+    "size_down_amend_loses_priority": [(Engine, "_amend_in_place", r"if grew:", "if True:")],
+    # trades happen at the taker's limit price (when it has one)
+    "trade_at_taker_price": [
+        (Engine, "_match", r"m\.trade_id,\n(\s+)price,", r"m.trade_id,\n\1taker.price or price,")
+    ],
+}
+
+
+def _mutate(owner: type, name: str, pattern: str, replacement: str) -> None:
+    func: Callable[..., object] = getattr(owner, name)
+    source = textwrap.dedent(inspect.getsource(func))
+    mutated, count = re.subn(pattern, replacement, source)
+    if count == 0:
+        raise RuntimeError(f"fault injection: {pattern!r} not found in {owner.__name__}.{name}")
+    module = sys.modules[func.__module__]
+    namespace: dict[str, object] = {}
+    code = compile(
+        mutated,
+        f"<fault in {owner.__name__}.{name}>",
+        "exec",
+        flags=__future__.annotations.compiler_flag,
+    )
+    exec(code, module.__dict__, namespace)
+    setattr(owner, name, namespace[name])
+
+
+def pytest_configure() -> None:
+    fault = os.environ.get("DEX_FAULT")
+    if fault:
+        for owner, name, pattern, replacement in FAULTS[fault]:
+            _mutate(owner, name, pattern, replacement)
