@@ -16,55 +16,31 @@ from __future__ import annotations
 from collections import deque
 from heapq import heappop, heappush
 
+import msgspec
+
 from dex.core.commands import Place
 from dex.core.enums import STP
 
 
-class Order:
-    """A resting (or incoming) order. `remaining == 0` outside the book means dead."""
+class Order(msgspec.Struct, gc=False, eq=False):
+    """A resting (or incoming) order; `remaining == 0` in a level's queue means dead.
 
-    __slots__ = (
-        "account",
-        "cid",
-        "display",
-        "expires_at",
-        "filled",
-        "is_buy",
-        "oid",
-        "post_only",
-        "price",
-        "remaining",
-        "stp",
-        "visible",
-    )
+    A msgspec struct: built in C (several times faster than a Python __init__), no GC header,
+    compared by identity (eq=False) so `deque.remove` finds exactly this order.
+    """
 
-    def __init__(
-        self,
-        oid: int,
-        account: str,
-        cid: str | None,
-        is_buy: bool,
-        price: int,
-        remaining: int,
-        filled: int,
-        visible: int,
-        display: int,
-        expires_at: int,
-        stp: STP,
-        post_only: bool,
-    ) -> None:
-        self.oid = oid
-        self.account = account
-        self.cid = cid
-        self.is_buy = is_buy
-        self.price = price
-        self.remaining = remaining
-        self.filled = filled
-        self.visible = visible  # shown part of an iceberg; unused (0) when display == 0
-        self.display = display
-        self.expires_at = expires_at  # 0: not GTD
-        self.stp = stp
-        self.post_only = post_only
+    oid: int
+    account: str
+    cid: str | None
+    is_buy: bool
+    price: int
+    remaining: int
+    filled: int
+    visible: int  # shown part of an iceberg; unused (0) when display == 0
+    display: int
+    expires_at: int  # 0: not GTD
+    stp: STP
+    post_only: bool
 
 
 class StopOrder:
@@ -89,6 +65,10 @@ class Level:
         self.total = 0
         self.live = 0
 
+    def compact(self) -> None:
+        """Drop dead entries (kept while they are few: cancels are O(1))."""
+        self.q = deque(o for o in self.q if o.remaining)
+
 
 class BookSide:
     __slots__ = ("heap", "in_heap", "is_bid", "levels")
@@ -112,14 +92,18 @@ class BookSide:
             self.in_heap.discard(price)
         return 0
 
+    def new_level(self, price: int) -> Level:
+        level = self.levels[price] = Level()
+        if price not in self.in_heap:
+            self.in_heap.add(price)
+            heappush(self.heap, -price if self.is_bid else price)
+        return level
+
     def add(self, order: Order) -> Level:
         price = order.price
         level = self.levels.get(price)
         if level is None:
-            level = self.levels[price] = Level()
-            if price not in self.in_heap:
-                self.in_heap.add(price)
-                heappush(self.heap, -price if self.is_bid else price)
+            level = self.new_level(price)
         level.q.append(order)
         level.total += order.remaining
         level.live += 1
@@ -134,7 +118,7 @@ class BookSide:
         if not level.live:
             del self.levels[order.price]
         elif len(level.q) > 2 * level.live + 16:
-            level.q = deque(o for o in level.q if o.remaining)
+            level.compact()
 
     def remove_now(self, order: Order) -> None:
         """Take a live order out physically (it will re-enter the book: amends)."""

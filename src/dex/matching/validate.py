@@ -21,9 +21,33 @@ _INT_FIELDS = (
     "min_price",
 )
 _MARKET_TIFS = (TimeInForce.IOC, TimeInForce.FOK)
+_LIMIT = OrderType.LIMIT
+_MARKET = OrderType.MARKET
+_GTC = TimeInForce.GTC
+_IOC = TimeInForce.IOC
 
 
 def check_place(cmd: Place) -> None:
+    """Raise CommandError unless `cmd` is well formed (fast path for plain orders)."""
+    if (
+        cmd.order_id is not None
+        and 0 < cmd.order_id <= MAX_INT
+        and cmd.expires_at is None
+        and not (cmd.quote_size or cmd.trigger_price or cmd.display_size or cmd.post_only)
+        and not (cmd.max_price or cmd.min_price)
+        and 0 < cmd.size <= MAX_INT
+        and (cmd.client_order_id is None or 0 < len(cmd.client_order_id) <= 64)
+    ):
+        kind = cmd.type
+        if kind is _LIMIT:
+            if cmd.tif is _GTC and 0 < cmd.price <= MAX_INT:
+                return
+        elif kind is _MARKET and cmd.tif is _IOC and not cmd.price:
+            return
+    _check_place_fully(cmd)
+
+
+def _check_place_fully(cmd: Place) -> None:
     for name in _INT_FIELDS:
         value = getattr(cmd, name)
         if value < 0 or value > MAX_INT:
