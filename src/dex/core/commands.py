@@ -13,6 +13,7 @@ import msgspec
 
 from dex.core.enums import STP, CancelReason, MarketStatus, OrderType, Side, TimeInForce
 from dex.core.markets import Asset, MarketSpec
+from dex.core.validation import check_amend, check_place, check_target
 
 SCHEMA_VERSION = 1
 
@@ -61,6 +62,9 @@ class Place(_Command, frozen=True, tag="place"):
     max_price: int = 0
     min_price: int = 0
 
+    def __post_init__(self) -> None:
+        check_place(self)
+
 
 class Amend(_Command, frozen=True, tag="amend"):
     market: str
@@ -70,6 +74,9 @@ class Amend(_Command, frozen=True, tag="amend"):
     price: int = 0
     size: int = 0
 
+    def __post_init__(self) -> None:
+        check_amend(self)
+
 
 class Cancel(_Command, frozen=True, tag="cancel"):
     market: str
@@ -77,6 +84,9 @@ class Cancel(_Command, frozen=True, tag="cancel"):
     order_id: int | None = None
     client_order_id: str | None = None
     reason: CancelReason = CancelReason.USER
+
+    def __post_init__(self) -> None:
+        check_target(self)
 
 
 class CancelAll(_Command, frozen=True, tag="cancel_all"):

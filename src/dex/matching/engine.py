@@ -52,10 +52,8 @@ from dex.core.markets import (
     check_market_symbol,
     needed_decimals,
 )
-from dex.core.numbers import MAX_INT
 from dex.matching.book import BookSide, Order, StopOrder
 from dex.matching.market import MarketState, Ref
-from dex.matching.validate import check_amend, check_place, check_target
 from dex.matching.views import MarketView
 
 V = SCHEMA_VERSION
@@ -203,6 +201,20 @@ class Engine:
 
     # ------------------------------------------------------------------ place
 
+    def _fresh_id(self, oid: int) -> bool:
+        """Record `oid` if it is above every id seen in its space (`oid >> 40`)."""
+        spaces = self.id_spaces
+        top = self.max_id
+        if top > spaces.get(top >> 40, 0):
+            spaces[top >> 40] = top  # catch up with the fast path in _place
+        space = oid >> 40
+        if oid <= spaces.get(space, 0):
+            return False
+        spaces[space] = oid
+        if oid > top:
+            self.max_id = oid
+        return True
+
     def _reject(
         self,
         m: MarketState,
@@ -238,24 +250,6 @@ class Engine:
         m = self.markets.get(cmd.market)
         if m is None:
             raise CommandError("market", f"unknown market {cmd.market!r}")
-        kind = cmd.type
-        tif = cmd.tif
-        price = cmd.price
-        size = cmd.size
-        oid = cmd.order_id
-        cid = cmd.client_order_id
-        if not (  # the common shape passes here; anything else gets every structural check
-            kind is LIMIT
-            and tif is GTC
-            and 0 < price <= MAX_INT
-            and 0 < size <= MAX_INT
-            and (oid is None or 0 < oid <= MAX_INT)
-            and (cid is None or 0 < len(cid) <= 64)
-            and cmd.expires_at is None
-            and not (cmd.quote_size or cmd.trigger_price or cmd.display_size)
-            and not (cmd.max_price or cmd.min_price)
-        ):
-            check_place(cmd)
         ts = cmd.ts
         if ts <= self.ts:
             raise CommandError("ts", f"must be above the previous ts {self.ts}, got {ts}")
@@ -265,15 +259,22 @@ class Engine:
         self.ts = ts
 
         # the order id: consumed whenever it is new in its space
+        oid = cmd.order_id
+        top = self.max_id
         if oid is None:
-            oid = self.max_id + 1
-        space = oid >> 40
-        fresh = oid > self.id_spaces.get(space, 0)
-        if fresh:
-            self.id_spaces[space] = oid
-            if oid > self.max_id:
-                self.max_id = oid
+            oid = top + 1
+        if oid > top and oid >> 40 == top >> 40:
+            fresh = True  # the common case: above every id seen, in the same space as the top
+            self.max_id = oid  # id_spaces catches up in _fresh_id (lazily)
+        else:
+            fresh = self._fresh_id(oid)
 
+        kind = cmd.type
+        tif = cmd.tif
+        price = cmd.price
+        size = cmd.size
+        cid = cmd.client_order_id
+        expires_at = cmd.expires_at
         params = m.params
         status = m.status
         if status is not ACTIVE and not (
@@ -305,13 +306,13 @@ class Engine:
                 ts,
                 src,
             )
-        if tif is GTD and cmd.expires_at is not None and cmd.expires_at <= ts:
+        if expires_at is not None and expires_at <= ts:
             return self._reject(
                 m,
                 cmd,
                 oid,
                 RejectCode.ALREADY_EXPIRED,
-                f"expires_at {cmd.expires_at} is not after the command time {ts}",
+                f"expires_at {expires_at} is not after the command time {ts}",
                 events,
                 ts,
                 src,
@@ -333,11 +334,12 @@ class Engine:
                     ts,
                     src,
                 )
-        is_stop = kind is STOP_LIMIT or kind is STOP_MARKET
+        may_rest = kind is LIMIT and (tif is GTC or tif is GTD)
+        is_stop = not may_rest and (kind is STOP_LIMIT or kind is STOP_MARKET)
         if (
             params.max_open_orders
-            and (is_stop or (kind is LIMIT and (tif is GTC or tif is GTD)))
-            and m.open_count.get(cmd.account, 0) >= params.max_open_orders
+            and (may_rest or is_stop)
+            and m.open_count.get(account, 0) >= params.max_open_orders
         ):
             return self._reject(
                 m,
@@ -350,20 +352,26 @@ class Engine:
                 src,
             )
         last = m.last
-        ref = (last, 1) if last else m.ref()  # fixed for the whole command
-        if kind is LIMIT and ref is not None:
-            num, den = ref
-            if abs(price * den - num) * 10_000 > params.band_bps * num:
-                return self._reject(
-                    m,
-                    cmd,
-                    oid,
-                    RejectCode.OUTSIDE_PRICE_BAND,
-                    f"price is more than {params.band_bps} bps from the reference price",
-                    events,
-                    ts,
-                    src,
-                )
+        # the band's reference is fixed for the whole command; with a last price the limits
+        # are cached in the market, else (rare) they come from the mid of the book
+        if last:
+            if m.band_last != last:
+                m.set_band(last)
+            outside = kind is LIMIT and not m.band_lo <= price <= m.band_hi
+        else:
+            ref = m.ref()
+            outside = kind is LIMIT and ref is not None and m.outside_band(price, ref)
+        if outside:
+            return self._reject(
+                m,
+                cmd,
+                oid,
+                RejectCode.OUTSIDE_PRICE_BAND,
+                f"price is more than {params.band_bps} bps from the reference price",
+                events,
+                ts,
+                src,
+            )
         is_buy = cmd.side is BUY
         best = 0
         if is_stop:
@@ -380,7 +388,11 @@ class Engine:
                     src,
                 )
         else:
-            best = m.asks.best() if is_buy else m.bids.best()
+            opp = m.asks if is_buy else m.bids
+            if opp.heap:  # peek at the best price; BookSide.best() drops stale tops
+                best = -opp.heap[0] if not is_buy else opp.heap[0]
+                if best not in opp.levels:
+                    best = opp.best()
             if cmd.post_only and best and (price >= best if is_buy else price <= best):
                 return self._reject(
                     m,
@@ -414,7 +426,7 @@ class Engine:
                 tif,
                 cmd.post_only,
                 cmd.stp,
-                cmd.expires_at,
+                expires_at,
                 cmd.trigger_price,
                 cmd.display_size,
                 cmd.max_price,
@@ -428,8 +440,8 @@ class Engine:
                 m.cids[(cmd.account, cid)] = stop
             if params.max_open_orders:
                 m.open_count[cmd.account] = m.open_count.get(cmd.account, 0) + 1
-            if cmd.expires_at is not None:
-                heappush(self.expiries, (cmd.expires_at, oid, m.symbol))
+            if expires_at is not None:
+                heappush(self.expiries, (expires_at, oid, m.symbol))
             return events
 
         display = cmd.display_size
@@ -443,15 +455,11 @@ class Engine:
             0,
             display if display < size else size,
             display,
-            cmd.expires_at or 0,
+            expires_at or 0,
             cmd.stp,
             cmd.post_only,
         )
-        if (
-            kind is LIMIT
-            and (tif is GTC or tif is GTD)
-            and (not best or (price < best if is_buy else price > best))
-        ):
+        if may_rest and (not best or (price < best if is_buy else price > best)):
             # does not cross: it rests at once (what _rest does, inlined for the common case)
             side = m.bids if is_buy else m.asks
             level = side.levels.get(price)
@@ -466,11 +474,12 @@ class Engine:
             if params.max_open_orders:
                 m.open_count[account] = m.open_count.get(account, 0) + 1
         else:
+            ref = (last, 1) if last else m.ref()  # nothing has traded yet in this command
             self._take(m, order, kind, cmd, ref, events, ts, src)
             if m.stops and m.last != last:
                 self._triggers(m, ref, events, ts, src)
-        if cmd.expires_at is not None and order.remaining and oid in m.orders:
-            heappush(self.expiries, (cmd.expires_at, oid, m.symbol))
+        if expires_at is not None and order.remaining and oid in m.orders:
+            heappush(self.expiries, (expires_at, oid, m.symbol))
         return events
 
     # ------------------------------------------------------------------ taking
@@ -591,11 +600,15 @@ class Engine:
         if cid is not None:
             del m.cids[(account, cid)]
         if m.params.max_open_orders:
-            left = m.open_count[account] - 1
-            if left:
-                m.open_count[account] = left
-            else:
-                del m.open_count[account]
+            self._uncount(m, account)
+
+    @staticmethod
+    def _uncount(m: MarketState, account: str) -> None:
+        left = m.open_count[account] - 1
+        if left:
+            m.open_count[account] = left
+        else:
+            del m.open_count[account]
 
     def _match(
         self,
@@ -610,12 +623,15 @@ class Engine:
         """Match `taker` against the opposite side; returns (why it stopped, quote left).
 
         `cap` is the worst price the taker may trade at (0: none). With `quote_left` > 0 the
-        taker is sized in quote units instead of `taker.remaining`.
+        taker is sized in quote units instead of `taker.remaining`. The market's counters are
+        kept in locals for the loop and written back once, at the single exit.
         """
         is_buy = taker.is_buy
         opp = m.asks if is_buy else m.bids
         levels = opp.levels
         orders = m.orders
+        cids = m.cids
+        counted = m.params.max_open_orders
         tlu = m.params.tick_lot_units
         stp = taker.stp
         check_stp = stp is not STP_NONE
@@ -624,12 +640,19 @@ class Engine:
         aggressor = BUY if is_buy else SELL
         maker_side = SELL if is_buy else BUY
         by_quote = quote_left > 0
-        while True:
+        seq = m.seq
+        log_seq = self.log_seq
+        trade_id = m.trade_id
+        last = m.last
+        why = DONE
+        while why == DONE:
             price = opp.best()
             if not price:
-                return EMPTY, quote_left
+                why = EMPTY
+                break
             if cap and (price > cap if is_buy else price < cap):
-                return CAP, quote_left
+                why = CAP
+                break
             level = levels[price]
             q = level.q
             lot_cost = price * tlu
@@ -640,23 +663,27 @@ class Engine:
                     q.popleft()
                     continue
                 if check_stp and maker.account == account:
+                    why = SELF_TRADE
                     if stp is EXPIRE_TAKER:
-                        return SELF_TRADE, quote_left
+                        break
                     q.popleft()
                     level.total -= mrem
                     level.live -= 1
                     maker.remaining = 0
                     del orders[maker.oid]
-                    self._unindex(m, maker.account, maker.oid, maker.cid)
-                    m.seq += 1
-                    self.log_seq += 1
+                    if maker.cid is not None:
+                        del cids[(maker.account, maker.cid)]
+                    if counted:
+                        self._uncount(m, maker.account)
+                    seq += 1
+                    log_seq += 1
                     events.append(
                         Cancelled(
                             V,
                             symbol,
-                            m.seq,
+                            seq,
                             ts,
-                            self.log_seq,
+                            log_seq,
                             src,
                             maker.oid,
                             maker.cid,
@@ -669,17 +696,15 @@ class Engine:
                         )
                     )
                     if stp is EXPIRE_BOTH:
-                        if not level.live:
-                            del levels[price]
-                        return SELF_TRADE, quote_left
+                        break
+                    why = DONE
                     continue
                 avail = maker.visible if maker.display else mrem
                 if by_quote:
                     n = quote_left // lot_cost
                     if not n:
-                        if not level.live:
-                            del levels[price]
-                        return DUST, quote_left
+                        why = DUST
+                        break
                     if n > avail:
                         n = avail
                     quote_left -= n * lot_cost
@@ -694,18 +719,19 @@ class Engine:
                 maker.remaining = mrem
                 maker.filled += n
                 level.total -= n
-                m.trade_id += 1
-                m.seq += 1
-                self.log_seq += 1
+                trade_id += 1
+                seq += 1
+                log_seq += 1
+                last = price
                 events.append(
                     Trade(
                         V,
                         symbol,
-                        m.seq,
+                        seq,
                         ts,
-                        self.log_seq,
+                        log_seq,
                         src,
-                        m.trade_id,
+                        trade_id,
                         price,
                         n,
                         aggressor,
@@ -720,21 +746,23 @@ class Engine:
                         quote_left if by_quote else None,
                     )
                 )
-                m.last = price
                 if not mrem:
                     q.popleft()
                     level.live -= 1
                     del orders[maker.oid]
-                    self._unindex(m, maker.account, maker.oid, maker.cid)
-                    m.seq += 1
-                    self.log_seq += 1
+                    if maker.cid is not None:
+                        del cids[(maker.account, maker.cid)]
+                    if counted:
+                        self._uncount(m, maker.account)
+                    seq += 1
+                    log_seq += 1
                     events.append(
                         Filled(
                             V,
                             symbol,
-                            m.seq,
+                            seq,
                             ts,
-                            self.log_seq,
+                            log_seq,
                             src,
                             maker.oid,
                             maker.cid,
@@ -750,10 +778,16 @@ class Engine:
                         q.popleft()
                         q.append(maker)
                 if (quote_left == 0) if by_quote else (taker_left == 0):
-                    if not level.live:
-                        del levels[price]
-                    return DONE, quote_left
-            del levels[price]
+                    break
+            if not level.live:
+                del levels[price]
+            if (quote_left == 0) if by_quote else (taker.remaining == 0):
+                break
+        m.seq = seq
+        self.log_seq = log_seq
+        m.trade_id = trade_id
+        m.last = last
+        return why, quote_left
 
     def _fillable(self, m: MarketState, taker: Order, cap: int) -> int:
         """How much of `taker` would fill now (FOK), matching exactly as `_match` would."""
@@ -913,8 +947,6 @@ class Engine:
         if m is None:
             raise CommandError("market", f"unknown market {cmd.market!r}")
         oid = cmd.order_id
-        if oid is None:
-            check_target(cmd)
         ts = cmd.ts
         if ts <= self.ts:
             raise CommandError("ts", f"must be above the previous ts {self.ts}, got {ts}")
@@ -957,8 +989,10 @@ class Engine:
         elif len(level.q) > 2 * level.live + 16:
             level.compact()
         del m.orders[oid]
-        if order.cid is not None or m.params.max_open_orders:
-            self._unindex(m, order.account, oid, order.cid)
+        if order.cid is not None:
+            del m.cids[(order.account, order.cid)]
+        if m.params.max_open_orders:
+            self._uncount(m, order.account)
         m.seq += 1
         self.log_seq += 1
         events.append(
@@ -1083,7 +1117,6 @@ class Engine:
 
     def _amend(self, cmd: Amend, src: InputRef) -> list[Event]:
         m = self._market(cmd.market)
-        check_amend(cmd)
         ts = self._check_ts(cmd.ts)
         events: list[Event] = []
         self._expire(ts, src, events)
@@ -1206,6 +1239,7 @@ class Engine:
             price=new_price,
             size=order.remaining,
             tif=GTD if order.expires_at else GTC,
+            expires_at=order.expires_at or None,
             stp=order.stp,
         )
         self._take(m, order, LIMIT, reentry, ref, events, ts, src)

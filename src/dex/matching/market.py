@@ -16,6 +16,9 @@ Ref = tuple[int, int]
 class MarketState:
     __slots__ = (
         "asks",
+        "band_hi",
+        "band_last",
+        "band_lo",
         "bids",
         "cids",
         "last",
@@ -42,6 +45,16 @@ class MarketState:
         self.stops: dict[int, StopOrder] = {}  # untriggered stops, in acceptance order
         self.cids: dict[tuple[str, str], Order | StopOrder] = {}  # (account, client id)
         self.open_count: dict[str, int] = {}  # only kept when max_open_orders is set
+        self.band_last = 0  # the last price band_lo / band_hi were computed for
+        self.band_lo = 0
+        self.band_hi = 0
+
+    def set_band(self, last: int) -> None:
+        """Cache the prices a limit order may have while the reference is `last`."""
+        band = self.params.band_bps
+        self.band_last = last
+        self.band_lo = -(-last * (10_000 - band) // 10_000)  # |p - r| * 10^4 <= band * r
+        self.band_hi = last * (10_000 + band) // 10_000
 
     def ref(self) -> Ref | None:
         """Reference price for the band: last trade, else the mid of a two-sided book."""

@@ -32,6 +32,15 @@ def _resting(side: BookSide) -> list[Order]:
     return out
 
 
+def _id_spaces(engine: Engine) -> dict[int, int]:
+    """The highest id per space, including the top id the fast path records lazily."""
+    spaces = dict(engine.id_spaces)
+    top = engine.max_id
+    if top > spaces.get(top >> 40, 0):
+        spaces[top >> 40] = top
+    return spaces
+
+
 def dump(engine: Engine) -> bytes:
     markets = []
     for m in engine.markets.values():
@@ -70,7 +79,7 @@ def dump(engine: Engine) -> bytes:
         "log_seq": engine.log_seq,
         "admin_seq": engine.admin_seq,
         "max_id": engine.max_id,
-        "id_spaces": sorted(engine.id_spaces.items()),
+        "id_spaces": sorted(_id_spaces(engine).items()),
         "assets": [[a.symbol, a.decimals] for a in engine.assets.values()],
         "markets": markets,
     }

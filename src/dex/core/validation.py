@@ -1,15 +1,20 @@
-"""Structural checks of integer commands; a broken rule raises CommandError naming the field.
+"""Structural rules of order commands; a broken rule raises CommandError naming the field.
 
-These do not look at state (beyond what the caller passes in): they are the contract between
-whoever builds commands (risk, the replay tool) and the engine.
+Run by the commands' `__post_init__`, so a malformed `Place`, `Amend` or `Cancel` can be
+neither constructed nor decoded: the cores receive only well-formed commands and never check
+their shape again. Nothing here looks at state.
 """
 
 from __future__ import annotations
 
-from dex.core.commands import Amend, Cancel, Place
+from typing import TYPE_CHECKING
+
 from dex.core.enums import OrderType, Side, TimeInForce
 from dex.core.errors import CommandError
 from dex.core.numbers import MAX_INT
+
+if TYPE_CHECKING:
+    from dex.core.commands import Amend, Cancel, Place
 
 _INT_FIELDS = (
     "size",
