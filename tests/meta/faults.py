@@ -47,7 +47,7 @@ FAULTS: dict[str, list[Mutation]] = {
     "size_down_amend_loses_priority": [(Engine, "_amend_in_place", r"if grew:", "if True:")],
     # trades happen at the taker's limit price (when it has one)
     "trade_at_taker_price": [
-        (Engine, "_match", r"m\.trade_id,\n(\s+)price,", r"m.trade_id,\n\1taker.price or price,")
+        (Engine, "_match", r"trade_id,\n(\s+)price,", r"trade_id,\n\1taker.price or price,")
     ],
 }
 
