@@ -23,7 +23,8 @@ Mutation = tuple[type, str, str, str]  # (class, method, regex, replacement)
 FAULTS: dict[str, list[Mutation]] = {
     # orders in a level are taken newest first
     "lifo_within_level": [
-        (BookSide, "add", r"level\.q\.append\(order\)", "level.q.appendleft(order)")
+        (BookSide, "add", r"level\.q\.append\(order\)", "level.q.appendleft(order)"),
+        (Engine, "_place", r"level\.q\.append\(order\)", "level.q.appendleft(order)"),
     ],
     # a refilled iceberg keeps its place at the front of the level
     "iceberg_refill_at_front": [
