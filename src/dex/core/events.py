@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import msgspec
 
-from dex.core.commands import InputRef
+from dex.core.commands import InputRef, Place
 from dex.core.enums import STP, CancelReason, MarketStatus, OrderType, Side, TimeInForce
 from dex.core.errors import RejectCode
 from dex.core.markets import Asset, MarketSpec
@@ -42,22 +42,71 @@ class MarketStatusChanged(_Event, frozen=True, tag="market_status_changed"):
 
 
 class Accepted(_Event, frozen=True, tag="accepted"):
+    """A new order passed every check. `order` is the accepted command itself (on the wire a
+    nested object; the replay tool flattens it); its fields are readable on the event too."""
+
     order_id: int
-    client_order_id: str | None
-    account: str
-    side: Side
-    type: OrderType
-    price: int
-    size: int
-    quote_size: int
-    tif: TimeInForce
-    post_only: bool
-    stp: STP
-    expires_at: int | None
-    trigger_price: int
-    display_size: int
-    max_price: int
-    min_price: int
+    order: Place
+
+    @property
+    def client_order_id(self) -> str | None:
+        return self.order.client_order_id
+
+    @property
+    def account(self) -> str:
+        return self.order.account
+
+    @property
+    def side(self) -> Side:
+        return self.order.side
+
+    @property
+    def type(self) -> OrderType:
+        return self.order.type
+
+    @property
+    def price(self) -> int:
+        return self.order.price
+
+    @property
+    def size(self) -> int:
+        return self.order.size
+
+    @property
+    def quote_size(self) -> int:
+        return self.order.quote_size
+
+    @property
+    def tif(self) -> TimeInForce:
+        return self.order.tif
+
+    @property
+    def post_only(self) -> bool:
+        return self.order.post_only
+
+    @property
+    def stp(self) -> STP:
+        return self.order.stp
+
+    @property
+    def expires_at(self) -> int | None:
+        return self.order.expires_at
+
+    @property
+    def trigger_price(self) -> int:
+        return self.order.trigger_price
+
+    @property
+    def display_size(self) -> int:
+        return self.order.display_size
+
+    @property
+    def max_price(self) -> int:
+        return self.order.max_price
+
+    @property
+    def min_price(self) -> int:
+        return self.order.min_price
 
 
 class Trade(_Event, frozen=True, tag="trade"):

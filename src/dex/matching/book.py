@@ -117,7 +117,7 @@ class BookSide:
         order.remaining = 0
         if not level.live:
             del self.levels[order.price]
-        elif len(level.q) > 2 * level.live + 16:
+        elif level.live < len(level.q) >> 2:  # mostly dead entries: compact
             level.compact()
 
     def remove_now(self, order: Order) -> None:

@@ -354,13 +354,15 @@ class Engine:
         last = m.last
         # the band's reference is fixed for the whole command; with a last price the limits
         # are cached in the market, else (rare) they come from the mid of the book
-        if last:
+        if kind is not LIMIT:
+            outside = False
+        elif last:
             if m.band_last != last:
                 m.set_band(last)
-            outside = kind is LIMIT and not m.band_lo <= price <= m.band_hi
+            outside = price > m.band_hi or price < m.band_lo
         else:
             ref = m.ref()
-            outside = kind is LIMIT and ref is not None and m.outside_band(price, ref)
+            outside = ref is not None and m.outside_band(price, ref)
         if outside:
             return self._reject(
                 m,
@@ -407,32 +409,7 @@ class Engine:
 
         m.seq += 1
         self.log_seq += 1
-        events.append(
-            Accepted(
-                V,
-                m.symbol,
-                m.seq,
-                ts,
-                self.log_seq,
-                src,
-                oid,
-                cid,
-                cmd.account,
-                cmd.side,
-                kind,
-                price,
-                size,
-                cmd.quote_size,
-                tif,
-                cmd.post_only,
-                cmd.stp,
-                expires_at,
-                cmd.trigger_price,
-                cmd.display_size,
-                cmd.max_price,
-                cmd.min_price,
-            )
-        )
+        events.append(Accepted(V, m.symbol, m.seq, ts, self.log_seq, src, oid, cmd))
         if is_stop:
             stop = StopOrder(oid, cmd)
             m.stops[oid] = stop
@@ -986,7 +963,7 @@ class Engine:
         order.remaining = 0
         if not level.live:
             del (m.bids if order.is_buy else m.asks).levels[order.price]
-        elif len(level.q) > 2 * level.live + 16:
+        elif level.live < len(level.q) >> 2:  # mostly dead entries: compact
             level.compact()
         del m.orders[oid]
         if order.cid is not None:

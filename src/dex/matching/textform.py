@@ -204,6 +204,23 @@ def to_command(line: Line, markets: dict[str, MarketParams]) -> c.Command:
     )
 
 
+_ORDER_FIELDS = (
+    "client_order_id",
+    "account",
+    "side",
+    "type",
+    "price",
+    "size",
+    "quote_size",
+    "tif",
+    "post_only",
+    "stp",
+    "expires_at",
+    "trigger_price",
+    "display_size",
+    "max_price",
+    "min_price",
+)
 _PRICES = ("price", "trigger_price", "max_price", "min_price", "last_price")
 _SIZES = ("size", "remaining", "filled", "display_size", "maker_remaining", "taker_remaining")
 _QUOTES = ("quote_size", "taker_remaining_quote")
@@ -216,6 +233,10 @@ def render(event: Event, markets: dict[str, MarketParams]) -> dict[str, Any]:
     if params is None:  # asset_added, market_added: nothing to scale
         return out
     optional_zero = isinstance(event, Accepted)
+    if optional_zero:  # flatten the accepted order into the event, as a reader expects
+        order = out.pop("order")
+        for name in _ORDER_FIELDS:
+            out[name] = order[name]
     for names, scale in (
         (_PRICES, params.price_scale),
         (_SIZES, params.size_scale),
