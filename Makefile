@@ -25,10 +25,11 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 test: lint
-	$(BIN)/pytest --cov=src/dex/core --cov=src/dex/matching --cov-report=term --cov-fail-under=95 tests
+	$(BIN)/pytest --cov=src/dex/core --cov=src/dex/matching --cov=src/dex/risk --cov-report=term --cov-fail-under=95 tests
 
 bench: $(STAMP)
 	$(BIN)/python bench/matching.py
+	$(BIN)/python bench/risk.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage

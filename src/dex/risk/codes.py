@@ -1,0 +1,48 @@
+"""Stable codes and small enumerations of the risk ledger. Values are the wire spelling.
+
+Never renumber or rename a code: clients and stored events depend on the spelling.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class RiskCode(StrEnum):
+    """Why risk refused a request (an order, an amend, a withdrawal, an admin change)."""
+
+    INVALID_ADDRESS = "invalid_address"  # not `0x` + 40 hex, or a bad EIP-55 checksum
+    INVALID_AMOUNT = "invalid_amount"  # not in [1, 2^63), or a balance would reach 2^63
+    UNKNOWN_ASSET = "unknown_asset"
+    GLOBAL_HALT = "global_halt"
+    MARKET_UNAVAILABLE = "market_unavailable"  # unknown, cancel_only/halted, or backpressure
+    ACCOUNT_FROZEN = "account_frozen"
+    TRADING_DISABLED = "trading_disabled"
+    NOTIONAL_LIMIT = "notional_limit"
+    OPEN_ORDERS_LIMIT = "open_orders_limit"
+    NO_REFERENCE_PRICE = "no_reference_price"
+    INSUFFICIENT_FUNDS = "insufficient_funds"
+    UNKNOWN_ORDER = "unknown_order"
+    AMEND_IN_PROGRESS = "amend_in_progress"
+    INVALID_FEE_RATES = "invalid_fee_rates"
+
+
+class OrderStatus(StrEnum):
+    """Where an order accepted by risk stands, as far as risk has seen."""
+
+    PENDING = "pending"  # forwarded to matching, no `accepted` seen yet
+    OPEN = "open"  # accepted by matching (resting, an untriggered stop, or matching)
+    TRIGGERED = "triggered"  # a stop that has triggered and not ended yet
+    FILLED = "filled"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+    REJECTED = "rejected"
+
+
+class Control(StrEnum):
+    """The kill switches and flow controls reported by `control_changed`."""
+
+    FREEZE = "freeze"  # account: all trading and withdrawals
+    TRADING_DISABLED = "trading_disabled"  # account, optionally one market
+    GLOBAL_HALT = "global_halt"  # every account and market
+    BACKPRESSURE = "backpressure"  # one market: new orders refused while on

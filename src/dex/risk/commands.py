@@ -1,0 +1,199 @@
+"""Commands of the risk ledger, in integer form (ticks, lots, asset units, nanoseconds).
+
+What the gateway, the chain adapter and operators send to a risk shard. Parsed from outside,
+so every type forbids unknown fields. `ts` is the time the shell stamped when it logged the
+command (`max(previous + 1, clock)`); 0 means "the ledger's current time".
+
+Orders use the matching engine's integer conventions (see docs/matching-rules.md): prices in
+ticks, sizes in lots, `quote_size` in quote-asset units, 0 for an absent number. Risk assigns
+the order id and stamps the protection price, so a `place` carries neither.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from dex.core.enums import STP, OrderType, Side, TimeInForce
+from dex.core.markets import Asset, MarketSpec
+
+SCHEMA_VERSION = 1
+
+
+class _Command(
+    msgspec.Struct, frozen=True, gc=False, kw_only=True, forbid_unknown_fields=True, tag_field="cmd"
+):
+    ts: int = 0
+    v: int = SCHEMA_VERSION
+
+
+# ---------------------------------------------------------------- admin
+
+
+class AddAsset(_Command, frozen=True, tag="add_asset"):
+    asset: Asset
+
+
+class AddMarket(_Command, frozen=True, tag="add_market"):
+    spec: MarketSpec
+
+
+class SetFees(_Command, frozen=True, tag="set_fees"):
+    """A market's maker and taker rates in basis points (a negative maker rate is a rebate)."""
+
+    market: str
+    maker_bps: int
+    taker_bps: int
+
+
+class SetAccountFees(_Command, frozen=True, tag="set_account_fees"):
+    """An account's own rates for every market (a fee tier); both None removes them."""
+
+    account: str
+    maker_bps: int | None = None
+    taker_bps: int | None = None
+
+
+class SetLimits(_Command, frozen=True, tag="set_limits"):
+    """An account's limits; each replaces the previous set. 0 / absent: no limit.
+
+    `max_order_notional` maps a quote asset to the largest notional (in its units) of one
+    order in any market quoted in it.
+    """
+
+    account: str
+    max_open_orders: int = 0
+    max_order_notional: dict[str, int] = msgspec.field(default_factory=dict)
+
+
+class Freeze(_Command, frozen=True, tag="freeze"):
+    account: str
+
+
+class Unfreeze(_Command, frozen=True, tag="unfreeze"):
+    account: str
+
+
+class DisableTrading(_Command, frozen=True, tag="disable_trading"):
+    """Refuse new orders and amends of one account, in one market or (None) all markets."""
+
+    account: str
+    market: str | None = None
+
+
+class EnableTrading(_Command, frozen=True, tag="enable_trading"):
+    account: str
+    market: str | None = None
+
+
+class GlobalHalt(_Command, frozen=True, tag="global_halt"):
+    pass
+
+
+class Resume(_Command, frozen=True, tag="resume"):
+    pass
+
+
+class SetBackpressure(_Command, frozen=True, tag="set_backpressure"):
+    """Set by the shell when the market's matching shard lags too far behind this shard."""
+
+    market: str
+    on: bool
+
+
+# ---------------------------------------------------------------- funds
+
+
+class Deposit(_Command, frozen=True, tag="deposit"):
+    """A deposit seen on chain; `(tx_id, log_index)` credits it exactly once.
+
+    The faucet is a deposit whose `tx_id` is `faucet:<n>` (n decimal digits).
+    """
+
+    account: str
+    asset: str
+    amount: int
+    tx_id: str
+    log_index: int = 0
+
+
+class Withdraw(_Command, frozen=True, tag="withdraw"):
+    account: str
+    asset: str
+    amount: int
+
+
+class WithdrawalCompleted(_Command, frozen=True, tag="withdrawal_completed"):
+    withdrawal_id: int
+    tx_id: str
+
+
+class WithdrawalFailed(_Command, frozen=True, tag="withdrawal_failed"):
+    withdrawal_id: int
+    reason: str = ""
+
+
+# ---------------------------------------------------------------- orders
+
+
+class Place(_Command, frozen=True, tag="place"):
+    market: str
+    account: str
+    side: Side
+    type: OrderType
+    size: int = 0
+    price: int = 0
+    quote_size: int = 0
+    tif: TimeInForce = TimeInForce.GTC
+    post_only: bool = False
+    stp: STP = STP.EXPIRE_TAKER
+    client_order_id: str | None = None
+    expires_at: int | None = None
+    trigger_price: int = 0
+    display_size: int = 0
+
+
+class Amend(_Command, frozen=True, tag="amend"):
+    """New total size (0: unchanged) and/or new price (0: unchanged) of an open order."""
+
+    market: str
+    account: str
+    order_id: int | None = None
+    client_order_id: str | None = None
+    price: int = 0
+    size: int = 0
+
+
+class Cancel(_Command, frozen=True, tag="cancel"):
+    market: str
+    account: str
+    order_id: int | None = None
+    client_order_id: str | None = None
+
+
+class CancelAll(_Command, frozen=True, tag="cancel_all"):
+    account: str
+    market: str | None = None
+
+
+RiskCommand = (
+    AddAsset
+    | AddMarket
+    | SetFees
+    | SetAccountFees
+    | SetLimits
+    | Freeze
+    | Unfreeze
+    | DisableTrading
+    | EnableTrading
+    | GlobalHalt
+    | Resume
+    | SetBackpressure
+    | Deposit
+    | Withdraw
+    | WithdrawalCompleted
+    | WithdrawalFailed
+    | Place
+    | Amend
+    | Cancel
+    | CancelAll
+)

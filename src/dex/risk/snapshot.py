@@ -1,0 +1,171 @@
+"""Snapshots of a risk shard: MessagePack, schema-versioned and canonical.
+
+Accounts, orders, withdrawals, deposits and fee balances are written sorted by key; assets
+and markets in the order they were added (that order is behaviour: cancel_all walks markets
+in it); remembered client order ids by end time, then order id. Two ledgers that would emit
+the same future events have the same snapshot, so its SHA-256 is the state hash.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from dex.core.enums import MarketStatus, OrderType
+from dex.core.markets import Asset, MarketParams, MarketSpec
+from dex.risk.codes import OrderStatus
+from dex.risk.state import SCHEMA_VERSION, Closed, MarketInfo, Order, Withdrawal
+
+if TYPE_CHECKING:
+    from dex.risk.ledger import Ledger
+
+SNAPSHOT_VERSION = 1
+
+
+def dump(ledger: Ledger) -> bytes:
+    accounts = [
+        [
+            a.addr,
+            [[asset, cell[0], cell[1]] for asset, cell in sorted(a.bal.items())],
+            a.frozen,
+            sorted(a.disabled),
+            list(a.fees) if a.fees is not None else None,
+            a.max_open,
+            sorted(a.max_notional.items()),
+        ]
+        for a in sorted(ledger.accounts.values(), key=lambda a: a.addr)
+    ]
+    orders = [
+        [
+            o.oid,
+            o.account.addr,
+            o.market.symbol,
+            o.cid,
+            o.is_buy,
+            o.kind.value,
+            o.by_quote,
+            o.price,
+            o.cap,
+            o.size,
+            o.filled,
+            o.held,
+            o.pending,
+            o.amending,
+            o.status.value,
+        ]
+        for _, o in sorted(ledger.orders.items())
+    ]
+    closed = [
+        [c.ts, c.key[0], c.key[1], c.key[2], c.oid, c.status.value, c.filled, c.detail]
+        for c in sorted(ledger.closed, key=lambda c: (c.ts, c.oid))
+    ]
+    state: dict[str, Any] = {
+        "v": SNAPSHOT_VERSION,
+        "schema": SCHEMA_VERSION,
+        "shard": ledger.shard,
+        "shard_count": ledger.shard_count,
+        "ts": ledger.ts,
+        "log_seq": ledger.log_seq,
+        "order_seq": ledger.order_seq,
+        "withdrawal_seq": ledger.withdrawal_seq,
+        "halted": ledger.halted,
+        "global_halt": ledger.global_halt,
+        "assets": [[a.symbol, a.decimals] for a in ledger.assets.values()],
+        "markets": [
+            [
+                msgspec.to_builtins(m.params.spec),
+                m.status.value,
+                m.last,
+                m.backpressure,
+                m.maker_bps,
+                m.taker_bps,
+            ]
+            for m in ledger.markets.values()
+        ],
+        "accounts": accounts,
+        "orders": orders,
+        "withdrawals": [
+            [w.wid, w.account.addr, w.asset, w.amount]
+            for _, w in sorted(ledger.withdrawals.items())
+        ],
+        "closed": closed,
+        "deposits": sorted([tx, index] for tx, index in ledger.deposits),
+        "fees": sorted([asset, value] for asset, value in ledger.fees.items()),
+    }
+    return msgspec.msgpack.encode(state)
+
+
+def load(data: bytes) -> Ledger:
+    from dex.risk.ledger import Ledger
+
+    state = msgspec.msgpack.decode(data)
+    if state.get("v") != SNAPSHOT_VERSION:
+        raise ValueError(f"unsupported risk snapshot version {state.get('v')!r}")
+    led = Ledger(state["shard"], state["shard_count"])
+    led.ts = state["ts"]
+    led.log_seq = state["log_seq"]
+    led.order_seq = state["order_seq"]
+    led.withdrawal_seq = state["withdrawal_seq"]
+    led.halted = state["halted"]
+    led.global_halt = state["global_halt"]
+    for symbol, decimals in state["assets"]:
+        led.assets[symbol] = Asset(symbol=symbol, decimals=decimals)
+    for spec_data, status, last, backpressure, maker, taker in state["markets"]:
+        spec = msgspec.convert(spec_data, MarketSpec)
+        m = MarketInfo(MarketParams(spec, led.assets[spec.base], led.assets[spec.quote]))
+        m.set_status(MarketStatus(status), backpressure)
+        m.last = last
+        m.maker_bps = maker
+        m.taker_bps = taker
+        led.markets[spec.market] = m
+    for addr, cells, frozen, disabled, fees, max_open, notional in state["accounts"]:
+        acct = led._account(addr)
+        for asset, available, locked in cells:
+            acct.bal[asset] = [available, locked]
+        acct.frozen = frozen
+        acct.disabled = set(disabled)
+        acct.fees = (fees[0], fees[1]) if fees is not None else None
+        acct.max_open = max_open
+        acct.max_notional = {asset: value for asset, value in notional}
+    for row in state["orders"]:
+        oid, addr, symbol, cid, is_buy, kind, by_quote, price, cap, size = row[:10]
+        filled, held, pending, amending, status = row[10:]
+        acct = led.accounts[addr]
+        m = led.markets[symbol]
+        hold_bal = acct.cell(m.quote if is_buy else m.base)
+        recv_bal = acct.cell(m.base if is_buy else m.quote)
+        o = Order(
+            oid,
+            acct,
+            m,
+            cid,
+            is_buy,
+            OrderType(kind),
+            by_quote,
+            price,
+            cap,
+            size,
+            held,
+            hold_bal,
+            recv_bal,
+        )
+        o.filled = filled
+        o.pending = pending
+        o.amending = amending
+        o.status = OrderStatus(status)
+        led.orders[oid] = acct.orders[oid] = o
+        if cid is not None:
+            led.cids[(addr, symbol, cid)] = o
+    for wid, addr, asset, amount in state["withdrawals"]:
+        acct = led.accounts[addr]
+        w = Withdrawal(wid, acct, asset, amount)
+        led.withdrawals[wid] = acct.withdrawals[wid] = w
+    for ts, addr, symbol, cid, oid, status, filled, detail in state["closed"]:
+        key = (addr, symbol, cid)
+        rec = Closed(key, oid, OrderStatus(status), filled, detail, ts)
+        led.cids[key] = rec
+        led.closed.append(rec)
+    led.deposits = {(tx, index) for tx, index in state["deposits"]}
+    led.fees = {asset: value for asset, value in state["fees"]}
+    return led
