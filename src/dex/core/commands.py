@@ -13,7 +13,7 @@ import msgspec
 
 from dex.core.enums import STP, CancelReason, MarketStatus, OrderType, Side, TimeInForce
 from dex.core.markets import Asset, MarketSpec
-from dex.core.validation import check_amend, check_place, check_target
+from dex.core.validation import check_amend, check_enums, check_place, check_target
 
 SCHEMA_VERSION = 1
 
@@ -41,6 +41,9 @@ class AddMarket(_Command, frozen=True, tag="add_market"):
 class SetMarketStatus(_Command, frozen=True, tag="set_market_status"):
     market: str
     status: MarketStatus
+
+    def __post_init__(self) -> None:
+        check_enums(self, status=MarketStatus)
 
 
 class Place(_Command, frozen=True, tag="place"):
@@ -87,12 +90,16 @@ class Cancel(_Command, frozen=True, tag="cancel"):
 
     def __post_init__(self) -> None:
         check_target(self)
+        check_enums(self, reason=CancelReason)
 
 
 class CancelAll(_Command, frozen=True, tag="cancel_all"):
     account: str
     market: str | None = None
     reason: CancelReason = CancelReason.USER
+
+    def __post_init__(self) -> None:
+        check_enums(self, reason=CancelReason)
 
 
 class Tick(_Command, frozen=True, tag="tick"):

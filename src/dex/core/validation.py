@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from dex.core.enums import OrderType, Side, TimeInForce
+from dex.core.enums import STP, OrderType, Side, TimeInForce
 from dex.core.errors import CommandError
 from dex.core.numbers import MAX_INT
 
@@ -32,27 +32,55 @@ _GTC = TimeInForce.GTC
 _IOC = TimeInForce.IOC
 
 
+def check_enums(cmd: object, **expected: type) -> None:
+    """Fields the cores compare by identity must be members of their enum (decoding ensures
+    it; direct construction with a plain string must fail too)."""
+    for name, kind in expected.items():
+        value = getattr(cmd, name)
+        if type(value) is not kind:
+            allowed = ", ".join(member.value for member in kind)  # type: ignore[attr-defined]
+            raise CommandError(name, f"must be one of {allowed}, got {value!r}")
+
+
+def check_ints(cmd: object, *names: str) -> None:
+    for name in names:
+        value = getattr(cmd, name)
+        if type(value) is not int and value is not None:
+            raise CommandError(name, f"must be an integer, got {value!r}")
+
+
 def check_place(cmd: Place) -> None:
-    """Raise CommandError unless `cmd` is well formed (fast path for plain orders)."""
+    """Raise CommandError unless `cmd` is well formed (a quick pass for plain limit orders)."""
+    price = cmd.price
+    size = cmd.size
+    oid = cmd.order_id
+    cid = cmd.client_order_id
     if (
-        cmd.order_id is not None
-        and 0 < cmd.order_id <= MAX_INT
+        cmd.type is _LIMIT
+        and cmd.tif is _GTC
+        and type(cmd.side) is Side
+        and type(cmd.stp) is STP
+        and type(price) is int
+        and type(size) is int
+        and type(cmd.ts) is int
+        and 0 < price <= MAX_INT
+        and 0 < size <= MAX_INT
+        and (oid is None or (type(oid) is int and 0 < oid <= MAX_INT))
+        and (cid is None or 0 < len(cid) <= 64)
         and cmd.expires_at is None
-        and not (cmd.quote_size or cmd.trigger_price or cmd.display_size or cmd.post_only)
+        and (cmd.post_only is False or cmd.post_only is True)
+        and not (cmd.quote_size or cmd.trigger_price or cmd.display_size)
         and not (cmd.max_price or cmd.min_price)
-        and 0 < cmd.size <= MAX_INT
-        and (cmd.client_order_id is None or 0 < len(cmd.client_order_id) <= 64)
     ):
-        kind = cmd.type
-        if kind is _LIMIT:
-            if cmd.tif is _GTC and 0 < cmd.price <= MAX_INT:
-                return
-        elif kind is _MARKET and cmd.tif is _IOC and not cmd.price:
-            return
+        return
     _check_place_fully(cmd)
 
 
 def _check_place_fully(cmd: Place) -> None:
+    check_enums(cmd, side=Side, type=OrderType, tif=TimeInForce, stp=STP)
+    check_ints(cmd, "ts", "order_id", "expires_at", *_INT_FIELDS)
+    if type(cmd.post_only) is not bool:
+        raise CommandError("post_only", f"must be true or false, got {cmd.post_only!r}")
     for name in _INT_FIELDS:
         value = getattr(cmd, name)
         if value < 0 or value > MAX_INT:
@@ -121,12 +149,14 @@ def _check_market(cmd: Place) -> None:
 
 
 def check_target(cmd: Amend | Cancel) -> None:
+    check_ints(cmd, "ts", "order_id")
     if cmd.order_id is None and cmd.client_order_id is None:
         raise CommandError("order_id", "order_id or client_order_id is required")
 
 
 def check_amend(cmd: Amend) -> None:
     check_target(cmd)
+    check_ints(cmd, "price", "size")
     if not cmd.price and not cmd.size:
         raise CommandError("size", "an amend needs a new price or a new size")
     for name in ("price", "size"):
