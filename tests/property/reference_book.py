@@ -4,7 +4,23 @@ Obviously correct rather than fast: one list of resting orders per market, sorte
 (price, priority counter); best prices found by scanning; FOK decided by deep-copying the whole
 engine and running the ordinary matching on the copy. It imports nothing from `dex.matching`.
 
-`RefEngine().apply(cmd, input_ref) -> list[Event]` has the same shape as the real engine.
+`RefEngine().apply(cmd, input_ref) -> list[Event]` has the same shape as the real engine. The
+free-text `message` of rejection events is left empty (the test does not compare it).
+
+Where the page leaves a detail open, this is the reading taken (the engine agrees on each):
+
+- `cancelled.size` / `quote_size` are what is cancelled (the remaining lots / quote left), and
+  `expired.size` is the remaining lots; `filled.size` is the order's size (for an order by
+  quote, the lots it got).
+- A stop_market by quote is checked against `min_notional` like a market order by quote.
+- `amend_rejected` / `cancel_rejected` repeat the command's `order_id` / `client_order_id`.
+- A cancel naming both ids uses `order_id`, as the page says for an amend; an amend naming
+  neither is a CommandError, as the page says for a cancel.
+- For an order by quote, the lots "available" at a level are those of one resting order's
+  visible part (matching goes order by order).
+- `set_market_status` to the current status still emits `market_status_changed`.
+- `add_asset` / `add_market` with an explicit `ts` need it above the previous one; a second
+  asset or market of the same name is a CommandError.
 """
 
 from __future__ import annotations
@@ -174,6 +190,7 @@ class RefEngine:
         self._input: InputRef = InputRef("", 0)
         self._cmd_ts = 0
         self._refs: dict[str, Fraction | None] = {}
+        self._traded: list[str] = []  # markets that traded during the command, in order
 
     # ------------------------------------------------------------------ state
     def state(self) -> object:
@@ -250,6 +267,7 @@ class RefEngine:
         self._cmd_ts = ts
         self._expire()
         self._refs = {s: m.reference() for s, m in self.markets.items()}
+        self._traded = []
         if isinstance(cmd, AddAsset):
             self.assets[cmd.asset.symbol] = cmd.asset
             self._emit(AssetAdded, "", cmd.asset)
@@ -263,6 +281,11 @@ class RefEngine:
             previous = m.status
             m.status = cmd.status
             self._emit(MarketStatusChanged, cmd.market, cmd.status, previous)
+            if cmd.status == MarketStatus.CANCEL_ONLY:
+                # entering cancel_only cancels the untriggered stops, in acceptance order
+                for o in list(m.stops):
+                    self._remove(o)
+                    self._cancelled(o, CancelReason.MARKET_STATUS)
         elif isinstance(cmd, Place):
             self._place(cmd)
         elif isinstance(cmd, Amend):
@@ -328,6 +351,10 @@ class RefEngine:
                 _check_int(cmd.order_id, "order_id")
             _check_int(cmd.price, "price")
             _check_int(cmd.size, "size")
+            # The page requires an id explicitly only for cancel; an amend naming no order is
+            # taken to be malformed the same way.
+            if cmd.order_id is None and cmd.client_order_id is None:
+                raise CommandError("order_id", "order_id or client_order_id required")
             if cmd.price == 0 and cmd.size == 0:
                 raise CommandError("size", "price or size required")
             return
@@ -455,7 +482,9 @@ class RefEngine:
             return reject(RejectCode.BELOW_MIN_SIZE)
         if c.type in LIMIT_TYPES and c.price * c.size * p.tick_lot_units < p.min_notional_units:
             return reject(RejectCode.BELOW_MIN_NOTIONAL)
-        if c.type == OrderType.MARKET and c.quote_size > 0 and c.quote_size < p.min_notional_units:
+        # The page says "market by quote"; a stop_market by quote is checked the same way
+        # (as stop_limit is checked like limit). Ambiguous in the page.
+        if c.type in MARKET_TYPES and 0 < c.quote_size < p.min_notional_units:
             return reject(RejectCode.BELOW_MIN_NOTIONAL)
         can_rest = c.type in STOP_TYPES or (c.type == OrderType.LIMIT and c.tif in RESTING_TIFS)
         if (
@@ -497,26 +526,7 @@ class RefEngine:
             accept_no=self.accept_no,
             quote_left=c.quote_size,
         )
-        self._emit(
-            Accepted,
-            c.market,
-            oid,
-            c.client_order_id,
-            c.account,
-            c.side,
-            c.type,
-            c.price,
-            c.size,
-            c.quote_size,
-            c.tif,
-            c.post_only,
-            c.stp,
-            c.expires_at,
-            c.trigger_price,
-            c.display_size,
-            c.max_price,
-            c.min_price,
-        )
+        self._emit(Accepted, c.market, oid, c)  # `order` is the accepted command itself
         if c.type in STOP_TYPES:
             m.stops.append(o)
         else:
@@ -593,6 +603,8 @@ class RefEngine:
             # trade
             m.trade_id += 1
             m.last_price = px
+            if o.market not in self._traded:
+                self._traded.append(o.market)
             maker.filled += lots
             maker.visible -= lots
             o.filled += lots
@@ -638,14 +650,14 @@ class RefEngine:
 
     # ------------------------------------------------------------------ stops
     def _check_triggers(self) -> None:
-        for symbol, m in self.markets.items():
-            if m.status == MarketStatus.HALTED:
-                continue
+        """After a command that traded: the stops of the market(s) it traded in."""
+        for symbol in self._traded:
+            m = self.markets[symbol]
+            assert m.status == MarketStatus.ACTIVE  # only an active market trades
             ref = self._refs.get(symbol)
             while True:
                 last = m.last_price
-                if last is None:
-                    break
+                assert last is not None
                 hit = next(
                     (
                         s
@@ -668,9 +680,7 @@ class RefEngine:
                     hit.trigger_price,
                     last,
                 )
-                if m.status != MarketStatus.ACTIVE:
-                    self._cancelled(hit, CancelReason.MARKET_STATUS)
-                elif hit.type == OrderType.STOP_LIMIT and _outside_band(
+                if hit.type == OrderType.STOP_LIMIT and _outside_band(
                     hit.price, ref, m.params.band_bps
                 ):
                     self._cancelled(hit, CancelReason.PRICE_BAND)

@@ -359,6 +359,23 @@ SCENARIOS: list[Row] = [
         ],
     ),
     (
+        "an iceberg that trades as the taker rests showing only what is left",
+        [
+            place(1, "c", "sell", 100, 3),
+            place(2, "b", "buy", 100, 5, display_size=4),
+            place(3, "a", "sell", 100, 4),
+        ],
+        [
+            ACC,
+            ACC,
+            ("trade", {"size": "3", "taker_remaining": "2"}),
+            ("filled", {"order_id": 1}),
+            ACC,
+            ("trade", {"size": "2", "maker_order_id": 2, "maker_remaining": "0"}),
+            ("filled", {"order_id": 2, "size": "5"}),
+        ],
+    ),
+    (
         "STP expire_taker: the taker's rest is cancelled, the maker untouched",
         [
             place(1, "a", "sell", 100, 1),

@@ -514,6 +514,8 @@ class Engine:
             if why == SELF_TRADE:
                 reason = CancelReason.STP
             elif cmd.tif is GTC or cmd.tif is GTD:
+                if order.display:  # it may have traded as the taker: show what is left
+                    order.visible = min(order.display, order.remaining)
                 self._rest(m, order)
                 return
             else:
