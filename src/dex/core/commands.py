@@ -90,7 +90,8 @@ class Cancel(_Command, frozen=True, tag="cancel"):
 
     def __post_init__(self) -> None:
         check_target(self)
-        check_enums(self, reason=CancelReason)
+        if type(self.reason) is not CancelReason:
+            check_enums(self, reason=CancelReason)
 
 
 class CancelAll(_Command, frozen=True, tag="cancel_all"):
@@ -99,7 +100,8 @@ class CancelAll(_Command, frozen=True, tag="cancel_all"):
     reason: CancelReason = CancelReason.USER
 
     def __post_init__(self) -> None:
-        check_enums(self, reason=CancelReason)
+        if type(self.reason) is not CancelReason:
+            check_enums(self, reason=CancelReason)
 
 
 class Tick(_Command, frozen=True, tag="tick"):

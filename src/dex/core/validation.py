@@ -149,7 +149,12 @@ def _check_market(cmd: Place) -> None:
 
 
 def check_target(cmd: Amend | Cancel) -> None:
+    oid = cmd.order_id
+    if type(oid) is int and type(cmd.ts) is int and 0 < oid <= MAX_INT:
+        return  # the common shape: a positive integer id
     check_ints(cmd, "ts", "order_id")
+    if oid is not None and not 0 < oid <= MAX_INT:
+        raise CommandError("order_id", f"must be between 1 and 2^63-1, got {oid}")
     if cmd.order_id is None and cmd.client_order_id is None:
         raise CommandError("order_id", "order_id or client_order_id is required")
 
