@@ -6,19 +6,10 @@ imports the engine sees the faulty one. Used by tests/meta/test_faults.py.
 """
 
 from __future__ import annotations
-import __future__
-
-import inspect
-import os
-import re
-import sys
-import textwrap
-from collections.abc import Callable
 
 from dex.matching.book import BookSide
 from dex.matching.engine import Engine
-
-Mutation = tuple[type, str, str, str]  # (class, method, regex, replacement)
+from tests.mutation import Mutation, install
 
 FAULTS: dict[str, list[Mutation]] = {
     # orders in a level are taken newest first
@@ -53,26 +44,5 @@ FAULTS: dict[str, list[Mutation]] = {
 }
 
 
-def _mutate(owner: type, name: str, pattern: str, replacement: str) -> None:
-    func: Callable[..., object] = getattr(owner, name)
-    source = textwrap.dedent(inspect.getsource(func))
-    mutated, count = re.subn(pattern, replacement, source)
-    if count == 0:
-        raise RuntimeError(f"fault injection: {pattern!r} not found in {owner.__name__}.{name}")
-    module = sys.modules[func.__module__]
-    namespace: dict[str, object] = {}
-    code = compile(
-        mutated,
-        f"<fault in {owner.__name__}.{name}>",
-        "exec",
-        flags=__future__.annotations.compiler_flag,
-    )
-    exec(code, module.__dict__, namespace)
-    setattr(owner, name, namespace[name])
-
-
 def pytest_configure() -> None:
-    fault = os.environ.get("DEX_FAULT")
-    if fault:
-        for owner, name, pattern, replacement in FAULTS[fault]:
-            _mutate(owner, name, pattern, replacement)
+    install(FAULTS, "DEX_FAULT")

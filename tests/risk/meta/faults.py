@@ -6,19 +6,10 @@ any test runs. Used by tests/risk/meta/test_faults.py.
 """
 
 from __future__ import annotations
-import __future__
-
-import inspect
-import os
-import re
-import sys
-import textwrap
-from collections.abc import Callable
 
 from dex.risk.ledger import Ledger
 from dex.risk.settlement import _Settlement
-
-Mutation = tuple[type, str, str, str]  # (class, method, regex, replacement)
+from tests.mutation import Mutation, install
 
 FAULTS: dict[str, list[Mutation]] = {
     # a cancelled order's hold is not released
@@ -48,26 +39,5 @@ FAULTS: dict[str, list[Mutation]] = {
 }
 
 
-def _mutate(owner: type, name: str, pattern: str, replacement: str) -> None:
-    func: Callable[..., object] = getattr(owner, name)
-    source = textwrap.dedent(inspect.getsource(func))
-    mutated, count = re.subn(pattern, replacement, source)
-    if count == 0:
-        raise RuntimeError(f"fault injection: {pattern!r} not found in {owner.__name__}.{name}")
-    module = sys.modules[func.__module__]
-    namespace: dict[str, object] = {}
-    code = compile(
-        mutated,
-        f"<fault in {owner.__name__}.{name}>",
-        "exec",
-        flags=__future__.annotations.compiler_flag,
-    )
-    exec(code, module.__dict__, namespace)
-    setattr(owner, name, namespace[name])
-
-
 def pytest_configure() -> None:
-    fault = os.environ.get("DEX_RISK_FAULT")
-    if fault:
-        for owner, name, pattern, replacement in FAULTS[fault]:
-            _mutate(owner, name, pattern, replacement)
+    install(FAULTS, "DEX_RISK_FAULT")

@@ -1,0 +1,44 @@
+"""Fault injection for meta tests: rewrite one method of a real class from its own source.
+
+A fault is a list of (class, method, regex, replacement); each regex must match, so a meta test
+can never pass because the code it mutates has moved on. Used by the pytest plugins
+tests/meta/faults.py (engine) and tests/risk/meta/faults.py (ledger).
+"""
+
+from __future__ import annotations
+import __future__
+
+import inspect
+import os
+import re
+import sys
+import textwrap
+from collections.abc import Callable
+
+Mutation = tuple[type, str, str, str]  # (class, method, regex, replacement)
+
+
+def mutate(owner: type, name: str, pattern: str, replacement: str) -> None:
+    func: Callable[..., object] = getattr(owner, name)
+    source = textwrap.dedent(inspect.getsource(func))
+    mutated, count = re.subn(pattern, replacement, source)
+    if count == 0:
+        raise RuntimeError(f"fault injection: {pattern!r} not found in {owner.__name__}.{name}")
+    module = sys.modules[func.__module__]
+    namespace: dict[str, object] = {}
+    code = compile(
+        mutated,
+        f"<fault in {owner.__name__}.{name}>",
+        "exec",
+        flags=__future__.annotations.compiler_flag,
+    )
+    exec(code, module.__dict__, namespace)
+    setattr(owner, name, namespace[name])
+
+
+def install(faults: dict[str, list[Mutation]], env_var: str) -> None:
+    """Apply the fault named by the environment variable `env_var`, if any."""
+    fault = os.environ.get(env_var)
+    if fault:
+        for owner, name, pattern, replacement in faults[fault]:
+            mutate(owner, name, pattern, replacement)
