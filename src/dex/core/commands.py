@@ -25,7 +25,9 @@ class InputRef(msgspec.Struct, frozen=True, gc=False):
     log_seq: int
 
 
-class _Command(msgspec.Struct, frozen=True, gc=False, kw_only=True, tag_field="cmd"):
+class _Command(
+    msgspec.Struct, frozen=True, gc=False, kw_only=True, forbid_unknown_fields=True, tag_field="cmd"
+):
     ts: int = 0
     v: int = SCHEMA_VERSION
 

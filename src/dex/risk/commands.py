@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import msgspec
 
+from dex.core.commands import AddAsset as AddAsset  # shared with matching
+from dex.core.commands import AddMarket as AddMarket
 from dex.core.enums import STP, OrderType, Side, TimeInForce
-from dex.core.markets import Asset, MarketSpec
 
 SCHEMA_VERSION = 1
 
@@ -27,14 +28,7 @@ class _Command(
 
 
 # ---------------------------------------------------------------- admin
-
-
-class AddAsset(_Command, frozen=True, tag="add_asset"):
-    asset: Asset
-
-
-class AddMarket(_Command, frozen=True, tag="add_market"):
-    spec: MarketSpec
+# add_asset and add_market are the core's commands (dex.core.commands), shared with matching.
 
 
 class SetFees(_Command, frozen=True, tag="set_fees"):
