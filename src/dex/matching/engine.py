@@ -623,6 +623,8 @@ class Engine:
         log_seq = self.log_seq
         trade_id = m.trade_id
         last = m.last
+        left = taker.remaining  # the taker's remaining and filled live in locals in the loop
+        filled = taker.filled
         why = DONE
         while why == DONE:
             price = opp.best()
@@ -689,11 +691,9 @@ class Engine:
                     quote_left -= n * lot_cost
                     taker_left = None
                 else:
-                    n = taker.remaining
-                    if n > avail:
-                        n = avail
-                    taker_left = taker.remaining = taker.remaining - n
-                taker.filled += n
+                    n = left if left < avail else avail
+                    taker_left = left = left - n
+                filled += n
                 mrem -= n
                 maker.remaining = mrem
                 maker.filled += n
@@ -760,8 +760,10 @@ class Engine:
                     break
             if not level.live:
                 del levels[price]
-            if (quote_left == 0) if by_quote else (taker.remaining == 0):
+            if (quote_left == 0) if by_quote else (left == 0):
                 break
+        taker.remaining = left
+        taker.filled = filled
         m.seq = seq
         self.log_seq = log_seq
         m.trade_id = trade_id
