@@ -165,3 +165,20 @@ def test_restore_refuses_other_versions(engine: Engine) -> None:
     raw["v"] = 99
     with pytest.raises(ValueError, match="unsupported snapshot version 99"):
         Engine.restore(msgspec.msgpack.encode(raw))
+
+
+def test_accepted_event_carries_the_order(engine: Engine) -> None:
+    cmd = _place(
+        type=OrderType.STOP_LIMIT,
+        trigger_price=90,
+        tif=TimeInForce.GTD,
+        expires_at=99,
+        client_order_id="s",
+    )
+    (event,) = engine.apply(cmd, SRC)
+    assert event.order is cmd and event.order_id == 2
+    fields = (
+        "client_order_id account side type price size quote_size tif post_only stp expires_at "
+        "trigger_price display_size max_price min_price"
+    ).split()
+    assert {f: getattr(event, f) for f in fields} == {f: getattr(cmd, f) for f in fields}
