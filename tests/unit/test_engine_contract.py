@@ -177,8 +177,21 @@ def test_accepted_event_carries_the_order(engine: Engine) -> None:
     )
     (event,) = engine.apply(cmd, SRC)
     assert event.order is cmd and event.order_id == 2
-    fields = (
-        "client_order_id account side type price size quote_size tif post_only stp expires_at "
-        "trigger_price display_size max_price min_price"
-    ).split()
+    fields = [
+        "client_order_id",
+        "account",
+        "side",
+        "type",
+        "price",
+        "size",
+        "quote_size",
+        "tif",
+        "post_only",
+        "stp",
+        "expires_at",
+        "trigger_price",
+        "display_size",
+        "max_price",
+        "min_price",
+    ]
     assert {f: getattr(event, f) for f in fields} == {f: getattr(cmd, f) for f in fields}
