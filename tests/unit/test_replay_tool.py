@@ -38,7 +38,7 @@ def _run(lines: list[object], **kw: object) -> tuple[int, list[dict[str, object]
         ),
         (
             place(5, "a", "buy", 100, 1) | {"price": "100.5"},
-            "line 3: price: 100.5 is not a whole number",
+            "line 3: price: 100.5 is not a whole number of ticks of 1",
         ),
         (place(5, "a", "buy", 100, 1) | {"market": "X-Y"}, "line 3: market: unknown market 'X-Y'"),
         (place(1, "a", "buy", 100, 1), "line 3: ts: must be above the previous ts 2"),

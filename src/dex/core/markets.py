@@ -111,7 +111,7 @@ class MarketParams:
         self.tick_lot_units = int(tick_lot_units)
         if self.lot_units > MAX_INT or self.tick_lot_units > MAX_INT:
             raise CommandError("lot_size", "step is too large (must be below 2^63 units)")
-        self.min_size_lots = to_steps(spec.min_size, self.lot, "min_size")
+        self.min_size_lots = to_steps(spec.min_size, self.lot, "min_size", unit="lots")
         self.min_notional_units = to_steps(
             spec.min_notional, Decimal(1).scaleb(-quote.decimals), "min_notional", allow_zero=True
         )

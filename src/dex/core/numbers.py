@@ -32,8 +32,11 @@ def decimals_of(step: Decimal) -> int:
     return max(0, -exponent)
 
 
-def to_steps(text: str, step: Decimal, field: str, *, allow_zero: bool = False) -> int:
-    """Convert text to a whole number of `step`s; reject negatives, fractions and overflow."""
+def to_steps(
+    text: str, step: Decimal, field: str, *, allow_zero: bool = False, unit: str = "steps"
+) -> int:
+    """Convert text to a whole number of `step`s (called `unit` in errors: ticks, lots...);
+    reject negatives, fractions and overflow."""
     value = parse_decimal(text, field)
     if value < 0:
         raise CommandError(field, f"must not be negative, got {text}")
@@ -43,7 +46,7 @@ def to_steps(text: str, step: Decimal, field: str, *, allow_zero: bool = False) 
         ctx.prec = 80
         quotient = value / step
         if quotient != quotient.to_integral_value():
-            raise CommandError(field, f"{text} is not a whole number of steps of {step}")
+            raise CommandError(field, f"{text} is not a whole number of {unit} of {step}")
         steps = int(quotient)
     check_int(steps, field)
     return steps

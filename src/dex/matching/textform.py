@@ -135,15 +135,19 @@ def parse_line(raw: bytes | str) -> Line:
 
 
 def _ticks(text: str | None, params: MarketParams, field: str) -> int:
-    return 0 if text is None else to_steps(text, params.tick, field)
+    return 0 if text is None else to_steps(text, params.tick, field, unit="ticks")
 
 
 def _lots(text: str | None, params: MarketParams, field: str) -> int:
-    return 0 if text is None else to_steps(text, params.lot, field)
+    return 0 if text is None else to_steps(text, params.lot, field, unit="lots")
 
 
 def _units(text: str | None, asset: Asset, field: str) -> int:
-    return 0 if text is None else to_steps(text, Decimal(1).scaleb(-asset.decimals), field)
+    return (
+        0
+        if text is None
+        else to_steps(text, Decimal(1).scaleb(-asset.decimals), field, unit=f"{asset.symbol} units")
+    )
 
 
 def to_command(line: Line, markets: dict[str, MarketParams]) -> c.Command:
