@@ -19,7 +19,8 @@ from dex.core.commands import (
     Tick,
 )
 from dex.core.enums import MarketStatus, OrderType, Side, TimeInForce
-from dex.core.errors import CommandError
+from dex.core.errors import CommandError, RejectCode
+from dex.core.events import AmendRejected, Trade
 from dex.core.markets import MarketSpec
 from dex.matching.engine import Engine
 
@@ -195,3 +196,28 @@ def test_accepted_event_carries_the_order(engine: Engine) -> None:
         "min_price",
     ]
     assert {f: getattr(event, f) for f in fields} == {f: getattr(cmd, f) for f in fields}
+
+
+def test_cancelled_entries_are_compacted_and_fifo_kept() -> None:
+    eng = Engine()
+    eng.apply(AddMarket(spec=SPEC), SRC)
+    for i in range(1, 21):
+        eng.apply(_place(ts=i, account=f"s{i}", side=Side.SELL, order_id=i), SRC)
+    for i in range(1, 17):  # cancel the 16 oldest: lazily, then compacted
+        eng.apply(Cancel(ts=100 + i, market="T-USD", account=f"s{i}", order_id=i), SRC)
+    level = eng.markets["T-USD"].asks.levels[100]
+    assert level.live == 4 and len(level.q) < 16
+    assert [o.order_id for o in eng.view("T-USD").asks[0].orders] == [17, 18, 19, 20]
+    events = eng.apply(_place(ts=200, account="b", size=2, order_id=30), SRC)
+    assert [e.maker_order_id for e in events if isinstance(e, Trade)] == [17, 18]
+
+
+def test_amend_that_would_take_in_a_post_only_market_is_refused(engine: Engine) -> None:
+    engine.apply(_place(price=99, client_order_id="k"), SRC)  # order 2, below the ask at 100
+    engine.apply(SetMarketStatus(ts=6, market="T-USD", status=MarketStatus.POST_ONLY), SRC)
+    (event,) = engine.apply(
+        Amend(ts=7, market="T-USD", account="b", client_order_id="k", price=100), SRC
+    )
+    assert isinstance(event, AmendRejected) and event.code == RejectCode.MARKET_STATUS
+    (bid,) = engine.view("T-USD").bids
+    assert (bid.price, bid.orders[0].order_id, bid.orders[0].remaining) == (99, 2, 1)
