@@ -1,0 +1,113 @@
+"""The bus port: one small async interface for streams, leases and snapshots.
+
+Owns the contract every bus implementation (in-memory, Redis Streams) must honour, the
+`Lease` value and the two errors a caller has to handle. Invariants an implementation keeps:
+
+- Each stream numbers its entries `log_seq` = 1, 2, 3, ... with no gap and no repeat; a batch
+  is appended entirely or not at all.
+- A lease's `epoch` comes from a per-name counter that never expires and only grows, so a
+  later holder always has a higher epoch than any earlier one.
+- A fenced write (append with a lease, snapshot) happens only while its lease is the current,
+  unexpired one and, for appends, the stream's last `log_seq` is the one the caller expects;
+  otherwise `FencedError` is raised and nothing is written. A paused replica whose lease was
+  lost therefore can never write.
+- A reader is never silently moved forward: reading from below the trimmed point raises
+  `TrimmedError`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+
+Clock = Callable[[], float]
+"""A source of monotonic seconds; injected so tests can move lease time without sleeping."""
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """Proof of being the single writer for `name`, valid while `epoch` is the current one."""
+
+    name: str
+    owner: str
+    epoch: int
+
+
+class BusError(Exception):
+    """Base class of the errors a bus raises for a refused operation."""
+
+
+class FencedError(BusError):
+    """A fenced write was refused: lease lost, stale epoch or unexpected last `log_seq`."""
+
+
+class TrimmedError(BusError):
+    """The entry after the reader's position has been trimmed; the reader must not skip."""
+
+
+class Bus(ABC):
+    """Append-only numbered streams with blocking reads, fenced writes, leases and snapshots."""
+
+    @abstractmethod
+    async def append(
+        self,
+        stream: str,
+        entries: list[bytes],
+        *,
+        lease: Lease | None = None,
+        expect_last: int | None = None,
+    ) -> int:
+        """Append `entries` atomically, numbered after the stream's last; return the new last.
+
+        With `lease`, `expect_last` is required and the append happens only if the lease is
+        still held with that epoch and the stream's last `log_seq` equals `expect_last`.
+        Without `lease`, a given `expect_last` is still checked. A refusal raises
+        `FencedError` and writes nothing. An empty batch is a `ValueError`.
+        """
+
+    @abstractmethod
+    async def read(
+        self, stream: str, after: int, *, limit: int = 1000, timeout: float = 0.0
+    ) -> list[tuple[int, bytes]]:
+        """Return up to `limit` `(log_seq, entry)` pairs with `log_seq > after`, in order.
+
+        If there are none and `timeout > 0`, wait up to `timeout` seconds for some to be
+        appended, returning an empty list if none arrive. Raises `TrimmedError` if the entry
+        `after + 1` has been trimmed away.
+        """
+
+    @abstractmethod
+    async def trim(self, stream: str, below: int) -> None:
+        """Drop the entries with `log_seq < below`; numbering of later entries is unchanged."""
+
+    @abstractmethod
+    async def last(self, stream: str) -> int:
+        """Return the stream's last `log_seq`, or 0 if nothing was ever appended."""
+
+    @abstractmethod
+    async def acquire(self, name: str, owner: str, ttl: float) -> Lease | None:
+        """Grant `name` to `owner` for `ttl` seconds with the next epoch, or return None.
+
+        None means another owner holds an unexpired lease on `name`. If `owner` itself holds
+        it, a new lease with a higher epoch replaces the old one (fencing a stale incarnation).
+        """
+
+    @abstractmethod
+    async def renew(self, lease: Lease, ttl: float) -> bool:
+        """Extend `lease` to `ttl` seconds from now; False if it is no longer held."""
+
+    @abstractmethod
+    async def release(self, lease: Lease) -> None:
+        """Delete the lease on `lease.name` only if `lease` is still the one held."""
+
+    @abstractmethod
+    async def put_snapshot(self, name: str, log_seq: int, data: bytes, *, lease: Lease) -> None:
+        """Store `data` taken at `log_seq` as the snapshot `name`, fenced by `lease`.
+
+        Raises `FencedError` and stores nothing unless `lease` is still held with its epoch.
+        """
+
+    @abstractmethod
+    async def get_snapshot(self, name: str) -> tuple[int, bytes] | None:
+        """Return the latest `(log_seq, data)` stored as snapshot `name`, or None."""
