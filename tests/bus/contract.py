@@ -46,7 +46,10 @@ def aio(test: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
 
 async def yield_to_loop() -> None:
     """Let other tasks run once (a reader starts waiting): a yield, never a delay."""
-    await asyncio.sleep(0)
+    loop = asyncio.get_running_loop()
+    turn: asyncio.Future[None] = loop.create_future()
+    loop.call_soon(turn.set_result, None)
+    await turn
 
 
 async def acquired(bus: Bus, name: str, owner: str, ttl: float = TTL) -> Lease:
