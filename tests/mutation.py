@@ -11,10 +11,13 @@ import __future__
 import inspect
 import os
 import re
+import subprocess
 import sys
 import textwrap
 from collections.abc import Callable
+from pathlib import Path
 
+ROOT = Path(__file__).parents[1]
 Mutation = tuple[type, str, str, str]  # (class, method, regex, replacement)
 
 
@@ -42,3 +45,31 @@ def install(faults: dict[str, list[Mutation]], env_var: str) -> None:
     if fault:
         for owner, name, pattern, replacement in faults[fault]:
             mutate(owner, name, pattern, replacement)
+
+
+def assert_suite_catches(plugin: str, env_var: str, fault: str, target: str, **env: str) -> None:
+    """Run `target` under pytest with `fault` injected by `plugin`; it must fail (exit 1: tests
+    failed, not an error of the harness)."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-x",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            plugin,
+            target,
+        ],
+        cwd=ROOT,
+        env={**os.environ, env_var: fault, **env},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 1, (
+        f"{target} did not catch {fault}:\n{result.stdout[-3000:]}{result.stderr[-2000:]}"
+    )
+    assert "FAILED" in result.stdout

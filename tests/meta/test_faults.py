@@ -7,50 +7,18 @@ tests failed, not an error of the harness).
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
 from tests.meta.faults import FAULTS
+from tests.mutation import assert_suite_catches
 
-ROOT = Path(__file__).parents[2]
 SUITES = {
     "scenarios": "tests/unit/test_matching_scenarios.py",
     "reference": "tests/property/test_engine_vs_reference.py",
 }
 
 
-def _run_with_fault(fault: str, target: str) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, DEX_FAULT=fault)
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-x",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            "-p",
-            "tests.meta.faults",
-            target,
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-
-
 @pytest.mark.parametrize("suite", sorted(SUITES))
 @pytest.mark.parametrize("fault", sorted(FAULTS))
 def test_suite_fails_when_fault_injected(fault: str, suite: str) -> None:
-    result = _run_with_fault(fault, SUITES[suite])
-    assert result.returncode == 1, (
-        f"{suite} did not catch {fault}:\n{result.stdout[-3000:]}{result.stderr[-2000:]}"
-    )
-    assert "FAILED" in result.stdout
+    assert_suite_catches("tests.meta.faults", "DEX_FAULT", fault, SUITES[suite])

@@ -337,12 +337,13 @@ class EngineVsReference(RuleBasedStateMachine):
         with pytest.raises(CommandError):
             self.ref.apply(forced, ref_in)
         assert self.ref.state() == ref_before
-        if cmd is not None:
+        if cmd is not None:  # it could be built: then the engine must refuse it in apply
+            refused = False
             try:
                 events = self.eng.apply(cmd, ref_in)
             except CommandError:
-                pass
-            else:
+                refused = True
+            if not refused:
                 self.fail_with_reproduction(
                     f"engine accepted malformed ({kind}) {cmd!r}: {events!r}"
                 )
