@@ -349,3 +349,63 @@ class BusContract:
         assert await bus.get_snapshot("snap") is None
         await bus.put_snapshot("snap", 1, b"y", lease=b)
         assert await bus.get_snapshot("snap") == (1, b"y")
+
+    # --- multi-stream appends, lease listing, identity, reader positions ------------------
+
+    @aio
+    async def test_also_streams_are_written_in_the_same_step(self, bus: Bus) -> None:
+        lease = await acquired(bus, "L", "a")
+        also = {"{s}:to:0": [b"x", b"y"], "{s}:to:1": [], "{s}:to:2": [b"z"]}
+        assert await bus.append("{s}:log", [b"l1"], lease=lease, expect_last=0, also=also) == 1
+        assert await read_all(bus, "{s}:to:0") == [(1, b"x"), (2, b"y")]
+        assert await bus.last("{s}:to:1") == 0
+        assert await read_all(bus, "{s}:to:2") == [(1, b"z")]
+        await bus.append("{s}:log", [b"l2"], lease=lease, expect_last=1, also={"{s}:to:0": [b"w"]})
+        assert await read_all(bus, "{s}:to:0") == [(1, b"x"), (2, b"y"), (3, b"w")]
+
+    @aio
+    async def test_refused_append_writes_no_also_stream(self, bus: Bus, clock: FakeClock) -> None:
+        lease = await acquired(bus, "L", "a", ttl=1.0)
+        with pytest.raises(FencedError):
+            await bus.append("{s}:log", [b"l"], lease=lease, expect_last=5, also={"{s}:o": [b"x"]})
+        clock.advance(2.0)
+        with pytest.raises(FencedError):
+            await bus.append("{s}:log", [b"l"], lease=lease, expect_last=0, also={"{s}:o": [b"x"]})
+        assert await bus.last("{s}:log") == 0
+        assert await bus.last("{s}:o") == 0
+
+    @aio
+    async def test_blocking_reader_of_an_also_stream_wakes(self, bus: Bus) -> None:
+        reader = asyncio.create_task(bus.read("{s}:o", 0, timeout=GUARD))
+        await yield_to_loop()
+        await bus.append("{s}:log", [b"l"], also={"{s}:o": [b"x"]})
+        assert await asyncio.wait_for(reader, GUARD) == [(1, b"x")]
+
+    @aio
+    async def test_leases_lists_live_holders_by_prefix(self, bus: Bus, clock: FakeClock) -> None:
+        assert await bus.leases("member:") == []
+        b = await acquired(bus, "member:b", "b", ttl=5.0)
+        a = await acquired(bus, "member:a", "a", ttl=1.0)
+        await acquired(bus, "shard:0", "a")
+        assert await bus.leases("member:") == [a, b]
+        clock.advance(2.0)
+        assert await bus.leases("member:") == [b]
+        await bus.release(b)
+        assert await bus.leases("member:") == []
+
+    @aio
+    async def test_identity_is_stable_for_one_server(self, bus: Bus) -> None:
+        first = await bus.identity()
+        assert isinstance(first, str) and first
+        await bus.append("s", [b"a"])
+        assert await bus.identity() == first
+
+    @aio
+    async def test_positions_are_per_reader_and_never_go_back(self, bus: Bus) -> None:
+        assert await bus.positions("s") == {}
+        await bus.commit_position("s", "r1", 5)
+        await bus.commit_position("s", "r2", 3)
+        await bus.commit_position("s", "r1", 4)
+        await bus.commit_position("t", "r1", 9)
+        assert await bus.positions("s") == {"r1": 5, "r2": 3}
+        assert await bus.positions("t") == {"r1": 9}

@@ -18,7 +18,7 @@ Owns the contract every bus implementation (in-memory, Redis Streams) must honou
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 Clock = Callable[[], float]
@@ -57,6 +57,7 @@ class Bus(ABC):
         *,
         lease: Lease | None = None,
         expect_last: int | None = None,
+        also: Mapping[str, list[bytes]] | None = None,
     ) -> int:
         """Append `entries` atomically, numbered after the stream's last; return the new last.
 
@@ -64,6 +65,11 @@ class Bus(ABC):
         still held with that epoch and the stream's last `log_seq` equals `expect_last`.
         Without `lease`, a given `expect_last` is still checked. A refusal raises
         `FencedError` and writes nothing. An empty batch is a `ValueError`.
+
+        `also` maps other streams of the same shard (same Redis hash tag) to entries that are
+        appended in the same atomic step, under the same checks (empty lists are ignored): a
+        shard's log entry and the commands it passes on to other shards are written together
+        or not at all.
         """
 
     @abstractmethod
@@ -111,3 +117,26 @@ class Bus(ABC):
     @abstractmethod
     async def get_snapshot(self, name: str) -> tuple[int, bytes] | None:
         """Return the latest `(log_seq, data)` stored as snapshot `name`, or None."""
+
+    @abstractmethod
+    async def leases(self, prefix: str) -> list[Lease]:
+        """Return the unexpired leases whose names start with `prefix`, sorted by name."""
+
+    @abstractmethod
+    async def identity(self) -> str:
+        """Return an id of the bus server's current incarnation (Redis: its `run_id`).
+
+        It changes when the server restarts, which may have lost acknowledged writes; a
+        service seeing it change goes not-ready and recovers from the log.
+        """
+
+    @abstractmethod
+    async def commit_position(self, stream: str, reader: str, log_seq: int) -> None:
+        """Record that `reader` has durably consumed `stream` up to `log_seq` (never lowered).
+
+        Writers trim a stream only below the smallest recorded position of its readers.
+        """
+
+    @abstractmethod
+    async def positions(self, stream: str) -> dict[str, int]:
+        """Return every reader's recorded position on `stream`."""

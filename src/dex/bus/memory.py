@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from dex.bus.base import Bus, Clock, FencedError, Lease, TrimmedError
@@ -49,6 +51,8 @@ class MemoryBus(Bus):
         self._held: dict[str, _Held] = {}
         self._epochs: dict[str, int] = {}
         self._snapshots: dict[str, tuple[int, bytes]] = {}
+        self._positions: dict[str, dict[str, int]] = {}
+        self._identity = uuid.uuid4().hex
 
     def _stream(self, name: str) -> _Stream:
         stream = self._streams.get(name)
@@ -75,6 +79,7 @@ class MemoryBus(Bus):
         *,
         lease: Lease | None = None,
         expect_last: int | None = None,
+        also: Mapping[str, list[bytes]] | None = None,
     ) -> int:
         """See `Bus.append`."""
         if not entries:
@@ -86,10 +91,20 @@ class MemoryBus(Bus):
             raise FencedError(f"{stream}: lease {lease.name} epoch {lease.epoch} is not held")
         if expect_last is not None and s.last != expect_last:
             raise FencedError(f"{stream}: last is {s.last}, caller expected {expect_last}")
+        self._extend(s, entries)
+        if also:
+            for name, more in also.items():
+                if name == stream:
+                    raise ValueError(f"{stream}: `also` must name other streams")
+                if more:
+                    self._extend(self._stream(name), more)
+        return s.last
+
+    @staticmethod
+    def _extend(s: _Stream, entries: list[bytes]) -> None:
         s.entries.extend(entries)
         s.appended.set()
         s.appended = asyncio.Event()
-        return s.last
 
     async def read(
         self, stream: str, after: int, *, limit: int = 1000, timeout: float = 0.0
@@ -162,3 +177,22 @@ class MemoryBus(Bus):
     async def get_snapshot(self, name: str) -> tuple[int, bytes] | None:
         """See `Bus.get_snapshot`."""
         return self._snapshots.get(name)
+
+    async def leases(self, prefix: str) -> list[Lease]:
+        """See `Bus.leases`."""
+        names = sorted(n for n in self._held if n.startswith(prefix))
+        return [h.lease for n in names if (h := self._holder(n)) is not None]
+
+    async def identity(self) -> str:
+        """See `Bus.identity`: fixed for the life of this object."""
+        return self._identity
+
+    async def commit_position(self, stream: str, reader: str, log_seq: int) -> None:
+        """See `Bus.commit_position`."""
+        known = self._positions.setdefault(stream, {})
+        if log_seq > known.get(reader, -1):
+            known[reader] = log_seq
+
+    async def positions(self, stream: str) -> dict[str, int]:
+        """See `Bus.positions`."""
+        return dict(self._positions.get(stream, {}))
