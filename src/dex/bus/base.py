@@ -17,6 +17,8 @@ Owns the contract every bus implementation (in-memory, Redis Streams) must honou
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -140,3 +142,36 @@ class Bus(ABC):
     @abstractmethod
     async def positions(self, stream: str) -> dict[str, int]:
         """Return every reader's recorded position on `stream`."""
+
+    async def read_many(
+        self, after: Mapping[str, int], *, limit: int = 1000, timeout: float = 0.0
+    ) -> dict[str, list[tuple[int, bytes]]]:
+        """Read several streams at once: `{stream: entries}` for those with entries after
+        their position (each up to `limit`). If none has any and `timeout > 0`, wait until
+        one has (or the timeout passes). `TrimmedError` as in `read`.
+
+        This default reads each stream in turn, then waits on all of them; a bus with a
+        native multi-stream read overrides it.
+        """
+        out: dict[str, list[tuple[int, bytes]]] = {}
+        for stream, pos in after.items():
+            got = await self.read(stream, pos, limit=limit)
+            if got:
+                out[stream] = got
+        if out or timeout <= 0 or not after:
+            return out
+        waits = {
+            asyncio.ensure_future(self.read(s, pos, limit=limit, timeout=timeout)): s
+            for s, pos in after.items()
+        }
+        done, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        for task in pending:
+            task.cancel()
+        for task in pending:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for task in done:
+            got = task.result()
+            if got:
+                out[waits[task]] = got
+        return out

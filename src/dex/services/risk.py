@@ -1,0 +1,237 @@
+"""The risk shard: the single writer of `dex:{risk:r}:log` and of its streams to matching.
+
+Reads the admin stream, its request stream `dex:{risk:r}:in` and every matching shard's
+events, stamps each input's time, applies it to the pure `dex.risk.Ledger` and appends one
+`RiskEntry` per batch; in the same atomic step the orders it accepted (and the amends and
+cancels it passes on) go to `dex:{risk:r}:to:m` of each market's matching shard.
+
+Of the matching events it keeps (and logs) only what the ledger uses: every trade (last
+prices), status changes, and events of orders in its own id space. Backpressure: when a
+matching shard has more than `max_lag` of our entries not yet applied (as that shard records
+in its own log), the shell logs `set_backpressure(on)` for that shard's markets, and `off`
+once the lag is down to half.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from dex.core.commands import InputRef
+from dex.core.errors import CommandError
+from dex.core.events import (
+    Event,
+    MarketStatusChanged,
+    Trade,
+)
+from dex.risk import Ledger, LedgerHalted
+from dex.risk import commands as rc
+from dex.risk.events import OrderAcceptedForMatching, OrderCommandForwarded, RiskEvent
+from dex.services import codec
+from dex.services.layout import (
+    ADMIN_STREAM,
+    PERSISTENCE_READER,
+    me_log,
+    risk_in,
+    risk_log,
+    risk_tag,
+    risk_to,
+    shard_for,
+)
+from dex.services.shard import Divergence, ShardWorker
+
+
+class RiskShard(ShardWorker):
+    """Risk shard `r` of `risk_shards`, feeding `matching_shards` matching shards."""
+
+    def __init__(
+        self,
+        bus: Any,
+        r: int,
+        *,
+        matching_shards: int,
+        risk_shards: int,
+        max_lag: int = 10_000,
+        **kw: Any,
+    ) -> None:
+        super().__init__(bus, risk_tag(r), risk_log(r), log_readers=(PERSISTENCE_READER,), **kw)
+        self.r = r
+        self.risk_shards = risk_shards
+        self.matching_shards = matching_shards
+        self.requests = risk_in(r)
+        self.me_streams = [me_log(m) for m in range(matching_shards)]
+        self.to_streams = [risk_to(r, m) for m in range(matching_shards)]
+        self.max_lag = max_lag
+        self.ledger = Ledger(r, risk_shards)
+        self.to_last = [0] * matching_shards  # last entry we wrote to each to-stream
+        self.to_applied = [0] * matching_shards  # how far each matching shard has applied them
+        self.lagging = [False] * matching_shards
+        self.bad_entries = 0
+        self.on_bad_entry: Any = None
+        self.halted: str | None = None
+
+    # ------------------------------------------------------------------ core hooks
+
+    def reset(self) -> None:
+        self.ledger = Ledger(self.r, self.risk_shards)
+
+    def dump_core(self) -> bytes:
+        return self.ledger.snapshot()
+
+    def load_core(self, data: bytes) -> None:
+        self.ledger = Ledger.restore(data)
+
+    async def recover(self) -> None:
+        await super().recover()
+        for m, stream in enumerate(self.to_streams):
+            self.to_last[m] = await self.bus.last(stream)
+            self.to_applied[m] = (await self.bus.positions(stream)).get(f"me:{m}", 0)
+        for m in range(self.matching_shards):
+            self.lagging[m] = any(
+                info.backpressure
+                for sym, info in self.ledger.markets.items()
+                if shard_for(sym, self.matching_shards) == m
+            )
+        self.halted = self.ledger.halted or None
+
+    def inputs(self) -> dict[str, int]:
+        pos = self.pos
+        return {s: pos.get(s, 0) for s in (ADMIN_STREAM, *self.me_streams, self.requests)}
+
+    def _apply(
+        self, cmd: rc.RiskCommand | None, mev: Event | None, src: InputRef, ts: int
+    ) -> codec.RiskItem:
+        item: Any = cmd if cmd is not None else mev
+        try:
+            events = self.ledger.apply(item, src, ts)
+        except (CommandError, LedgerHalted) as e:
+            return codec.RiskItem(src, ts, cmd, mev, [], str(e))
+        return codec.RiskItem(src, ts, cmd, mev, events)
+
+    def replay(self, log_seq: int, entry: bytes) -> int:
+        logged = codec.decode_risk_entry(entry)
+        for item in logged.items:
+            again = self._apply(item.cmd, item.mev, item.input, item.ts)
+            if again.events != item.events or again.error != item.error:
+                raise Divergence(
+                    f"{self.tag}: log entry {log_seq}, input {item.input.stream}"
+                    f"#{item.input.log_seq}: re-applying gave different events"
+                )
+            self.ts = max(self.ts, item.ts)
+        self.pos = dict(logged.pos)
+        return len(logged.items)
+
+    def _bad(self, stream: str, seq: int, message: str) -> None:
+        self.bad_entries += 1
+        if self.on_bad_entry is not None:
+            self.on_bad_entry(stream, seq, message)
+
+    def _own(self, ev: Event) -> bool:
+        kind = type(ev)
+        if kind is Trade or kind is MarketStatusChanged:
+            return True
+        oid = getattr(ev, "order_id", None)
+        return oid is not None and oid >> 40 == self.r
+
+    def _command(self, cmd: rc.RiskCommand, src: InputRef) -> codec.RiskItem:
+        ts = self.stamp()
+        return self._apply(msgspec.structs.replace(cmd, ts=ts), None, src, ts)
+
+    def process(
+        self, got: dict[str, list[tuple[int, bytes]]]
+    ) -> tuple[bytes, dict[str, list[bytes]], int] | None:
+        items: list[codec.RiskItem] = []
+        pos = dict(self.pos)
+        for seq, data in got.get(ADMIN_STREAM, ()):
+            pos[ADMIN_STREAM] = seq
+            try:
+                admin = codec.decode_admin(data)
+            except codec.BadEntry as e:
+                self._bad(ADMIN_STREAM, seq, str(e))
+                continue
+            if isinstance(admin, codec.RISK_ADMIN):
+                items.append(self._command(admin, InputRef(ADMIN_STREAM, seq)))
+        for m, stream in enumerate(self.me_streams):
+            for seq, data in got.get(stream, ()):
+                pos[stream] = seq
+                try:
+                    entry = codec.decode_match_entry(data)
+                except codec.BadEntry as e:
+                    self._bad(stream, seq, str(e))
+                    continue
+                self.to_applied[m] = entry.pos.get(self.to_streams[m], 0)
+                src = InputRef(stream, seq)
+                for mitem in entry.items:
+                    for ev in mitem.events:
+                        if self._own(ev):
+                            items.append(self._apply(None, ev, src, self.stamp()))
+        for seq, data in got.get(self.requests, ()):
+            pos[self.requests] = seq
+            try:
+                cmd = codec.decode_risk_command(data)
+            except codec.BadEntry as e:
+                self._bad(self.requests, seq, str(e))
+                continue
+            items.append(self._command(cmd, InputRef(self.requests, seq)))
+        items.extend(self._backpressure())
+        if pos == self.pos and not items:
+            return None
+        self.pos = pos
+        also = self._forward(items, pos.get(ADMIN_STREAM, 0))
+        self.halted = self.ledger.halted or None
+        return codec.encode(codec.RiskEntry(pos, items)), also, len(items)
+
+    def _backpressure(self) -> list[codec.RiskItem]:
+        """Log set_backpressure for the markets of a matching shard whose lag crossed a bound."""
+        out: list[codec.RiskItem] = []
+        for m in range(self.matching_shards):
+            lag = self.to_last[m] - self.to_applied[m]
+            if self.lagging[m]:
+                if lag > self.max_lag // 2:
+                    continue
+            elif lag <= self.max_lag:
+                continue
+            self.lagging[m] = not self.lagging[m]
+            for symbol in list(self.ledger.markets):
+                if shard_for(symbol, self.matching_shards) == m:
+                    cmd = rc.SetBackpressure(market=symbol, on=self.lagging[m])
+                    out.append(self._command(cmd, InputRef(f"shell:{self.tag}", 0)))
+        return out
+
+    def _forward(self, items: list[codec.RiskItem], admin_pos: int) -> dict[str, list[bytes]]:
+        also: dict[str, list[bytes]] = {}
+        for item in items:
+            for ev in item.events:
+                cmd: codec.ForwardedCommand
+                if isinstance(ev, OrderAcceptedForMatching):
+                    market, cmd = ev.market, ev.place
+                elif isinstance(ev, OrderCommandForwarded):
+                    market, cmd = ev.market, ev.command
+                else:
+                    continue
+                m = shard_for(market, self.matching_shards)
+                also.setdefault(self.to_streams[m], []).append(
+                    codec.encode(codec.ToEntry(admin_pos, cmd))
+                )
+                self.to_last[m] += 1
+        return also
+
+    async def after_append(self) -> None:
+        for stream in self.me_streams:
+            p = self.pos.get(stream)
+            if p:
+                await self.bus.commit_position(stream, self.tag, p)
+
+    async def trim(self) -> None:
+        await super().trim()
+        p = self.pos.get(self.requests, 0)
+        if p:
+            await self.bus.trim(self.requests, p + 1)
+        for m, stream in enumerate(self.to_streams):
+            applied = (await self.bus.positions(stream)).get(f"me:{m}", 0)
+            if applied:
+                await self.bus.trim(stream, applied + 1)
+
+    def events_of(self, entry: bytes) -> list[RiskEvent]:
+        return [ev for item in codec.decode_risk_entry(entry).items for ev in item.events]

@@ -1,0 +1,189 @@
+"""One shard's single writer: recover from snapshot + log, then read, apply, append, repeat.
+
+`ShardWorker` owns what is common to a matching shard and a risk shard: the lease it writes
+under, its log's last `log_seq`, the positions of its inputs, the time stamp, snapshots and
+trimming. Subclasses (`dex.services.matching`, `dex.services.risk`) supply the pure core and
+turn a batch of input entries into one log entry (plus entries for streams they feed).
+
+Invariants:
+- State in memory equals the fold of the log up to `self.last`. `process` moves the state
+  ahead of the log; if the append that follows fails for any reason, the state is thrown
+  away (`dirty`) and rebuilt from the log before anything else happens.
+- Input positions are recorded inside each log entry, so a restart resumes every input
+  exactly where the last written entry left it: nothing is applied twice or skipped.
+- Recovery re-applies the logged inputs and requires exactly the logged events; any
+  difference raises `Divergence` and the shard stops (not ready, alert).
+- The log is trimmed only below the snapshot and below every expected reader's position.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+
+from dex.bus import Bus, Lease
+from dex.services import codec
+from dex.services.layout import snapshot_name
+
+SNAPSHOT_VERSION = 1
+
+
+class Divergence(RuntimeError):
+    """Re-applying the log did not give the logged events: the shard must not go on."""
+
+
+class ShardWorker(ABC):
+    """The writer of one shard (`tag`, e.g. `me:0`); one instance per held lease."""
+
+    def __init__(
+        self,
+        bus: Bus,
+        tag: str,
+        log_stream: str,
+        *,
+        batch_size: int = 1000,
+        snapshot_every: int = 10_000,
+        clock_ns: Callable[[], int] = time.time_ns,
+        log_readers: tuple[str, ...] = (),
+    ) -> None:
+        self.bus = bus
+        self.tag = tag
+        self.log_stream = log_stream
+        self.snapshot = snapshot_name(tag)
+        self.batch_size = batch_size
+        self.snapshot_every = snapshot_every
+        self.clock_ns = clock_ns
+        self.log_readers = log_readers
+        self.lease: Lease | None = None
+        self.last = 0  # last log_seq of our log
+        self.pos: dict[str, int] = {}  # input stream -> last position applied
+        self.ts = 0
+        self.snap_seq = 0
+        self.since_snapshot = 0
+        self.dirty = True  # state must be rebuilt from the log before use
+        self.items_total = 0
+        self.recovered_items = 0
+
+    # ------------------------------------------------------------------ core hooks
+
+    @abstractmethod
+    def reset(self) -> None:
+        """Start from an empty core."""
+
+    @abstractmethod
+    def dump_core(self) -> bytes:
+        """The core's snapshot."""
+
+    @abstractmethod
+    def load_core(self, data: bytes) -> None:
+        """Replace the core with one restored from `data`."""
+
+    @abstractmethod
+    def replay(self, log_seq: int, entry: bytes) -> int:
+        """Re-apply one logged entry, check its events (`Divergence`); return its item count.
+
+        Sets `self.pos` to the entry's positions and `self.ts` to its last stamp."""
+
+    @abstractmethod
+    def inputs(self) -> dict[str, int]:
+        """The input streams to read now, with the position to read after."""
+
+    @abstractmethod
+    def process(
+        self, got: dict[str, list[tuple[int, bytes]]]
+    ) -> tuple[bytes, dict[str, list[bytes]], int] | None:
+        """Apply a batch: return (log entry, entries for fed streams, item count) or None if
+        nothing was applied (positions may still have moved past bad entries: the next
+        entry written records them)."""
+
+    def idle(self) -> bool:
+        """Called when a read found nothing; may queue work (a `tick`). True if it did."""
+        return False
+
+    async def after_append(self) -> None:  # noqa: B027 - optional hook
+        """Called after each successful append (commit reader positions, feed metrics)."""
+
+    # ------------------------------------------------------------------ helpers
+
+    def stamp(self) -> int:
+        """The next input time: `max(previous + 1, clock)` in integer nanoseconds."""
+        ts = self.clock_ns()
+        if ts <= self.ts:
+            ts = self.ts + 1
+        self.ts = ts
+        return ts
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def recover(self) -> None:
+        """Load the latest snapshot, then re-apply and check every logged entry after it."""
+        assert self.lease is not None, "recover needs the shard's lease"
+        snap = await self.bus.get_snapshot(self.snapshot)
+        if snap is None:
+            self.reset()
+            self.pos, self.ts, last = {}, 0, 0
+        else:
+            last, data = snap
+            env = codec.decode_snapshot(data)
+            if env.v != SNAPSHOT_VERSION:
+                raise Divergence(f"{self.tag}: snapshot version {env.v} is not {SNAPSHOT_VERSION}")
+            self.load_core(env.core)
+            self.pos, self.ts = dict(env.pos), env.ts
+        self.snap_seq = last
+        replayed = 0
+        while True:
+            got = await self.bus.read(self.log_stream, last, limit=self.batch_size)
+            if not got:
+                break
+            for seq, entry in got:
+                replayed += self.replay(seq, entry)
+                last = seq
+        self.last = last
+        self.since_snapshot = replayed
+        self.recovered_items = replayed
+        self.dirty = False
+
+    async def step(self, timeout: float) -> int:
+        """Read one batch (waiting up to `timeout`), apply it and append the outcome."""
+        got = await self.bus.read_many(self.inputs(), limit=self.batch_size, timeout=timeout)
+        if not got and not self.idle():
+            return 0
+        out = self.process(got)
+        if out is None:
+            return 0
+        entry, also, n = out
+        try:
+            self.last = await self.bus.append(
+                self.log_stream, [entry], lease=self.lease, expect_last=self.last, also=also
+            )
+        except BaseException:
+            self.dirty = True  # the state is ahead of the log: rebuild it before going on
+            raise
+        self.items_total += n
+        self.since_snapshot += n
+        await self.after_append()
+        return n
+
+    def snapshot_due(self) -> bool:
+        return self.since_snapshot >= self.snapshot_every
+
+    async def take_snapshot(self) -> None:
+        """Store the core at `self.last` through the fenced write, then trim the log."""
+        assert self.lease is not None and not self.dirty
+        env = codec.SnapshotEnvelope(SNAPSHOT_VERSION, self.dump_core(), dict(self.pos), self.ts)
+        await self.bus.put_snapshot(self.snapshot, self.last, codec.encode(env), lease=self.lease)
+        self.snap_seq = self.last
+        self.since_snapshot = 0
+        await self.trim()
+
+    async def trim(self) -> None:
+        """Drop log entries no one needs: below the snapshot and every expected reader."""
+        below = self.snap_seq + 1
+        known = await self.bus.positions(self.log_stream)
+        for reader in self.log_readers:
+            if reader not in known:
+                return  # a reader that has not started yet still needs everything
+            below = min(below, known[reader] + 1)
+        if below > 1:
+            await self.bus.trim(self.log_stream, below)
