@@ -91,11 +91,11 @@ class MemoryBus(Bus):
             raise FencedError(f"{stream}: lease {lease.name} epoch {lease.epoch} is not held")
         if expect_last is not None and s.last != expect_last:
             raise FencedError(f"{stream}: last is {s.last}, caller expected {expect_last}")
+        if also and stream in also:
+            raise ValueError(f"{stream}: `also` must name other streams")
         self._extend(s, entries)
         if also:
             for name, more in also.items():
-                if name == stream:
-                    raise ValueError(f"{stream}: `also` must name other streams")
                 if more:
                     self._extend(self._stream(name), more)
         return s.last

@@ -1,0 +1,494 @@
+"""The gateway (thin until its own issue): the order path in, the engine's outcome out.
+
+Owns: the public REST endpoints for markets, orders, cancels and the faucet; turning decimal
+strings into integer ticks/lots/units with the market's steps (a bad value is a 400 naming
+the field, and nothing is sent); sending each request to the account's risk shard; and
+waiting for its outcome. It tails every risk log and every matching log from where they were
+when it started: risk's answer names the request by its input position, and an accepted
+order's outcome is the matching engine's events for its order id. History and balances are
+proxied to persistence, depth and tickers to market-data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import time
+from collections import OrderedDict
+from decimal import Decimal
+from typing import Any
+
+import httpx
+import msgspec
+from litestar import Request, delete, get, post
+from litestar.params import Parameter
+
+from dex.bus import Bus, TrimmedError
+from dex.core import events as mev
+from dex.core.commands import AddAsset, AddMarket
+from dex.core.enums import STP, OrderType, Side, TimeInForce
+from dex.core.errors import CommandError
+from dex.core.markets import Asset, MarketParams, check_market_symbol, needed_decimals
+from dex.core.numbers import to_steps
+from dex.matching.textform import render
+from dex.risk import commands as rc
+from dex.risk import events as rev
+from dex.risk.address import canonical_address
+from dex.runtime.health import Health
+from dex.runtime.http import ApiError
+from dex.runtime.metrics import ServiceMetrics
+from dex.services import codec
+from dex.services.layout import ADMIN_STREAM, me_log, risk_in, risk_log, shard_for
+
+WAIT = 10.0  # seconds a request waits for its outcome
+RECENT = 50_000  # outcomes kept for waiters that register after the answer went by
+
+
+class OrderRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """A new order, amounts as decimal strings."""
+
+    market: str
+    account: str
+    side: Side
+    type: OrderType
+    size: str | None = None
+    price: str | None = None
+    quote_size: str | None = None
+    tif: TimeInForce = TimeInForce.GTC
+    post_only: bool = False
+    stp: STP = STP.EXPIRE_TAKER
+    client_order_id: str | None = None
+    expires_at: int | None = None
+    trigger_price: str | None = None
+    display_size: str | None = None
+
+
+class FaucetRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    account: str
+    asset: str
+    amount: str
+
+
+class Markets:
+    """The markets and assets named on the admin stream, with their integer parameters."""
+
+    def __init__(self) -> None:
+        self.assets: dict[str, Asset] = {}
+        self.params: dict[str, MarketParams] = {}
+
+    def apply(self, cmd: Any) -> None:
+        if isinstance(cmd, AddAsset):
+            self.assets.setdefault(cmd.asset.symbol, cmd.asset)
+        elif isinstance(cmd, AddMarket):
+            spec = cmd.spec
+            try:
+                check_market_symbol(spec)
+                base_dec, quote_dec = needed_decimals(spec)
+                base = self.assets.setdefault(spec.base, Asset(symbol=spec.base, decimals=base_dec))
+                quote = self.assets.setdefault(
+                    spec.quote, Asset(symbol=spec.quote, decimals=quote_dec)
+                )
+                self.params.setdefault(spec.market, MarketParams(spec, base, quote))
+            except CommandError:
+                return  # the engines refuse it too; it never becomes a market
+
+    def get(self, market: str) -> MarketParams:
+        params = self.params.get(market)
+        if params is None:
+            raise ApiError(404, "unknown_market", f"no market {market!r}", "market")
+        return params
+
+
+def _steps(text: str | None, step: Decimal, field: str, unit: str) -> int:
+    return 0 if text is None else to_steps(text, step, field, unit=unit)
+
+
+def _account(raw: str) -> str:
+    account = canonical_address(raw)
+    if account is None:
+        raise ApiError(
+            400,
+            "invalid_address",
+            "account must be 0x and 40 hex digits (mixed case: a valid EIP-55 checksum)",
+            "account",
+        )
+    return account
+
+
+class Gateway:
+    """Sends requests to risk shards and answers each with its outcome."""
+
+    def __init__(
+        self,
+        bus: Bus,
+        *,
+        risk_shards: int,
+        matching_shards: int,
+        health: Health,
+        metrics: ServiceMetrics,
+        log: Any,
+        faucet: bool,
+        persistence_url: str,
+        market_data_url: str,
+    ) -> None:
+        self.bus = bus
+        self.risk_shards = risk_shards
+        self.matching_shards = matching_shards
+        self.health = health
+        self.log = log
+        self.faucet = faucet
+        self.markets = Markets()
+        self.requests: dict[tuple[str, int], asyncio.Future[Any]] = {}
+        self.orders: dict[int, asyncio.Future[Any]] = {}
+        self.request_results: OrderedDict[tuple[str, int], Any] = OrderedDict()
+        self.order_results: OrderedDict[int, Any] = OrderedDict()
+        self.pos: dict[str, int] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._faucet_ids = itertools.count(time.time_ns())
+        self._http = httpx.AsyncClient(timeout=5.0)
+        self.persistence_url = persistence_url.rstrip("/")
+        self.market_data_url = market_data_url.rstrip("/")
+        self.m_requests = metrics.counter("requests", "total", "requests sent to risk", ["kind"])
+        self.m_latency = metrics.histogram(
+            "order_latency", "seconds", "submit to outcome", buckets=(0.001, 0.005, 0.02, 0.1, 1)
+        )
+        self.m_timeouts = metrics.counter("timeouts", "total", "requests answered by timeout")
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        streams = [ADMIN_STREAM]
+        streams += [risk_log(r) for r in range(self.risk_shards)]
+        streams += [me_log(m) for m in range(self.matching_shards)]
+        for s in streams:
+            self.pos[s] = 0 if s == ADMIN_STREAM else await self.bus.last(s)
+        await self._catch_up_admin()
+        self._task = asyncio.create_task(self._tail())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._http.aclose()
+
+    async def _catch_up_admin(self) -> None:
+        while True:
+            got = await self.bus.read(ADMIN_STREAM, self.pos[ADMIN_STREAM], limit=1000)
+            if not got:
+                return
+            self._admin(got)
+
+    def _admin(self, got: list[tuple[int, bytes]]) -> None:
+        for seq, data in got:
+            self.pos[ADMIN_STREAM] = seq
+            with contextlib.suppress(codec.BadEntry):
+                self.markets.apply(codec.decode_admin(data))
+
+    async def _tail(self) -> None:
+        while True:
+            try:
+                got = await self.bus.read_many(self.pos, limit=1000, timeout=0.5)
+                self.health.set_ready("tail")
+            except TrimmedError as e:  # we fell behind a trim: answers were lost; start over
+                self.health.set_not_ready("tail", f"input trimmed: {e}")
+                for s in self.pos:
+                    if s != ADMIN_STREAM:
+                        self.pos[s] = await self.bus.last(s)
+                continue
+            except Exception as e:  # bus down: not ready, retry
+                self.health.set_not_ready("tail", f"bus unreachable: {type(e).__name__}: {e}")
+                await asyncio.sleep(0.5)
+                continue
+            for stream, entries in got.items():
+                self.pos[stream] = entries[-1][0]
+                if stream == ADMIN_STREAM:
+                    self._admin(entries)
+                elif stream.endswith(":log"):
+                    for _, data in entries:
+                        self._risk_entry(data)
+                else:
+                    for _, data in entries:
+                        self._match_entry(data)
+
+    def _risk_entry(self, data: bytes) -> None:
+        try:
+            entry = codec.decode_risk_entry(data)
+        except codec.BadEntry:
+            return
+        for item in entry.items:
+            if item.cmd is None:
+                continue
+            key = (item.input.stream, item.input.log_seq)
+            result = (item.error, item.events)
+            _remember(self.request_results, key, result)
+            fut = self.requests.pop(key, None)
+            if fut is not None and not fut.done():
+                fut.set_result(result)
+
+    def _match_entry(self, data: bytes) -> None:
+        try:
+            entry = codec.decode_match_entry(data)
+        except codec.BadEntry:
+            return
+        for item in entry.items:
+            for ev in item.events:
+                if isinstance(ev, (mev.Accepted, mev.Rejected)) and ev.order_id is not None:
+                    result = (ev, item.events)
+                    _remember(self.order_results, ev.order_id, result)
+                    fut = self.orders.pop(ev.order_id, None)
+                    if fut is not None and not fut.done():
+                        fut.set_result(result)
+
+    async def _wait(
+        self, table: dict[Any, asyncio.Future[Any]], recent: OrderedDict[Any, Any], key: Any
+    ) -> Any:
+        if key in recent:
+            return recent[key]
+        fut = table.get(key)
+        if fut is None:
+            fut = table[key] = asyncio.get_running_loop().create_future()
+        try:
+            return await asyncio.wait_for(asyncio.shield(fut), WAIT)
+        except TimeoutError:
+            self.m_timeouts.inc()
+            table.pop(key, None)
+            raise ApiError(
+                504, "timeout", f"no outcome within {WAIT:g} s; the request is logged"
+            ) from None
+
+    # ------------------------------------------------------------------ requests
+
+    async def submit(self, account: str, cmd: rc.RiskCommand) -> tuple[str | None, list[Any]]:
+        """Send `cmd` to the account's risk shard; return risk's (error, events) for it."""
+        stream = risk_in(shard_for(account, self.risk_shards))
+        if not self.health.ready:
+            raise ApiError(503, "unavailable", "the gateway is not ready")
+        try:
+            seq = await self.bus.append(stream, [codec.encode(cmd)])
+        except Exception as e:
+            raise ApiError(503, "unavailable", f"bus unreachable: {type(e).__name__}") from None
+        self.m_requests.labels(type(cmd).__name__.lower()).inc()
+        result: tuple[str | None, list[Any]] = await self._wait(
+            self.requests, self.request_results, (stream, seq)
+        )
+        return result
+
+    def build_place(self, req: OrderRequest) -> rc.Place:
+        params = self.markets.get(req.market)
+        account = _account(req.account)
+        try:
+            return rc.Place(
+                market=req.market,
+                account=account,
+                side=req.side,
+                type=req.type,
+                size=_steps(req.size, params.lot, "size", "lots"),
+                price=_steps(req.price, params.tick, "price", "ticks"),
+                quote_size=_steps(
+                    req.quote_size,
+                    Decimal(1).scaleb(-params.quote.decimals),
+                    "quote_size",
+                    f"{params.quote.symbol} units",
+                ),
+                tif=req.tif,
+                post_only=req.post_only,
+                stp=req.stp,
+                client_order_id=req.client_order_id,
+                expires_at=req.expires_at,
+                trigger_price=_steps(req.trigger_price, params.tick, "trigger_price", "ticks"),
+                display_size=_steps(req.display_size, params.lot, "display_size", "lots"),
+            )
+        except CommandError as e:
+            raise ApiError(400, "invalid_request", e.message, e.field) from None
+        except (msgspec.ValidationError, ValueError, TypeError) as e:
+            raise ApiError(400, "invalid_request", str(e)) from None
+
+    async def place(self, req: OrderRequest) -> dict[str, Any]:
+        started = time.perf_counter()
+        cmd = self.build_place(req)
+        error, events = await self.submit(cmd.account, cmd)
+        out = await self._order_outcome(error, events)
+        self.m_latency.observe(time.perf_counter() - started)
+        return out
+
+    async def _order_outcome(self, error: str | None, events: list[Any]) -> dict[str, Any]:
+        if error is not None:
+            raise ApiError(400, "invalid_request", error)
+        for ev in events:
+            if isinstance(ev, rev.OrderRejected):
+                return {
+                    "status": "rejected",
+                    "code": str(ev.code),
+                    "message": ev.message,
+                    "order_id": ev.order_id,
+                }
+            if isinstance(ev, rev.OrderDuplicate):
+                return {
+                    "status": str(ev.status),
+                    "duplicate": True,
+                    "order_id": ev.order_id,
+                    "filled": ev.filled,
+                    "detail": ev.detail,
+                }
+            if isinstance(ev, (rev.OrderAcceptedForMatching, rev.OrderCommandForwarded)):
+                oid = ev.order_id
+                if oid is None or isinstance(ev, rev.OrderCommandForwarded):
+                    return {"status": "forwarded", "order_id": oid}
+                first, item_events = await self._wait(self.orders, self.order_results, oid)
+                return self._engine_outcome(oid, first, item_events)
+        raise ApiError(500, "internal_error", "risk gave no order outcome")
+
+    def _engine_outcome(self, oid: int, first: Any, item_events: list[Any]) -> dict[str, Any]:
+        markets = self.markets.params
+        mine = [
+            ev
+            for ev in item_events
+            if getattr(ev, "order_id", None) == oid
+            or getattr(ev, "maker_order_id", None) == oid
+            or getattr(ev, "taker_order_id", None) == oid
+        ]
+        status = "open"
+        out: dict[str, Any] = {"order_id": oid}
+        for ev in mine:
+            if isinstance(ev, mev.Rejected):
+                status = "rejected"
+                out["code"] = str(ev.code)
+            elif isinstance(ev, mev.Filled):
+                status = "filled"
+            elif isinstance(ev, mev.Cancelled):
+                status = "cancelled"
+                out["reason"] = str(ev.reason)
+            elif isinstance(ev, mev.Expired):
+                status = "expired"
+        out["status"] = status
+        out["events"] = [render(ev, markets) for ev in mine]
+        del first
+        return out
+
+    async def cancel(self, order_id: int, market: str, account: str) -> dict[str, Any]:
+        self.markets.get(market)
+        acct = _account(account)
+        error, events = await self.submit(
+            acct, rc.Cancel(market=market, account=acct, order_id=order_id)
+        )
+        if error is not None:
+            raise ApiError(400, "invalid_request", error)
+        for ev in events:
+            if isinstance(ev, rev.OrderRejected):
+                return {"status": "rejected", "code": str(ev.code), "message": ev.message}
+        return {"status": "cancel_sent", "order_id": order_id}
+
+    async def credit(self, req: FaucetRequest) -> dict[str, Any]:
+        if not self.faucet:
+            raise ApiError(403, "faucet_disabled", "the faucet is disabled in this environment")
+        account = _account(req.account)
+        asset = self.markets.assets.get(req.asset)
+        if asset is None:
+            raise ApiError(400, "unknown_asset", f"no asset {req.asset!r}", "asset")
+        try:
+            amount = to_steps(
+                req.amount,
+                Decimal(1).scaleb(-asset.decimals),
+                "amount",
+                unit=f"{asset.symbol} units",
+            )
+        except CommandError as e:
+            raise ApiError(400, "invalid_request", e.message, e.field) from None
+        cmd = rc.Deposit(
+            account=account,
+            asset=asset.symbol,
+            amount=amount,
+            tx_id=f"faucet:{next(self._faucet_ids)}",
+        )
+        error, events = await self.submit(account, cmd)
+        if error is not None:
+            raise ApiError(400, "invalid_request", error)
+        for ev in events:
+            if isinstance(ev, rev.DepositCredited):
+                return {
+                    "status": "credited",
+                    "account": account,
+                    "asset": asset.symbol,
+                    "amount_units": ev.amount,
+                    "available_units": ev.available,
+                }
+            if isinstance(ev, rev.RequestRejected):
+                raise ApiError(400, str(ev.code), ev.message)
+        raise ApiError(500, "internal_error", "risk gave no deposit outcome")
+
+    async def proxy(self, base: str, path: str, params: dict[str, Any]) -> Any:
+        try:
+            resp = await self._http.get(base + path, params=params)
+        except httpx.HTTPError as e:
+            raise ApiError(
+                503, "unavailable", f"upstream unreachable: {type(e).__name__}"
+            ) from None
+        if resp.status_code >= 400:
+            body = resp.json()
+            err = body.get("error", {}) if isinstance(body, dict) else {}
+            raise ApiError(
+                resp.status_code,
+                err.get("code", "upstream_error"),
+                err.get("message", "upstream error"),
+                err.get("field"),
+            )
+        return resp.json()
+
+    # ------------------------------------------------------------------ routes
+
+    def route_handlers(self) -> list[Any]:
+        gw = self
+
+        @get("/v1/markets")
+        async def markets() -> list[dict[str, Any]]:
+            return [msgspec.to_builtins(p.spec) for p in gw.markets.params.values()]
+
+        @post("/v1/orders", status_code=200)
+        async def place_order(data: OrderRequest) -> dict[str, Any]:
+            return await gw.place(data)
+
+        @delete("/v1/orders/{order_id:int}", status_code=200)
+        async def cancel_order(order_id: int, market: str, account: str) -> dict[str, Any]:
+            return await gw.cancel(order_id, market, account)
+
+        @post("/v1/faucet", status_code=200)
+        async def faucet(data: FaucetRequest) -> dict[str, Any]:
+            return await gw.credit(data)
+
+        @get("/v1/accounts/{account:str}/balances")
+        async def balances(account: str) -> Any:
+            return await gw.proxy(
+                gw.persistence_url, f"/v1/accounts/{_account(account)}/balances", {}
+            )
+
+        @get("/v1/accounts/{account:str}/orders")
+        async def orders(account: str) -> Any:
+            return await gw.proxy(
+                gw.persistence_url, f"/v1/accounts/{_account(account)}/orders", {}
+            )
+
+        @get("/v1/markets/{market:str}/trades")
+        async def trades(market: str, limit: int = Parameter(default=100, ge=1, le=1000)) -> Any:
+            return await gw.proxy(
+                gw.market_data_url, f"/v1/markets/{market}/trades", {"limit": limit}
+            )
+
+        @get("/v1/markets/{market:str}/depth")
+        async def depth(market: str, request: Request[Any, Any, Any]) -> Any:
+            return await gw.proxy(
+                gw.market_data_url, f"/v1/markets/{market}/depth", dict(request.query_params)
+            )
+
+        @get("/v1/markets/{market:str}/ticker")
+        async def ticker(market: str) -> Any:
+            return await gw.proxy(gw.market_data_url, f"/v1/markets/{market}/ticker", {})
+
+        return [markets, place_order, cancel_order, faucet, balances, orders, trades, depth, ticker]
+
+
+def _remember(table: OrderedDict[Any, Any], key: Any, value: Any) -> None:
+    table[key] = value
+    if len(table) > RECENT:
+        table.popitem(last=False)

@@ -1,0 +1,508 @@
+"""Assembling services into a process: `dex up` (embedded) and `dex serve <service>`.
+
+A `Unit` is one service: its health, metrics, HTTP app and start/stop. `run_units` owns the
+process lifecycle: bind every port, start every unit, mark them started, wait for SIGTERM or
+SIGINT, then stop taking work (`/readyz` 503), stop the units in order (each shard finishes
+its batch, snapshots and deletes its lease) within `stop_timeout`, close the ports, return.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from litestar import post
+
+from dex.bus import Bus
+from dex.core import commands as mc
+from dex.core.enums import MarketStatus
+from dex.core.errors import CommandError
+from dex.core.markets import Asset, MarketParams, MarketSpec, check_market_symbol, needed_decimals
+from dex.core.numbers import to_steps
+from dex.risk import commands as rc
+from dex.risk.address import canonical_address
+from dex.runtime.health import Health
+from dex.runtime.http import ApiError, build_app
+from dex.runtime.logging import get_logger
+from dex.runtime.metrics import ServiceMetrics
+from dex.runtime.server import HttpServer
+from dex.runtime.settings import DEFAULT_PORTS, Settings, port_for, resolved_replica_id
+from dex.services import codec
+from dex.services.gateway import Gateway
+from dex.services.layout import ADMIN_STREAM, MATCHING, RISK, risk_in, shard_for
+from dex.services.matching import MatchingShard
+from dex.services.replica import ShardReplica
+from dex.services.risk import RiskShard
+
+DEMO_MARKETS = (
+    MarketSpec(
+        market="ETH-USDC",
+        base="ETH",
+        quote="USDC",
+        tick_size="0.01",
+        lot_size="0.0001",
+        min_size="0.0001",
+        min_notional="1",
+        price_band_bps=1000,
+    ),
+    MarketSpec(
+        market="BTC-USDC",
+        base="BTC",
+        quote="USDC",
+        tick_size="0.1",
+        lot_size="0.00001",
+        min_size="0.00001",
+        min_notional="1",
+        price_band_bps=1000,
+    ),
+)
+
+
+@dataclass
+class Unit:
+    """One service inside a process."""
+
+    name: str
+    port: int
+    health: Health
+    metrics: ServiceMetrics
+    routes: list[Any]
+    start: Callable[[], Awaitable[None]]
+    stop: Callable[[], Awaitable[None]]
+    openapi: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _unit_base(name: str, settings: Settings) -> tuple[ServiceMetrics, Health, Any]:
+    metrics = ServiceMetrics(name)
+    return metrics, Health(metrics), get_logger(service=name)
+
+
+# ---------------------------------------------------------------------- admin requests
+
+
+class StatusRequest(msgspec.Struct, forbid_unknown_fields=True):
+    status: MarketStatus
+
+
+class DisableRequest(msgspec.Struct, forbid_unknown_fields=True):
+    market: str | None = None
+
+
+class CreditRequest(msgspec.Struct, forbid_unknown_fields=True):
+    asset: str
+    amount: str
+
+
+class FeesRequest(msgspec.Struct, forbid_unknown_fields=True):
+    market: str
+    maker_bps: int
+    taker_bps: int
+
+
+def _admin_account(raw: str) -> str:
+    account = canonical_address(raw)
+    if account is None:
+        raise ApiError(400, "invalid_address", "not a wallet address (0x + 40 hex)", "account")
+    return account
+
+
+async def _admin_append(bus: Bus, stream: str, cmd: Any) -> dict[str, Any]:
+    seq = await bus.append(stream, [codec.encode(cmd)])
+    return {"accepted": True, "stream": stream, "log_seq": seq, "cmd": msgspec.to_builtins(cmd)}
+
+
+def check_spec(spec: MarketSpec) -> MarketParams:
+    """The checks the engines apply to a new market, so the admin endpoint can refuse it."""
+    try:
+        check_market_symbol(spec)
+        base_dec, quote_dec = needed_decimals(spec)
+        return MarketParams(
+            spec,
+            Asset(symbol=spec.base, decimals=base_dec),
+            Asset(symbol=spec.quote, decimals=quote_dec),
+        )
+    except CommandError as e:
+        raise ApiError(400, "invalid_market", e.message, e.field) from None
+    except (ValueError, msgspec.ValidationError) as e:
+        raise ApiError(400, "invalid_market", str(e)) from None
+
+
+# ---------------------------------------------------------------------- units
+
+
+def matching_unit(bus: Bus, settings: Settings) -> Unit:
+    metrics, health, log = _unit_base(MATCHING, settings)
+    owner = resolved_replica_id(settings)
+
+    def make(m: int) -> MatchingShard:
+        w = MatchingShard(
+            bus,
+            m,
+            matching_shards=settings.matching_shards,
+            risk_shards=settings.risk_shards,
+            batch_size=settings.batch_size,
+            snapshot_every=settings.snapshot_every,
+        )
+        w.on_bad_entry = replica.bad_entry_reporter(w.tag)
+        return w
+
+    replica = ShardReplica(
+        bus,
+        MATCHING,
+        settings.matching_shards,
+        make,
+        owner=owner,
+        ttl=settings.lease_ttl_ms / 1000,
+        max_shards=settings.max_shards_per_replica,
+        health=health,
+        metrics=metrics,
+        log=log,
+    )
+
+    @post("/admin/markets", opt={"admin": True}, status_code=200)
+    async def add_market(data: MarketSpec) -> dict[str, Any]:
+        check_spec(data)
+        return await _admin_append(bus, ADMIN_STREAM, mc.AddMarket(spec=data))
+
+    @post("/admin/markets/{market:str}/status", opt={"admin": True}, status_code=200)
+    async def set_status(market: str, data: StatusRequest) -> dict[str, Any]:
+        return await _admin_append(
+            bus, ADMIN_STREAM, mc.SetMarketStatus(market=market, status=data.status)
+        )
+
+    @post("/admin/snapshot", opt={"admin": True}, status_code=200)
+    async def snapshot_now() -> dict[str, Any]:
+        done = {}
+        for w in list(replica.workers.values()):
+            if not w.dirty:
+                await w.take_snapshot()
+                done[w.tag] = w.snap_seq
+        return {"snapshots": done}
+
+    return Unit(
+        MATCHING,
+        port_for(settings, MATCHING),
+        health,
+        metrics,
+        [add_market, set_status, snapshot_now],
+        replica.start,
+        replica.stop,
+        extra={"replica": replica},
+    )
+
+
+def risk_unit(bus: Bus, settings: Settings) -> Unit:
+    metrics, health, log = _unit_base(RISK, settings)
+    owner = resolved_replica_id(settings)
+
+    def make(r: int) -> RiskShard:
+        w = RiskShard(
+            bus,
+            r,
+            matching_shards=settings.matching_shards,
+            risk_shards=settings.risk_shards,
+            max_lag=settings.max_lag,
+            batch_size=settings.batch_size,
+            snapshot_every=settings.snapshot_every,
+        )
+        w.on_bad_entry = replica.bad_entry_reporter(w.tag)
+        return w
+
+    replica = ShardReplica(
+        bus,
+        RISK,
+        settings.risk_shards,
+        make,
+        owner=owner,
+        ttl=settings.lease_ttl_ms / 1000,
+        max_shards=settings.max_shards_per_replica,
+        health=health,
+        metrics=metrics,
+        log=log,
+    )
+
+    def to_shard(account: str) -> str:
+        return risk_in(shard_for(account, settings.risk_shards))
+
+    @post("/admin/accounts/{account:str}/freeze", opt={"admin": True}, status_code=200)
+    async def freeze(account: str) -> dict[str, Any]:
+        a = _admin_account(account)
+        return await _admin_append(bus, to_shard(a), rc.Freeze(account=a))
+
+    @post("/admin/accounts/{account:str}/unfreeze", opt={"admin": True}, status_code=200)
+    async def unfreeze(account: str) -> dict[str, Any]:
+        a = _admin_account(account)
+        return await _admin_append(bus, to_shard(a), rc.Unfreeze(account=a))
+
+    @post("/admin/accounts/{account:str}/disable", opt={"admin": True}, status_code=200)
+    async def disable(account: str, data: DisableRequest) -> dict[str, Any]:
+        a = _admin_account(account)
+        return await _admin_append(
+            bus, to_shard(a), rc.DisableTrading(account=a, market=data.market)
+        )
+
+    @post("/admin/accounts/{account:str}/enable", opt={"admin": True}, status_code=200)
+    async def enable(account: str, data: DisableRequest) -> dict[str, Any]:
+        a = _admin_account(account)
+        return await _admin_append(
+            bus, to_shard(a), rc.EnableTrading(account=a, market=data.market)
+        )
+
+    @post("/admin/accounts/{account:str}/credit", opt={"admin": True}, status_code=200)
+    async def credit(account: str, data: CreditRequest) -> dict[str, Any]:
+        if not settings.faucet:
+            raise ApiError(403, "faucet_disabled", "crediting test funds is disabled here")
+        a = _admin_account(account)
+        decimals = _asset_decimals(data.asset)
+        if decimals is None:
+            raise ApiError(400, "unknown_asset", f"no asset {data.asset!r}", "asset")
+        try:
+            amount = to_steps(
+                data.amount, Decimal(1).scaleb(-decimals), "amount", unit=f"{data.asset} units"
+            )
+        except CommandError as e:
+            raise ApiError(400, "invalid_request", e.message, e.field) from None
+        cmd = rc.Deposit(
+            account=a, asset=data.asset, amount=amount, tx_id=f"faucet:{next(_credit_ids)}"
+        )
+        return await _admin_append(bus, to_shard(a), cmd)
+
+    @post("/admin/halt", opt={"admin": True}, status_code=200)
+    async def halt() -> dict[str, Any]:
+        return await _admin_append(bus, ADMIN_STREAM, rc.GlobalHalt())
+
+    @post("/admin/resume", opt={"admin": True}, status_code=200)
+    async def resume() -> dict[str, Any]:
+        return await _admin_append(bus, ADMIN_STREAM, rc.Resume())
+
+    @post("/admin/fees", opt={"admin": True}, status_code=200)
+    async def fees(data: FeesRequest) -> dict[str, Any]:
+        if (
+            not -10_000 <= data.maker_bps <= 10_000
+            or not -10_000 <= data.taker_bps <= 10_000
+            or data.maker_bps < -data.taker_bps
+        ):
+            raise ApiError(
+                400, "invalid_fee_rates", "need |bps| <= 10000 and maker_bps >= -taker_bps"
+            )
+        return await _admin_append(
+            bus,
+            ADMIN_STREAM,
+            rc.SetFees(market=data.market, maker_bps=data.maker_bps, taker_bps=data.taker_bps),
+        )
+
+    def _asset_decimals(symbol: str) -> int | None:
+        for w in replica.workers.values():
+            asset = w.ledger.assets.get(symbol)  # type: ignore[attr-defined]
+            if asset is not None:
+                return int(asset.decimals)
+        return None
+
+    routes = [freeze, unfreeze, disable, enable, credit, halt, resume, fees]
+    return Unit(
+        RISK,
+        port_for(settings, RISK),
+        health,
+        metrics,
+        routes,
+        replica.start,
+        replica.stop,
+        extra={"replica": replica},
+    )
+
+
+_credit_ids = iter(range(10**15, 10**18))
+
+
+def gateway_unit(bus: Bus, settings: Settings) -> Unit:
+    metrics, health, log = _unit_base("gateway", settings)
+    host = settings.host if settings.host not in ("0.0.0.0", "::") else "127.0.0.1"
+    persistence = settings.persistence_url or f"http://{host}:{DEFAULT_PORTS['persistence']}"
+    market_data = settings.market_data_url or f"http://{host}:{DEFAULT_PORTS['market-data']}"
+    gw = Gateway(
+        bus,
+        risk_shards=settings.risk_shards,
+        matching_shards=settings.matching_shards,
+        health=health,
+        metrics=metrics,
+        log=log,
+        faucet=settings.faucet,
+        persistence_url=persistence,
+        market_data_url=market_data,
+    )
+    return Unit(
+        "gateway",
+        port_for(settings, "gateway"),
+        health,
+        metrics,
+        gw.route_handlers(),
+        gw.start,
+        gw.stop,
+        openapi=True,
+        extra={"gateway": gw},
+    )
+
+
+def persistence_unit(bus: Bus, settings: Settings) -> Unit:
+    from dex.services.persistence import PersistenceService
+
+    metrics, health, log = _unit_base("persistence", settings)
+    url = settings.database_url or f"sqlite+aiosqlite:///{Path(settings.data_dir) / 'dex.sqlite3'}"
+    svc = PersistenceService(
+        bus,
+        url,
+        risk_shards=settings.risk_shards,
+        matching_shards=settings.matching_shards,
+        health=health,
+        metrics=metrics,
+        log=log,
+    )
+    return Unit(
+        "persistence",
+        port_for(settings, "persistence"),
+        health,
+        metrics,
+        svc.route_handlers(),
+        svc.start,
+        svc.stop,
+        extra={"service": svc},
+    )
+
+
+def market_data_unit(bus: Bus, settings: Settings) -> Unit:
+    from dex.services.marketdata import MarketDataService
+
+    metrics, health, log = _unit_base("market-data", settings)
+    svc = MarketDataService(
+        bus,
+        risk_shards=settings.risk_shards,
+        matching_shards=settings.matching_shards,
+        health=health,
+        metrics=metrics,
+        log=log,
+    )
+    return Unit(
+        "market-data",
+        port_for(settings, "market-data"),
+        health,
+        metrics,
+        svc.route_handlers(),
+        svc.start,
+        svc.stop,
+        extra={"service": svc},
+    )
+
+
+BUILDERS: dict[str, Callable[[Bus, Settings], Unit]] = {
+    "gateway": gateway_unit,
+    MATCHING: matching_unit,
+    "market-data": market_data_unit,
+    RISK: risk_unit,
+    "persistence": persistence_unit,
+}
+START_ORDER = ("persistence", "market-data", MATCHING, RISK, "gateway")
+
+
+DEMO_ASSETS = (
+    Asset(symbol="ETH", decimals=9),
+    Asset(symbol="BTC", decimals=8),
+    Asset(symbol="USDC", decimals=6),
+)
+
+
+async def add_demo_markets(bus: Bus) -> bool:
+    """On an empty admin stream, add the demo assets and markets; True if it did."""
+    if await bus.last(ADMIN_STREAM):
+        return False
+    cmds: list[Any] = [mc.AddAsset(asset=a) for a in DEMO_ASSETS]
+    cmds += [mc.AddMarket(spec=s) for s in DEMO_MARKETS]
+    await bus.append(ADMIN_STREAM, [codec.encode(c) for c in cmds], expect_last=0)
+    return True
+
+
+def _local_upstreams(units: list[Unit], servers: dict[str, HttpServer], settings: Settings) -> None:
+    """A gateway in the same process as persistence / market-data talks to their bound ports."""
+    gw = next((u.extra["gateway"] for u in units if "gateway" in u.extra), None)
+    if gw is None:
+        return
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
+    if "persistence" in servers:
+        gw.persistence_url = f"http://{host}:{servers['persistence'].port}"
+    if "market-data" in servers:
+        gw.market_data_url = f"http://{host}:{servers['market-data'].port}"
+
+
+@dataclass
+class Running:
+    """What `run_units` started, for callers that print URLs or drive tests."""
+
+    units: list[Unit]
+    servers: dict[str, HttpServer]
+    stop: asyncio.Event
+
+
+async def run_units(
+    units: list[Unit],
+    settings: Settings,
+    *,
+    on_ready: Callable[[Running], Awaitable[None] | None] | None = None,
+    stop: asyncio.Event | None = None,
+    ports: dict[str, int] | None = None,
+) -> None:
+    """Serve `units` until SIGTERM/SIGINT (or `stop` is set), then stop them gracefully.
+
+    `ports` overrides the units' ports (0: any free port, as tests use)."""
+    loop = asyncio.get_running_loop()
+    stop = stop or asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    servers: dict[str, HttpServer] = {}
+    log = get_logger()
+    ordered = sorted(units, key=lambda u: START_ORDER.index(u.name))
+    try:
+        for u in ordered:
+            app = build_app(
+                u.name,
+                u.health,
+                u.metrics,
+                route_handlers=u.routes,
+                admin_token=settings.admin_token,
+                openapi=u.openapi,
+            )
+            srv = HttpServer(app, stop_timeout=max(1, settings.stop_timeout_ms // 1000))
+            await srv.start(settings.host, u.port if ports is None else ports.get(u.name, u.port))
+            servers[u.name] = srv
+        _local_upstreams(ordered, servers, settings)
+        for u in ordered:
+            await u.start()
+            u.health.started = True
+            log.info("service_started", service=u.name, port=servers[u.name].port)
+        if on_ready is not None:
+            res = on_ready(Running(ordered, servers, stop))
+            if res is not None:
+                await res
+        await stop.wait()
+    finally:
+        log.info("stopping")
+        for u in ordered:
+            u.health.stopping = True
+        for u in reversed(ordered):
+            try:
+                await asyncio.wait_for(u.stop(), settings.stop_timeout_ms / 1000)
+            except Exception as e:
+                log.error("stop_failed", service=u.name, error=f"{type(e).__name__}: {e}")
+        for srv in servers.values():
+            await srv.stop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(sig)
+        log.info("stopped")

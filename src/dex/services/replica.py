@@ -1,0 +1,265 @@
+"""A replica of a sharded service (matching-engine or risk-engine): leases, spreading, running.
+
+A replica announces itself with a member lease, holds shard leases up to its share
+(`ceil(shards / live replicas)`, capped by `max_shards`), recovers each shard it acquires and
+runs it; a shard whose holder died is free once its lease expires and is taken by whoever
+has room. Every `ttl / 3` it renews its leases, watches the bus server's identity (a changed
+Redis `run_id` may mean lost writes: every shard rebuilds from the log) and rebalances.
+
+Per shard: recovery -> ready -> steps. A refused append (`FencedError`) means the lease is
+gone: the shard is dropped without writing anything more. A trimmed input or a divergence
+stops the shard and keeps the replica not-ready (with an alert metric); any other error
+(the bus is down) makes it not-ready, then it rebuilds from the log and goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+from dex.bus import Bus, FencedError, TrimmedError
+from dex.runtime.health import Health
+from dex.runtime.metrics import ServiceMetrics
+from dex.services.layout import member_prefix
+from dex.services.shard import Divergence, ShardWorker
+
+STEP_WAIT = 0.1  # seconds a step waits for input, which bounds how fast a stop is seen
+
+
+class ShardReplica:
+    """One process's share of a sharded service."""
+
+    def __init__(
+        self,
+        bus: Bus,
+        service: str,
+        shard_count: int,
+        make: Callable[[int], ShardWorker],
+        *,
+        owner: str,
+        ttl: float,
+        max_shards: int,
+        health: Health,
+        metrics: ServiceMetrics,
+        log: Any,
+    ) -> None:
+        self.bus = bus
+        self.service = service
+        self.shard_count = shard_count
+        self.make = make
+        self.owner = owner
+        self.ttl = ttl
+        self.max_shards = max_shards
+        self.health = health
+        self.log = log
+        self.workers: dict[int, ShardWorker] = {}
+        self.tasks: dict[int, asyncio.Task[None]] = {}
+        self._leaving: set[int] = set()
+        self.stopped = asyncio.Event()
+        self._identity: str | None = None
+        self._member: Any = None
+        self._maintainer: asyncio.Task[None] | None = None
+        m = metrics
+        self.m_items = m.counter("commands", "total", "inputs applied", ["shard"])
+        self.m_batches = m.counter("batches", "total", "log entries appended", ["shard"])
+        self.m_batch = m.histogram(
+            "batch_size", "items", "inputs per appended entry", buckets=(1, 10, 100, 1000, 10000)
+        )
+        self.m_step = m.histogram("step_latency", "seconds", "read+apply+append time per batch")
+        self.m_lag = m.gauge("input_lag", "entries", "entries not yet applied", ["stream"])
+        self.m_epoch = m.gauge("lease_epoch", "number", "epoch of the held shard lease", ["shard"])
+        self.m_held = m.gauge("shards_held", "number", "shards this replica writes")
+        self.m_recoveries = m.counter("recoveries", "total", "shard recoveries", ["shard"])
+        self.m_recovery_s = m.histogram("recovery", "seconds", "time to recover a shard")
+        self.m_divergence = m.gauge(
+            "divergence_alert", "bool", "1 when re-applying the log gave other events", ["shard"]
+        )
+        self.m_bad = m.counter("bad_entries", "total", "entries that did not decode", ["stream"])
+        self.m_restarts = m.counter("bus_restarts", "total", "bus server identity changes seen")
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        self._identity = await self.bus.identity()
+        self._member = await self.bus.acquire(
+            member_prefix(self.service) + self.owner, self.owner, self.ttl
+        )
+        await self._rebalance()
+        self._maintainer = asyncio.create_task(self._maintain())
+
+    async def stop(self) -> None:
+        """Finish the batches in hand, snapshot every shard, delete the leases."""
+        self.stopped.set()
+        if self._maintainer is not None:
+            self._maintainer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._maintainer
+        for shard in list(self.workers):
+            await self._release(shard)
+        if self._member is not None:
+            with contextlib.suppress(Exception):
+                await self.bus.release(self._member)
+
+    # ------------------------------------------------------------------ leases
+
+    async def _maintain(self) -> None:
+        while not self.stopped.is_set():
+            try:
+                await self._tick()
+                self.health.set_ready("bus")
+            except Exception as e:  # the bus is unreachable: report, retry next tick
+                self.health.set_not_ready("bus", f"bus unreachable: {type(e).__name__}: {e}")
+                self.log.warning("bus_unreachable", error=str(e))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopped.wait(), self.ttl / 3)
+
+    async def _tick(self) -> None:
+        identity = await self.bus.identity()
+        if identity != self._identity:
+            self.log.warning("bus_restarted", previous=self._identity, now=identity)
+            self.m_restarts.inc()
+            self._identity = identity
+            for w in self.workers.values():
+                w.dirty = True  # it may have lost acknowledged writes: follow the log
+        name = member_prefix(self.service) + self.owner
+        if self._member is None or not await self.bus.renew(self._member, self.ttl):
+            self._member = await self.bus.acquire(name, self.owner, self.ttl)
+        for shard, w in list(self.workers.items()):
+            if w.lease is None or not await self.bus.renew(w.lease, self.ttl):
+                self.log.warning("lease_lost", shard=w.tag)
+                await self._drop(shard)
+        await self._rebalance()
+        for w in self.workers.values():
+            if not w.dirty:
+                for stream, pos in w.inputs().items():
+                    self.m_lag.labels(stream).set(max(0, await self.bus.last(stream) - pos))
+
+    async def _rebalance(self) -> None:
+        if self.stopped.is_set():
+            return
+        members = max(1, len(await self.bus.leases(member_prefix(self.service))))
+        target = math.ceil(self.shard_count / members)
+        if self.max_shards:
+            target = min(target, self.max_shards)
+        for shard in sorted(self.workers, reverse=True)[: max(0, len(self.workers) - target)]:
+            await self._release(shard)
+        for shard in range(self.shard_count):
+            if len(self.workers) >= target:
+                break
+            if shard in self.workers:
+                continue
+            w = self.make(shard)
+            lease = await self.bus.acquire(w.tag, self.owner, self.ttl)
+            if lease is None:
+                continue
+            w.lease = lease
+            self.workers[shard] = w
+            self.m_epoch.labels(w.tag).set(lease.epoch)
+            self.tasks[shard] = asyncio.create_task(self._run(shard, w))
+            self.log.info("shard_acquired", shard=w.tag, epoch=lease.epoch)
+        self.m_held.set(len(self.workers))
+
+    async def _release(self, shard: int) -> None:
+        """Hand a shard over: finish its batch, snapshot, delete its lease."""
+        w = self.workers.get(shard)
+        if w is None:
+            return
+        self._leaving.add(shard)
+        task = self.tasks.pop(shard, None)
+        if task is not None:
+            await task
+        self._leaving.discard(shard)
+        self.workers.pop(shard, None)
+        if w.lease is not None:
+            try:
+                if not w.dirty:
+                    await w.take_snapshot()
+                await self.bus.release(w.lease)
+            except Exception as e:
+                self.log.warning("release_failed", shard=w.tag, error=str(e))
+        self.health.set_ready(f"shard {w.tag}")
+        self.log.info("shard_released", shard=w.tag)
+        self.m_held.set(len(self.workers))
+
+    async def _drop(self, shard: int) -> None:
+        """Forget a shard whose lease is gone, writing nothing."""
+        w = self.workers.pop(shard, None)
+        task = self.tasks.pop(shard, None)
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if w is not None:
+            self.health.set_ready(f"shard {w.tag}")
+        self.m_held.set(len(self.workers))
+
+    # ------------------------------------------------------------------ running a shard
+
+    async def _run(self, shard: int, w: ShardWorker) -> None:
+        key = f"shard {w.tag}"
+        backoff = 0.05
+        while shard not in self._leaving and not self.stopped.is_set():
+            try:
+                if w.dirty:
+                    self.health.set_not_ready(key, "recovering")
+                    started = time.perf_counter()
+                    await w.recover()
+                    gc.freeze()
+                    self.m_recovery_s.observe(time.perf_counter() - started)
+                    self.m_recoveries.labels(w.tag).inc()
+                    self.log.info(
+                        "shard_recovered",
+                        shard=w.tag,
+                        log_seq=w.last,
+                        replayed=w.recovered_items,
+                        seconds=round(time.perf_counter() - started, 3),
+                    )
+                    self.health.set_ready(key)
+                started = time.perf_counter()
+                n = await w.step(STEP_WAIT)
+                if n:
+                    self.m_step.observe(time.perf_counter() - started)
+                    self.m_items.labels(w.tag).inc(n)
+                    self.m_batches.labels(w.tag).inc()
+                    self.m_batch.observe(n)
+                if w.snapshot_due():
+                    await w.take_snapshot()
+                halted = getattr(w, "halted", None)
+                if halted:
+                    self.health.set_not_ready(key, f"halted: {halted}")
+                backoff = 0.05
+            except FencedError as e:
+                self.log.warning("append_refused", shard=w.tag, error=str(e))
+                self.workers.pop(shard, None)
+                self.tasks.pop(shard, None)
+                self.health.set_ready(key)
+                self.m_held.set(len(self.workers))
+                return
+            except TrimmedError as e:
+                self.health.set_not_ready(key, f"input trimmed: {e}")
+                self.log.error("input_trimmed", shard=w.tag, error=str(e))
+                return
+            except Divergence as e:
+                self.health.set_not_ready(key, f"divergence: {e}")
+                self.m_divergence.labels(w.tag).set(1)
+                self.log.error("divergence", shard=w.tag, error=str(e))
+                return
+            except Exception as e:  # bus down or a bad state: rebuild from the log, retry
+                w.dirty = True
+                self.health.set_not_ready(key, f"{type(e).__name__}: {e}")
+                self.log.warning("shard_error", shard=w.tag, error=f"{type(e).__name__}: {e}")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stopped.wait(), backoff)
+                backoff = min(backoff * 2, 2.0)
+
+    def bad_entry_reporter(self, tag: str) -> Callable[[str, int, str], None]:
+        def report(stream: str, log_seq: int, message: str) -> None:
+            self.m_bad.labels(stream).inc()
+            self.log.warning("bad_entry", shard=tag, stream=stream, log_seq=log_seq, error=message)
+
+        return report

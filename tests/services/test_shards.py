@@ -1,0 +1,381 @@
+"""The shard writers and replicas in one process over a MemoryBus: recovery checks the log,
+bad entries change nothing, a trimmed input stops a reader, a lost lease stops a writer,
+backpressure, GTD ticks, and lease takeover between replicas."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from tests.bus.contract import aio
+
+from dex.bus import Bus, FencedError, MemoryBus
+from dex.core import commands as mc
+from dex.core.enums import OrderType, Side, TimeInForce
+from dex.core.events import Accepted, Expired, Trade
+from dex.risk import commands as rc
+from dex.runtime.health import Health
+from dex.runtime.logging import get_logger
+from dex.runtime.metrics import ServiceMetrics
+from dex.services import codec, layout
+from dex.services.matching import MatchingShard
+from dex.services.node import DEMO_ASSETS, DEMO_MARKETS
+from dex.services.replica import ShardReplica
+from dex.services.risk import RiskShard
+from dex.services.shard import Divergence, ShardWorker
+
+M, R = 2, 2
+ACCOUNTS = ["0x" + f"{i:040x}" for i in range(1, 7)]
+ETH = 10**9
+USDC = 10**6
+
+
+class Cluster:
+    """Every shard of both services on one bus, stepped by hand."""
+
+    def __init__(self, bus: Bus | None = None, max_lag: int = 10_000, **kw: Any) -> None:
+        self.bus = bus or MemoryBus()
+        self.me = [
+            MatchingShard(self.bus, m, matching_shards=M, risk_shards=R, **kw) for m in range(M)
+        ]
+        self.risk = [
+            RiskShard(self.bus, r, matching_shards=M, risk_shards=R, max_lag=max_lag, **kw)
+            for r in range(R)
+        ]
+        self.requests: list[tuple[str, int]] = []
+
+    @property
+    def workers(self) -> list[ShardWorker]:
+        return [*self.risk, *self.me]
+
+    async def start(self) -> None:
+        for w in self.workers:
+            w.lease = await self.bus.acquire(w.tag, "test", 60)
+            await w.recover()
+
+    async def setup_markets(self) -> None:
+        cmds: list[Any] = [mc.AddAsset(asset=a) for a in DEMO_ASSETS]
+        cmds += [mc.AddMarket(spec=s) for s in DEMO_MARKETS]
+        await self.bus.append(layout.ADMIN_STREAM, [codec.encode(c) for c in cmds])
+
+    async def send(self, account: str, cmd: Any) -> tuple[str, int]:
+        stream = layout.risk_in(layout.shard_for(account, R))
+        seq = await self.bus.append(stream, [codec.encode(cmd)])
+        self.requests.append((stream, seq))
+        return stream, seq
+
+    async def pump(self, rounds: int = 6) -> None:
+        for _ in range(rounds):
+            for w in self.workers:
+                await w.step(0)
+
+    async def fund(self) -> None:
+        for i, a in enumerate(ACCOUNTS):
+            await self.send(
+                a, rc.Deposit(account=a, asset="ETH", amount=100 * ETH, tx_id=f"faucet:{2 * i}")
+            )
+            await self.send(
+                a,
+                rc.Deposit(
+                    account=a, asset="USDC", amount=10**6 * USDC, tx_id=f"faucet:{2 * i + 1}"
+                ),
+            )
+
+    def hashes(self) -> list[str]:
+        return [w.ledger.state_hash() for w in self.risk] + [w.engine.state_hash() for w in self.me]
+
+    async def log_events(self, stream: str) -> list[Any]:
+        out = []
+        for _, data in await self.bus.read(stream, 0, limit=10**6):
+            entry = (
+                codec.decode_match_entry(data)
+                if ":me:" in stream or "{me:" in stream
+                else codec.decode_risk_entry(data)
+            )
+            for item in entry.items:
+                out.extend(item.events)
+        return out
+
+
+def place(account: str, side: str, price: int, size: int, **kw: Any) -> rc.Place:
+    return rc.Place(
+        market="ETH-USDC",
+        account=account,
+        side=Side(side),
+        type=OrderType.LIMIT,
+        price=price,
+        size=size,
+        **kw,
+    )
+
+
+async def trading(c: Cluster, n: int = 40) -> None:
+    for i in range(n):
+        a = ACCOUNTS[i % len(ACCOUNTS)]
+        side = "buy" if i % 2 else "sell"
+        price = 200_000 + (i % 7) * 10 * (1 if side == "sell" else -1) + (0 if i % 3 else 30)
+        await c.send(a, place(a, side, price, 1000 + i, client_order_id=f"c{i}"))
+        if i % 5 == 0:
+            await c.pump(2)
+    await c.pump()
+
+
+@aio
+async def test_orders_flow_and_every_request_gets_one_answer() -> None:
+    c = Cluster()
+    await c.start()
+    await c.setup_markets()
+    await c.fund()
+    await trading(c)
+    answered: dict[tuple[str, int], int] = {}
+    for r in range(R):
+        for _, data in await c.bus.read(layout.risk_log(r), 0, limit=10**6):
+            for item in codec.decode_risk_entry(data).items:
+                if item.cmd is not None and item.input.stream.endswith(":in"):
+                    key = (item.input.stream, item.input.log_seq)
+                    answered[key] = answered.get(key, 0) + 1
+    assert sorted(answered) == sorted(c.requests)
+    assert set(answered.values()) == {1}
+    events = []
+    seqs: dict[tuple[int, str], list[int]] = {}  # (shard, market): "" is each shard's own
+    for m in range(M):
+        shard_events = await c.log_events(layout.me_log(m))
+        for e in shard_events:
+            seqs.setdefault((m, e.market), []).append(e.seq)
+        events += shard_events
+    assert any(isinstance(e, Trade) for e in events)
+    accepted = [e.order.client_order_id for e in events if isinstance(e, Accepted)]
+    assert len(accepted) == len(set(accepted)) == 40
+    for key, s in seqs.items():
+        assert s == list(range(1, len(s) + 1)), key
+
+
+@aio
+async def test_recovery_from_log_and_from_snapshot_gives_the_same_state() -> None:
+    c = Cluster(snapshot_every=7)
+    await c.start()
+    await c.setup_markets()
+    await c.fund()
+    await trading(c)
+    before = c.hashes()
+    # a fresh incarnation of every shard, recovering from what is on the bus
+    again = Cluster(c.bus)
+    await again.start()
+    assert again.hashes() == before
+    for w in again.workers:
+        await w.take_snapshot()
+    third = Cluster(c.bus)
+    await third.start()
+    assert third.hashes() == before
+    assert any(w.snap_seq for w in third.workers)
+
+
+@aio
+async def test_a_tampered_log_is_a_divergence() -> None:
+    c = Cluster()
+    await c.start()
+    await c.setup_markets()
+    await c.fund()
+    await trading(c, 10)
+    stream = layout.me_log(0)
+    entries = await c.bus.read(stream, 0, limit=10**6)
+    forged = None
+    for seq, data in entries:
+        entry = codec.decode_match_entry(data)
+        for i, item in enumerate(entry.items):
+            trades = [e for e in item.events if isinstance(e, Trade)]
+            if trades and forged is None:
+                fake = [
+                    e
+                    if not isinstance(e, Trade)
+                    else e.__class__(
+                        *[
+                            getattr(e, f) if f != "price" else e.price + 1
+                            for f in e.__struct_fields__
+                        ]
+                    )
+                    for e in item.events
+                ]
+                items = list(entry.items)
+                items[i] = codec.MatchItem(item.input, item.cmd, fake, item.error)
+                forged = (seq, codec.encode(codec.MatchEntry(entry.pos, items)))
+    assert forged is not None
+    bus2 = MemoryBus()
+    for seq, data in entries:
+        await bus2.append(stream, [forged[1] if seq == forged[0] else data])
+    w = MatchingShard(bus2, 0, matching_shards=M, risk_shards=R)
+    w.lease = await bus2.acquire(w.tag, "t", 60)
+    with pytest.raises(Divergence, match=f"log entry {forged[0]}"):
+        await w.recover()
+
+
+@aio
+async def test_bad_entries_are_reported_and_change_nothing() -> None:
+    c = Cluster()
+    reported: list[tuple[str, int, str]] = []
+    for w in c.workers:
+        w.on_bad_entry = lambda s, n, msg: reported.append((s, n, msg))  # type: ignore[attr-defined]
+    await c.start()
+    await c.setup_markets()
+    await c.fund()
+    await c.pump()
+    before = c.hashes()
+    await c.bus.append(layout.ADMIN_STREAM, [b"\x00garbage"])
+    await c.bus.append(
+        layout.risk_in(0), [b"not msgpack", codec.encode({"cmd": "launch_missiles"})]
+    )
+    await c.bus.append(layout.risk_to(0, 0), [codec.encode([1, {"cmd": "place"}])])
+    await c.pump()
+    assert c.hashes() == before
+    streams = sorted({s for s, _, _ in reported})
+    assert streams == sorted({layout.ADMIN_STREAM, layout.risk_in(0), layout.risk_to(0, 0)})
+    assert all(msg.startswith("not a ") for _, _, msg in reported)
+    # and the shards go on working
+    a = ACCOUNTS[0]
+    await c.send(a, place(a, "sell", 200_000, 1000))
+    await c.pump()
+    assert c.hashes() != before
+
+
+@aio
+async def test_a_refused_append_leaves_the_state_to_be_rebuilt() -> None:
+    c = Cluster()
+    await c.start()
+    await c.setup_markets()
+    await c.pump()
+    w = c.me[0]
+    assert w.lease is not None
+    await c.bus.release(w.lease)
+    thief = await c.bus.acquire(w.tag, "other", 60)
+    assert thief is not None and thief.epoch > w.lease.epoch
+    a = ACCOUNTS[0]
+    await c.send(a, rc.Deposit(account=a, asset="ETH", amount=ETH, tx_id="faucet:1"))
+    await c.send(a, place(a, "sell", 200_000, 1000))
+    for r in c.risk:
+        await r.step(0)
+    last = await c.bus.last(layout.me_log(0))
+    with pytest.raises(FencedError):
+        for _ in range(3):
+            await w.step(0)
+    assert w.dirty
+    assert await c.bus.last(layout.me_log(0)) == last
+
+
+@aio
+async def test_a_reader_whose_next_entry_was_trimmed_stops() -> None:
+    c = Cluster()
+    await c.start()
+    await c.setup_markets()
+    await c.fund()
+    await c.pump()
+    a = next(x for x in ACCOUNTS if layout.shard_for(x, R) == 0)
+    for i in range(3):
+        await c.send(a, place(a, "sell", 200_000 + i, 1000))
+    for r in c.risk:
+        await r.step(0)
+    to = layout.risk_to(0, layout.shard_for("ETH-USDC", M))
+    await c.bus.trim(to, await c.bus.last(to))
+    from dex.bus import TrimmedError
+
+    with pytest.raises(TrimmedError):
+        await c.me[layout.shard_for("ETH-USDC", M)].step(0)
+
+
+@aio
+async def test_gtd_expiry_on_an_idle_shard_is_a_logged_tick() -> None:
+    now = [1_000_000_000_000]
+    c = Cluster(clock_ns=lambda: now[0])
+    await c.start()
+    await c.setup_markets()
+    await c.fund()
+    a = ACCOUNTS[0]
+    await c.send(a, place(a, "sell", 200_000, 1000, tif=TimeInForce.GTD, expires_at=now[0] + 5_000))
+    await c.pump()
+    now[0] += 10_000
+    await c.pump()
+    m = layout.shard_for("ETH-USDC", M)
+    events = await c.log_events(layout.me_log(m))
+    assert any(isinstance(e, Expired) for e in events)
+    entries = await c.bus.read(layout.me_log(m), 0, limit=1000)
+    ticks = [
+        i
+        for _, d in entries
+        for i in codec.decode_match_entry(d).items
+        if isinstance(i.cmd, mc.Tick)
+    ]
+    assert len(ticks) == 1
+
+
+@aio
+async def test_backpressure_rejects_new_orders_while_matching_lags() -> None:
+    c = Cluster(max_lag=3)
+    await c.start()
+    await c.setup_markets()
+    await c.fund()
+    await c.pump()
+    a = next(x for x in ACCOUNTS if layout.shard_for(x, R) == 0)
+    for i in range(8):  # matching does not run: its input grows
+        await c.send(a, place(a, "sell", 200_000 + i, 1000))
+        await c.risk[0].step(0)
+    events = await c.log_events(layout.risk_log(0))
+    codes = [getattr(e, "code", None) for e in events]
+    assert "market_unavailable" in [str(x) for x in codes if x is not None]
+    await c.pump(10)  # matching catches up; backpressure lifts
+    await c.send(a, place(a, "sell", 200_100, 1000))
+    await c.pump()
+    last = (await c.log_events(layout.risk_log(0)))[-1]
+    assert type(last).__name__ == "OrderAcceptedForMatching"
+
+
+def _replica(bus: Bus, owner: str, ttl: float, make: Callable[[int], ShardWorker]) -> ShardReplica:
+    metrics = ServiceMetrics("matching-engine")
+    return ShardReplica(
+        bus,
+        "matching-engine",
+        M,
+        make,
+        owner=owner,
+        ttl=ttl,
+        max_shards=0,
+        health=Health(metrics),
+        metrics=metrics,
+        log=get_logger(service="t"),
+    )
+
+
+async def _until(check: Callable[[], bool], what: str, limit: float = 10.0) -> None:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + limit
+    while not check():
+        assert loop.time() < end, f"timed out: {what}"
+        tick: asyncio.Future[None] = loop.create_future()
+        loop.call_later(0.02, tick.set_result, None)  # let the replicas' tasks run a while
+        await tick
+
+
+@aio
+async def test_replicas_spread_shards_and_take_over_a_dead_one() -> None:
+    bus = MemoryBus()
+    make = lambda m: MatchingShard(bus, m, matching_shards=M, risk_shards=R)  # noqa: E731
+    a = _replica(bus, "a", 0.3, make)
+    await a.start()
+    await _until(lambda: len(a.workers) == M, "a holds every shard")
+    b = _replica(bus, "b", 0.3, make)
+    await b.start()
+    await _until(lambda: len(a.workers) == 1 and len(b.workers) == 1, "shards spread")
+    dead = {w.tag: w.lease.epoch for w in a.workers.values() if w.lease}
+    # "a" dies without a word: its leases expire and "b" takes its shard
+    a.stopped.set()
+    for t in list(a.tasks.values()):
+        t.cancel()
+    assert a._maintainer is not None
+    a._maintainer.cancel()
+    await _until(lambda: len(b.workers) == M, "b took over")
+    for w in b.workers.values():
+        assert w.lease is not None and w.lease.owner == "b"
+        assert w.lease.epoch > dead.get(w.tag, 0)
+    assert set(dead) <= {w.tag for w in b.workers.values()}
+    await b.stop()
+    assert await bus.leases("me:") == []

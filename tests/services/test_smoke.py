@@ -1,0 +1,230 @@
+"""Smoke tests of both run modes, as real processes: start, become ready, place crossing
+orders through the gateway, see the trade and the settled balances, stop cleanly (exit 0).
+
+Embedded: `dex up` (SQLite-kept embedded bus, no Redis). Distributed: `dex up --distributed`
+with two matching-engine replicas against a private `redis-server --appendonly yes
+--appendfsync always` (never the shared one), and SQLite history (PostgreSQL when
+DEX_DATABASE_URL is set).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from tests.support.redis_server import private_redis_or_skip
+
+from dex.runtime.settings import SERVICES
+
+SELLER = "0x" + "1" * 40
+BUYER = "0x" + "2" * 40
+DEADLINE = 60.0
+
+
+def free_base(span: int = 30) -> int:
+    """A port such that base .. base + span are free right now."""
+    for _ in range(200):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            base = s.getsockname()[1]
+        if base + span > 65000:
+            continue
+        socks = []
+        try:
+            for p in range(base, base + span):
+                t = socket.socket()
+                socks.append(t)
+                t.bind(("127.0.0.1", p))
+            return base
+        except OSError:
+            continue
+        finally:
+            for t in socks:
+                t.close()
+    raise RuntimeError("no free port range")
+
+
+def wait_until(what: str, check: Any, deadline: float = DEADLINE) -> Any:
+    """Poll `check()` until it returns a truthy value; fail naming `what` at the deadline."""
+    end = time.monotonic() + deadline
+    last: Any = None
+    while time.monotonic() < end:
+        try:
+            last = check()
+        except httpx.HTTPError as e:
+            last = e
+        else:
+            if last:
+                return last
+        time.sleep(0.1)  # polling a child process over HTTP; not a synchronisation sleep
+    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
+
+
+def _ready(url: str) -> bool:
+    return httpx.get(url + "/readyz", timeout=2).status_code == 200
+
+
+@pytest.fixture
+def ports() -> dict[str, int]:
+    base = free_base()
+    return {s: base + i for i, s in enumerate(SERVICES)}
+
+
+def start(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "dex.cli", *args],
+        env={**os.environ, **env},
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def stop(proc: subprocess.Popen[bytes]) -> tuple[int, str]:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        out, _ = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+        raise AssertionError(
+            "did not stop within 30 s of SIGTERM:\n" + out.decode()[-4000:]
+        ) from None
+    return proc.returncode, out.decode()
+
+
+def trade_and_settle(ports: dict[str, int]) -> None:
+    gw = f"http://127.0.0.1:{ports['gateway']}"
+    for s in SERVICES:
+        wait_until(f"{s} ready", lambda s=s: _ready(f"http://127.0.0.1:{ports[s]}"))
+    markets = httpx.get(gw + "/v1/markets", timeout=5).json()
+    assert {m["market"] for m in markets} >= {"ETH-USDC", "BTC-USDC"}
+    c = httpx.Client(base_url=gw, timeout=15)
+    r = c.post("/v1/faucet", json={"account": SELLER, "asset": "ETH", "amount": "2"})
+    assert r.status_code == 200, r.text
+    r = c.post("/v1/faucet", json={"account": BUYER, "asset": "USDC", "amount": "10000"})
+    assert r.status_code == 200, r.text
+    # bad input: named field, nothing sent
+    bad = c.post(
+        "/v1/orders",
+        json={
+            "market": "ETH-USDC",
+            "account": BUYER,
+            "side": "buy",
+            "type": "limit",
+            "size": "1.00001",
+            "price": "2000",
+        },
+    )
+    assert bad.status_code == 400 and bad.json()["error"]["field"] == "size", bad.text
+    sell = c.post(
+        "/v1/orders",
+        json={
+            "market": "ETH-USDC",
+            "account": SELLER,
+            "side": "sell",
+            "type": "limit",
+            "size": "1.5",
+            "price": "2000",
+        },
+    )
+    assert sell.status_code == 200 and sell.json()["status"] == "open", sell.text
+    buy = c.post(
+        "/v1/orders",
+        json={
+            "market": "ETH-USDC",
+            "account": BUYER,
+            "side": "buy",
+            "type": "limit",
+            "size": "1",
+            "price": "2000.5",
+        },
+    )
+    body = buy.json()
+    assert buy.status_code == 200 and body["status"] == "filled", buy.text
+    trades = [e for e in body["events"] if e["event"] == "trade"]
+    assert len(trades) == 1 and trades[0]["price"] == "2000.00" and trades[0]["size"] == "1.0000"
+
+    def balances(account: str) -> dict[str, Any]:
+        return c.get(f"/v1/accounts/{account}/balances").json()
+
+    wait_until("settled balances", lambda: _units_ok(balances(BUYER), balances(SELLER)))
+
+
+def _units_ok(b: dict[str, Any], s: dict[str, Any]) -> bool:
+    """Buyer got 1 ETH and paid 2000 USDC (its 0.5 limit excess released); seller sold 1 of 2 ETH,
+    0.5 still locked on its resting order, and got 2000 USDC. No fees are set."""
+    eth = 10**9  # the demo ETH has 9 decimals, USDC 6
+    usdc = 10**6
+    try:
+        return (
+            b["ETH"]["available_units"] == 1 * eth
+            and b["USDC"]["available_units"] == 8000 * usdc
+            and b["USDC"]["locked_units"] == 0
+            and s["ETH"]["available_units"] == eth // 2
+            and s["ETH"]["locked_units"] == eth // 2
+            and s["USDC"]["available_units"] == 2000 * usdc
+        )
+    except KeyError:
+        return False
+
+
+def test_embedded_dex_up_trades_and_stops_cleanly(tmp_path: Path, ports: dict[str, int]) -> None:
+    proc = start(
+        ["up", "--data-dir", str(tmp_path / "data")], {"DEX_PORT": str(ports["gateway"])}, tmp_path
+    )
+    try:
+        trade_and_settle(ports)
+    finally:
+        code, out = stop(proc)
+    assert code == 0, out[-4000:]
+    assert "dex is up" in out
+    assert (tmp_path / "data" / "bus.sqlite3").exists()
+
+
+@pytest.fixture
+def durable_redis() -> Iterator[str]:
+    with private_redis_or_skip() as server:
+        yield server.url
+
+
+def test_distributed_dex_up_trades_and_stops_cleanly(
+    tmp_path: Path, ports: dict[str, int], durable_redis: str
+) -> None:
+    env = {
+        "DEX_PORT": str(ports["gateway"]),
+        "DEX_REDIS_URL": durable_redis,
+        "DEX_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'history.sqlite3'}",
+        "DEX_LEASE_TTL_MS": "1000",
+    }
+    proc = start(["up", "--distributed", "--replicas", "matching-engine=2"], env, tmp_path)
+    try:
+        trade_and_settle(ports)
+    finally:
+        code, out = stop(proc)
+    assert code == 0, out[-4000:]
+    assert out.count("started matching-engine replica") == 2
+
+
+def test_distributed_refuses_a_redis_that_may_lose_writes(tmp_path: Path) -> None:
+    url = os.environ.get("DEX_REDIS_URL")
+    if not url:
+        pytest.skip("DEX_REDIS_URL (a Redis without appendfsync always) is not set")
+    proc = subprocess.run(
+        [sys.executable, "-m", "dex.cli", "up", "--distributed"],
+        env={**os.environ, "DEX_REDIS_URL": url},
+        cwd=tmp_path,
+        capture_output=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert b"appendfsync" in proc.stderr and b"--allow-unsafe-redis" in proc.stderr
