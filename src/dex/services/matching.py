@@ -68,6 +68,9 @@ class MatchingShard(ShardWorker):
     def load_core(self, data: bytes) -> None:
         self.engine = Engine.restore(data)
 
+    def state_hash(self) -> str:
+        return self.engine.state_hash()
+
     def owns(self, market: str) -> bool:
         return shard_for(market, self.matching_shards) == self.m
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-from litestar import post
+from litestar import get, post
 
 from dex.bus import Bus
 from dex.core import commands as mc
@@ -105,6 +105,29 @@ class FeesRequest(msgspec.Struct, forbid_unknown_fields=True):
     market: str
     maker_bps: int
     taker_bps: int
+
+
+def shards_route(replica: ShardReplica) -> Any:
+    """`GET /internal/shards`: what this replica writes, for operators and fault tests."""
+
+    @get("/internal/shards")
+    async def shards(hash: bool = False) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for w in list(replica.workers.values()):
+            info: dict[str, Any] = {
+                "owner": replica.owner,
+                "epoch": w.lease.epoch if w.lease else None,
+                "log_seq": w.last,
+                "snapshot_log_seq": w.snap_seq,
+                "recovered": not w.dirty,
+                "positions": dict(w.pos),
+            }
+            if hash and not w.dirty:
+                info["state_hash"] = w.state_hash()
+            out[w.tag] = info
+        return {"owner": replica.owner, "shards": out}
+
+    return shards
 
 
 def _admin_account(raw: str) -> str:
@@ -306,7 +329,7 @@ def risk_unit(bus: Bus, settings: Settings) -> Unit:
                 return int(asset.decimals)
         return None
 
-    routes = [freeze, unfreeze, disable, enable, credit, halt, resume, fees]
+    routes = [freeze, unfreeze, disable, enable, credit, halt, resume, fees, shards_route(replica)]
     return Unit(
         RISK,
         port_for(settings, RISK),

@@ -82,6 +82,9 @@ class RiskShard(ShardWorker):
     def load_core(self, data: bytes) -> None:
         self.ledger = Ledger.restore(data)
 
+    def state_hash(self) -> str:
+        return self.ledger.state_hash()
+
     async def recover(self) -> None:
         await super().recover()
         for m, stream in enumerate(self.to_streams):

@@ -80,6 +80,10 @@ class ShardWorker(ABC):
         """Replace the core with one restored from `data`."""
 
     @abstractmethod
+    def state_hash(self) -> str:
+        """The core's state hash (SHA-256 of its canonical snapshot)."""
+
+    @abstractmethod
     def replay(self, log_seq: int, entry: bytes) -> int:
         """Re-apply one logged entry, check its events (`Divergence`); return its item count.
 
