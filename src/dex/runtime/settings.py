@@ -1,0 +1,241 @@
+"""Service settings: one frozen `Settings` read from `DEX_*` environment variables.
+
+Owns the setting names, defaults and rules every service shares, the service names and their
+default ports. `load_settings` is the gate: it reads `DEX_<FIELD>` for each field, lets typed
+overrides (CLI flags) win, checks each value in field order and then the cross-field rules,
+and raises `SettingsError` naming the first bad variable. Unknown `DEX_*` variables are
+ignored. Messages never echo a URL, a token or other free text that may hold a secret, so they
+are safe to log. `Settings(...)` built directly in code (tests) is trusted and not checked.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from collections.abc import Mapping
+from typing import Literal, get_args, get_origin
+
+import msgspec
+
+SERVICES: tuple[str, ...] = (
+    "gateway",
+    "matching-engine",
+    "market-data",
+    "risk-engine",
+    "persistence",
+)
+DEFAULT_PORTS: dict[str, int] = {
+    "gateway": 8080,
+    "matching-engine": 8081,
+    "market-data": 8082,
+    "risk-engine": 8083,
+    "persistence": 8084,
+}
+ENV_PREFIX = "DEX_"
+
+
+class SettingsError(Exception):
+    """A setting is invalid; `str(e)` is one line: `<VAR>: <what is wrong>`."""
+
+    def __init__(self, var: str, message: str) -> None:
+        super().__init__(f"{var}: {message}")
+        self.var = var
+        self.message = message
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    """Every runtime setting; the env var of a field is `DEX_` + its name in upper case."""
+
+    env: Literal["dev", "test", "production"] = "dev"
+    host: str = "127.0.0.1"
+    port: int = 0  # 0: the service's default port (DEFAULT_PORTS)
+    redis_url: str = ""  # empty: the in-memory bus
+    database_url: str = ""  # empty: SQLite under data_dir
+    persistence_url: str = ""  # base URL of persistence's API; empty: host + default port
+    market_data_url: str = ""  # base URL of market-data's API; empty: host + default port
+    data_dir: str = "./.dex-data"
+    matching_shards: int = 2
+    risk_shards: int = 2
+    max_shards_per_replica: int = 0  # 0: no limit
+    lease_ttl_ms: int = 3000
+    snapshot_every: int = 10000  # bus entries between two snapshots
+    max_lag: int = 10000
+    batch_size: int = 1000
+    admin_token: str = ""  # empty: admin endpoints refuse everything
+    faucet: bool = True
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    replica_id: str = ""  # empty: hostname-pid
+    idle_check_ms: int = 5000
+    stop_timeout_ms: int = 10000
+    allow_unsafe_redis: bool = False
+
+
+# (minimum, maximum or None) of every integer field.
+_INT_RANGES: dict[str, tuple[int, int | None]] = {
+    "port": (0, 65535),
+    "matching_shards": (1, None),
+    "risk_shards": (1, None),
+    "max_shards_per_replica": (0, None),
+    "lease_ttl_ms": (100, None),
+    "snapshot_every": (1, None),
+    "max_lag": (1, None),
+    "batch_size": (1, None),
+    "idle_check_ms": (1, None),
+    "stop_timeout_ms": (0, None),
+}
+_URL_SCHEMES: dict[str, tuple[str, ...]] = {
+    "redis_url": ("redis://", "rediss://", "unix://"),
+    "database_url": (
+        "postgresql://",
+        "postgresql+asyncpg://",
+        "sqlite://",
+        "sqlite+aiosqlite://",
+    ),
+    "persistence_url": ("http://", "https://"),
+    "market_data_url": ("http://", "https://"),
+}
+_NOT_EMPTY = frozenset({"host", "data_dir"})
+_TRUE = frozenset({"true", "1", "yes"})
+_FALSE = frozenset({"false", "0", "no"})
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]{0,29}")
+_FIELD_TYPES: dict[str, object] = {f.name: f.type for f in msgspec.structs.fields(Settings)}
+
+
+def env_var(field: str) -> str:
+    """The environment variable of a settings field: `DEX_` + the name in upper case."""
+    return ENV_PREFIX + field.upper()
+
+
+def load_settings(env: Mapping[str, str] | None = None, /, **overrides: object) -> Settings:
+    """Read, check and return the settings.
+
+    `env` (positional) defaults to `os.environ`. Each override, an already typed value such
+    as a CLI flag, wins over the environment; `None` means "not given", and a string is
+    parsed like the environment text. `env` is positional-only so that `env="production"`
+    overrides the `env` setting; `env=<a mapping>` is still taken as the environment.
+    """
+    if isinstance(overrides.get("env"), Mapping):
+        if env is not None:
+            raise TypeError("load_settings: two environments given")
+        env = overrides.pop("env")  # type: ignore[assignment]
+    source = os.environ if env is None else env
+    unknown = sorted(set(overrides) - set(_FIELD_TYPES))
+    if unknown:
+        raise TypeError(f"load_settings: unknown setting(s): {', '.join(unknown)}")
+    values: dict[str, object] = {}
+    for name, kind in _FIELD_TYPES.items():
+        var = env_var(name)
+        raw = overrides.get(name)
+        if raw is not None:
+            value = _typed(var, kind, raw)
+        elif var in source:
+            raw = source[var]
+            value = _parse(var, kind, source[var])
+        else:
+            continue
+        _check_field(var, name, value, raw)
+        values[name] = value
+    settings = Settings(**values)  # type: ignore[arg-type]
+    if settings.env == "production" and settings.faucet:
+        raise SettingsError(env_var("faucet"), "must be false when DEX_ENV is production")
+    return settings
+
+
+def port_for(settings: Settings, service: str) -> int:
+    """The port `service` listens on: `settings.port`, or the service's default when 0."""
+    if service not in DEFAULT_PORTS:
+        raise ValueError(f"unknown service {service!r}; expected one of {', '.join(SERVICES)}")
+    return settings.port or DEFAULT_PORTS[service]
+
+
+def resolved_replica_id(settings: Settings) -> str:
+    """`settings.replica_id`, or `<hostname>-<pid>` when it is empty."""
+    return settings.replica_id or f"{socket.gethostname()}-{os.getpid()}"
+
+
+def _parse(var: str, kind: object, text: str) -> object:
+    """Turn the text of an environment variable into a value of the field's type."""
+    if kind is str:
+        return text
+    if kind is bool:
+        word = text.strip().lower()
+        if word in _TRUE or word in _FALSE:
+            return word in _TRUE
+        raise SettingsError(var, f"must be true or false (or 1/0, yes/no), got {_shown(text)}")
+    if kind is int:
+        if _INTEGER.fullmatch(text.strip()):
+            return int(text.strip())
+        raise SettingsError(var, f"{_int_rule(var)}, got {_shown(text)}")
+    choices = _choices(kind)
+    word = text.strip().lower()
+    if word in choices:
+        return word
+    raise SettingsError(var, f"must be one of {', '.join(choices)}, got {_shown(text)}")
+
+
+def _typed(var: str, kind: object, value: object) -> object:
+    """Check an override's type; a string is parsed like the environment text."""
+    if isinstance(value, str):
+        return _parse(var, kind, value)
+    if kind is bool and isinstance(value, bool):
+        return value
+    if kind is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if kind is int:
+        raise SettingsError(var, f"{_int_rule(var)}, got {_shown(value)}")
+    expected = {str: "a string", bool: "true or false"}.get(kind)  # type: ignore[call-overload]
+    if expected is None:
+        expected = f"one of {', '.join(_choices(kind))}"
+    raise SettingsError(var, f"must be {expected}, got {_shown(value)}")
+
+
+def _check_field(var: str, name: str, value: object, raw: object) -> None:
+    """The single-field rules: integer ranges, non-empty strings, URL schemes.
+
+    `raw` is what was given (the env text or the override), shown in range errors.
+    """
+    if name in _INT_RANGES:
+        low, high = _INT_RANGES[name]
+        assert isinstance(value, int)
+        if value < low or (high is not None and value > high):
+            raise SettingsError(var, f"{_int_rule(var)}, got {_shown(raw)}")
+    elif name in _NOT_EMPTY and value == "":
+        raise SettingsError(var, "must not be empty")
+    elif name in _URL_SCHEMES and value != "":
+        assert isinstance(value, str)
+        schemes = _URL_SCHEMES[name]
+        if not value.startswith(schemes):
+            raise SettingsError(var, f"must start with {_or(schemes)} ({_scheme_of(value)})")
+
+
+def _int_rule(var: str) -> str:
+    low, high = _INT_RANGES[var.removeprefix(ENV_PREFIX).lower()]
+    if high is None:
+        return f"must be an integer >= {low}"
+    return f"must be an integer from {low} to {high}"
+
+
+def _choices(kind: object) -> tuple[str, ...]:
+    if get_origin(kind) is not Literal:
+        raise TypeError(f"unsupported settings field type {kind!r}")
+    return tuple(str(choice) for choice in get_args(kind))
+
+
+def _or(options: tuple[str, ...]) -> str:
+    return ", ".join(options[:-1]) + " or " + options[-1]
+
+
+def _scheme_of(url: str) -> str:
+    """Describe a refused URL by its scheme only: the rest may hold a password."""
+    scheme, sep, _ = url.partition("://")
+    if sep and _SCHEME.fullmatch(scheme):
+        return f"got scheme {scheme!r}"
+    return "got a value without a scheme; value not shown"
+
+
+def _shown(value: object) -> str:
+    """The repr of a refused value, on one line and at most 60 characters."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
