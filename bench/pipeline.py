@@ -1,0 +1,398 @@
+"""Orders per second through risk + matching, and shard recovery time. Prints figures only.
+
+    python bench/pipeline.py memory  [--orders N]     # one process, MemoryBus, real replicas
+    python bench/pipeline.py redis   [--orders N]     # risk + matching as `dex serve` processes
+    python bench/pipeline.py recovery [--resting N --logged N]
+
+Throughput: N limit orders (a mix that rests and crosses, accounts funded first) are appended
+to the risk shards' request streams in packs of `--pack` entries per append, as fast as the
+pipeline takes them with at most `--window` orders in flight; an order is done when the
+matching engine's `accepted`/`rejected` for it is in the log. Latency is submit (append
+acknowledged) to outcome (seen by a reader of the matching log): p50/p99.
+
+Recovery: a matching shard whose snapshot holds `--resting` resting orders, followed by
+`--logged` logged commands, is recovered by a fresh shard (snapshot load, re-apply and check).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from dex.bus import Bus, MemoryBus
+from dex.core import commands as mc
+from dex.core.commands import InputRef
+from dex.core.enums import OrderType, Side
+from dex.core.events import Accepted, Rejected
+from dex.risk import commands as rc
+from dex.runtime.health import Health
+from dex.runtime.logging import configure_logging, get_logger
+from dex.runtime.metrics import ServiceMetrics
+from dex.services import codec, layout
+from dex.services.matching import MatchingShard
+from dex.services.node import add_demo_markets
+from dex.services.replica import ShardReplica
+from dex.services.risk import RiskShard
+
+ETH = 10**9
+USDC = 10**6
+N_ACCOUNTS = 200
+
+
+def accounts() -> list[str]:
+    return ["0x" + f"{i + 1:040x}" for i in range(N_ACCOUNTS)]
+
+
+def orders(n: int, tag: str) -> list[tuple[str, rc.Place]]:
+    """A deterministic mix around 2000.00: about half rest, half cross."""
+    accts = accounts()
+    out = []
+    for i in range(n):
+        a = accts[i % N_ACCOUNTS]
+        buy = (i * 7919) % 2 == 0
+        offset = (i * 104729) % 40 - 10  # -10..29 ticks: some cross, most rest
+        price = 200_000 - offset if buy else 200_000 + offset
+        cmd = rc.Place(
+            market="ETH-USDC",
+            account=a,
+            side=Side.BUY if buy else Side.SELL,
+            type=OrderType.LIMIT,
+            price=price,
+            size=1 + i % 50,
+            client_order_id=f"{tag}{i}",
+        )
+        out.append((a, cmd))
+    return out
+
+
+async def fund(bus: Bus, risk_shards: int) -> int:
+    n = 0
+    by_stream: dict[str, list[bytes]] = {}
+    for i, a in enumerate(accounts()):
+        s = layout.risk_in(layout.shard_for(a, risk_shards))
+        for j, (asset, amt) in enumerate((("ETH", 10**6 * ETH), ("USDC", 10**12 * USDC))):
+            by_stream.setdefault(s, []).append(
+                codec.encode(
+                    rc.Deposit(account=a, asset=asset, amount=amt, tx_id=f"faucet:{2 * i + j}")
+                )
+            )
+            n += 1
+    for s, entries in by_stream.items():
+        await bus.append(s, entries)
+    return n
+
+
+async def drive(
+    bus: Bus,
+    n: int,
+    *,
+    risk_shards: int,
+    matching_shards: int,
+    pack: int,
+    window: int,
+    tag: str = "run",
+) -> dict[str, float]:
+    """Submit n orders, wait for every outcome; return throughput and latency figures."""
+    work = orders(n, tag)
+    logs = {layout.me_log(m): await bus.last(layout.me_log(m)) for m in range(matching_shards)}
+    sent: dict[str, float] = {}
+    lat: list[float] = []
+    done = asyncio.Event()
+    outstanding = asyncio.Semaphore(window)
+
+    async def tail() -> None:
+        seen = 0
+        while seen < n:
+            got = await bus.read_many(logs, limit=1000, timeout=0.5)
+            now = time.perf_counter()
+            for stream, entries in got.items():
+                logs[stream] = entries[-1][0]
+                for _, data in entries:
+                    for item in codec.decode_match_entry(data).items:
+                        for ev in item.events:
+                            if isinstance(ev, (Accepted, Rejected)):
+                                cid = (
+                                    ev.order.client_order_id
+                                    if isinstance(ev, Accepted)
+                                    else ev.client_order_id
+                                )
+                                t0 = sent.pop(cid, None) if cid else None
+                                if t0 is not None:
+                                    lat.append(now - t0)
+                                    seen += 1
+                                    outstanding.release()
+        done.set()
+
+    tailer = asyncio.create_task(tail())
+    start = time.perf_counter()
+    for i in range(0, n, pack):
+        chunk = work[i : i + pack]
+        for _ in chunk:
+            await outstanding.acquire()
+        by_stream: dict[str, list[bytes]] = {}
+        for a, cmd in chunk:
+            by_stream.setdefault(layout.risk_in(layout.shard_for(a, risk_shards)), []).append(
+                codec.encode(cmd)
+            )
+        for s, entries in by_stream.items():
+            await bus.append(s, entries)
+        t = time.perf_counter()
+        for _, cmd in chunk:
+            assert cmd.client_order_id is not None
+            sent[cmd.client_order_id] = t
+    await asyncio.wait_for(done.wait(), 600)
+    elapsed = time.perf_counter() - start
+    await tailer
+    lat.sort()
+    return {
+        "orders": n,
+        "seconds": elapsed,
+        "orders_per_s": n / elapsed,
+        "p50_ms": lat[len(lat) // 2] * 1000,
+        "p99_ms": lat[int(len(lat) * 0.99)] * 1000,
+    }
+
+
+def replica(bus: Bus, service: str, count: int, make: Any) -> ShardReplica:
+    metrics = ServiceMetrics(service)
+    return ShardReplica(
+        bus,
+        service,
+        count,
+        make,
+        owner="bench",
+        ttl=5.0,
+        max_shards=0,
+        health=Health(metrics),
+        metrics=metrics,
+        log=get_logger(service=service),
+    )
+
+
+async def bench_memory(args: argparse.Namespace) -> None:
+    bus = MemoryBus()
+    m_n, r_n = args.matching_shards, args.risk_shards
+    kw = {"matching_shards": m_n, "risk_shards": r_n, "snapshot_every": 10**9}
+    me = replica(bus, "matching-engine", m_n, lambda m: MatchingShard(bus, m, **kw))
+    risk = replica(bus, "risk-engine", r_n, lambda r: RiskShard(bus, r, max_lag=10**9, **kw))
+    await add_demo_markets(bus)
+    await me.start()
+    await risk.start()
+    await fund(bus, r_n)
+    await drive(
+        bus,
+        2000,
+        risk_shards=r_n,
+        matching_shards=m_n,
+        pack=args.pack,
+        window=args.window,
+        tag="warm",
+    )
+    fig = await drive(
+        bus, args.orders, risk_shards=r_n, matching_shards=m_n, pack=args.pack, window=args.window
+    )
+    await risk.stop()
+    await me.stop()
+    report("in-memory bus, one process", fig, args)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def bench_redis(args: argparse.Namespace) -> None:
+    from dex.bus.redis import RedisBus
+
+    tmp = Path(tempfile.mkdtemp(prefix="dex-bench-"))
+    port = free_port()
+    redis = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(tmp),
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+            "--save",
+            "",
+            "--maxmemory-policy",
+            "noeviction",
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        bus = RedisBus(url)
+        for _ in range(100):
+            try:
+                await bus.last("x")
+                break
+            except Exception:
+                await asyncio.sleep(0.05)
+        await add_demo_markets(bus)
+        env = {
+            **os.environ,
+            "DEX_REDIS_URL": url,
+            "DEX_MATCHING_SHARDS": str(args.matching_shards),
+            "DEX_RISK_SHARDS": str(args.risk_shards),
+            "DEX_LOG_LEVEL": "warning",
+            "DEX_SNAPSHOT_EVERY": str(10**9),
+            "DEX_MAX_LAG": str(10**9),
+        }
+        for service in ("matching-engine", "risk-engine"):
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "dex.cli", "serve", service],
+                    env={**env, "DEX_PORT": str(free_port()), "DEX_REPLICA_ID": service},
+                    stdout=subprocess.DEVNULL,
+                )
+            )
+        while (
+            len(await bus.leases("me:")) < args.matching_shards
+            or len(await bus.leases("risk:")) < args.risk_shards
+        ):
+            await asyncio.sleep(0.1)
+        await fund(bus, args.risk_shards)
+        await drive(
+            bus,
+            2000,
+            risk_shards=args.risk_shards,
+            matching_shards=args.matching_shards,
+            pack=args.pack,
+            window=args.window,
+            tag="warm",
+        )
+        fig = await drive(
+            bus,
+            args.orders,
+            risk_shards=args.risk_shards,
+            matching_shards=args.matching_shards,
+            pack=args.pack,
+            window=args.window,
+        )
+        report("Redis bus, risk + matching as separate processes (AOF, fsync always)", fig, args)
+        await bus.close()
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        for p in procs:
+            p.wait(30)
+        redis.terminate()
+        redis.wait(30)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+async def bench_recovery(args: argparse.Namespace) -> None:
+    bus = MemoryBus()
+    kw = {"matching_shards": 1, "risk_shards": 1, "snapshot_every": 10**9, "batch_size": 1000}
+    w = MatchingShard(bus, 0, **kw)
+    w.lease = await bus.acquire(w.tag, "bench", 3600)
+    await w.recover()
+    await add_demo_markets(bus)
+    await w.step(0)
+    t = time.perf_counter()
+    src = InputRef("bench", 0)
+    for i in range(args.resting):  # straight into the engine: the snapshot is what matters
+        buy = i % 2 == 0
+        price = (100_000 - i % 5000) if buy else (300_000 + i % 5000)
+        w.engine.apply(
+            mc.Place(
+                market="ETH-USDC",
+                account=f"0x{i % 1000:040x}",
+                side=Side.BUY if buy else Side.SELL,
+                type=OrderType.LIMIT,
+                price=price,
+                size=1 + i % 9,
+                order_id=i + 1,
+                ts=w.stamp(),
+            ),
+            src,
+        )
+    await w.take_snapshot()
+    build = time.perf_counter() - t
+    stream = layout.risk_to(0, 0)
+    batch = []
+    for i in range(args.logged):
+        buy = i % 2 == 0
+        price = 190_000 + i % 2000 if buy else 210_000 - i % 2000
+        cmd = mc.Place(
+            market="ETH-USDC",
+            account=f"0x{i % 1000:040x}",
+            side=Side.BUY if buy else Side.SELL,
+            type=OrderType.LIMIT,
+            price=price,
+            size=1 + i % 9,
+            order_id=args.resting + i + 1,
+        )
+        batch.append(codec.encode(codec.ToEntry(0, cmd)))
+        if len(batch) == 1000:
+            await bus.append(stream, batch)
+            batch = []
+            while await w.step(0):
+                pass
+    if batch:
+        await bus.append(stream, batch)
+    while await w.step(0):
+        pass
+    fresh = MatchingShard(bus, 0, **kw)
+    fresh.lease = w.lease
+    t = time.perf_counter()
+    await fresh.recover()
+    took = time.perf_counter() - t
+    assert fresh.engine.state_hash() == w.engine.state_hash()
+    print(
+        f"recovery: snapshot of {args.resting:,} resting orders + {fresh.recovered_items:,} "
+        f"logged commands re-applied and checked: {took:.2f} s (target < 5 s; "
+        f"building the state took {build:.1f} s)"
+    )
+
+
+def report(title: str, fig: dict[str, float], args: argparse.Namespace) -> None:
+    print(
+        f"{title}: {fig['orders']:,} orders, {args.risk_shards} risk x "
+        f"{args.matching_shards} matching shards, pack {args.pack}, window {args.window}"
+    )
+    print(
+        f"  {fig['orders_per_s']:,.0f} orders/s   p50 {fig['p50_ms']:.1f} ms   "
+        f"p99 {fig['p99_ms']:.1f} ms   ({fig['seconds']:.1f} s)"
+    )
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("mode", choices=["memory", "redis", "recovery"])
+    p.add_argument("--orders", type=int, default=50_000)
+    p.add_argument("--pack", type=int, default=200, help="orders per append")
+    p.add_argument("--window", type=int, default=5_000, help="orders in flight at most")
+    p.add_argument("--matching-shards", type=int, default=1)
+    p.add_argument("--risk-shards", type=int, default=1)
+    p.add_argument("--resting", type=int, default=1_000_000)
+    p.add_argument("--logged", type=int, default=100_000)
+    args = p.parse_args()
+    configure_logging("bench", "warning")
+    run = {"memory": bench_memory, "redis": bench_redis, "recovery": bench_recovery}[args.mode]
+    asyncio.run(run(args))
+
+
+if __name__ == "__main__":
+    main()
