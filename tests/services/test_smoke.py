@@ -155,7 +155,8 @@ def trade_and_settle(ports: dict[str, int]) -> None:
     assert len(trades) == 1 and trades[0]["price"] == "2000.00" and trades[0]["size"] == "1.0000"
 
     def balances(account: str) -> dict[str, Any]:
-        return c.get(f"/v1/accounts/{account}/balances").json()
+        body = c.get(f"/v1/accounts/{account}/balances").json()
+        return {b["asset"]: b for b in body["balances"]}
 
     wait_until("settled balances", lambda: _units_ok(balances(BUYER), balances(SELLER)))
 
