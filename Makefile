@@ -14,10 +14,9 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-# Until the services exist, `make run` runs what does: the engine replay tool on the documented example.
+# The whole exchange in one process (embedded bus, SQLite in ./.dex-data, demo markets, faucet).
 run: $(STAMP)
-	@echo "== dex engine replay docs/examples/basic.jsonl (one JSON event per line) =="
-	$(BIN)/dex engine replay docs/examples/basic.jsonl
+	$(BIN)/dex up
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
@@ -30,6 +29,9 @@ test: lint
 bench: $(STAMP)
 	$(BIN)/python bench/matching.py
 	$(BIN)/python bench/risk.py
+	$(BIN)/python bench/pipeline.py memory
+	$(BIN)/python bench/pipeline.py redis
+	$(BIN)/python bench/pipeline.py recovery
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage
