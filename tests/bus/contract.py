@@ -409,3 +409,32 @@ class BusContract:
         await bus.commit_position("t", "r1", 9)
         assert await bus.positions("s") == {"r1": 5, "r2": 3}
         assert await bus.positions("t") == {"r1": 9}
+
+    # --- reading several streams at once ----------------------------------------------
+
+    @aio
+    async def test_read_many_returns_only_streams_with_entries(self, bus: Bus) -> None:
+        await bus.append("a", [b"a1", b"a2", b"a3"])
+        await bus.append("b", [b"b1"])
+        got = await bus.read_many({"a": 1, "b": 1, "c": 0}, limit=1)
+        assert got == {"a": [(2, b"a2")]}
+        assert await bus.read_many({"a": 3, "b": 1}) == {}
+
+    @aio
+    async def test_read_many_waits_for_any_stream(self, bus: Bus) -> None:
+        await bus.append("a", [b"a1"])
+        reader = asyncio.create_task(bus.read_many({"a": 1, "b": 0}, timeout=GUARD))
+        await yield_to_loop()
+        await bus.append("b", [b"b1"])
+        assert await asyncio.wait_for(reader, 2 * GUARD) == {"b": [(1, b"b1")]}
+
+    @aio
+    async def test_read_many_times_out_empty(self, bus: Bus) -> None:
+        assert await bus.read_many({"a": 0, "b": 0}, timeout=0.05) == {}
+
+    @aio
+    async def test_read_many_raises_for_a_trimmed_position(self, bus: Bus) -> None:
+        await bus.append("a", [b"a1", b"a2", b"a3"])
+        await bus.trim("a", 3)
+        with pytest.raises(TrimmedError):
+            await bus.read_many({"a": 1, "b": 0})

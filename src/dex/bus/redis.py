@@ -416,6 +416,46 @@ class RedisBus(Bus):
             block_ms = math.ceil(min(remaining, _BLOCK_SLICE) * 1000)
             await client.xread({key: f"{after}-0"}, count=1, block=block_ms)
 
+    async def read_many(
+        self, after: Mapping[str, int], *, limit: int = 1000, timeout: float = 0.0
+    ) -> dict[str, list[tuple[int, bytes]]]:
+        """See `Bus.read_many`: every stream in one pipelined round trip; when all are caught
+        up, one blocking XREAD on all of them wakes the reader (single-server only)."""
+        if not after:
+            return {}
+        for pos in after.values():
+            if pos < 0 or limit < 1:
+                raise ValueError(f"need after >= 0 and limit >= 1, got {after=} {limit=}")
+        streams = list(after)
+        keys = [self._stream_keys(s) for s in streams]
+        client, scripts = self._redis()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            async with client.pipeline(transaction=False) as pipe:
+                for (key, meta), s in zip(keys, streams, strict=True):
+                    await scripts.read(keys=[key, meta], args=[after[s], limit], client=pipe)
+                results = await pipe.execute()
+            out: dict[str, list[tuple[int, bytes]]] = {}
+            for s, result in zip(streams, results, strict=True):
+                if result[0] == 0:
+                    raise TrimmedError(
+                        f"{s}: entry {after[s] + 1} was trimmed (up to {int(result[1])})"
+                    )
+                if result[1]:
+                    out[s] = self._decode_entries(s, after[s], result[1])
+            if out:
+                return out
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return out
+            block_ms = math.ceil(min(remaining, _BLOCK_SLICE) * 1000)
+            await client.xread(
+                {key: f"{after[s]}-0" for (key, _), s in zip(keys, streams, strict=True)},
+                count=1,
+                block=block_ms,
+            )
+
     @staticmethod
     def _decode_entries(stream: str, after: int, raw: list[Any]) -> list[tuple[int, bytes]]:
         got = [(int(entry_id.split(b"-", 1)[0]), bytes(fields[1])) for entry_id, fields in raw]
