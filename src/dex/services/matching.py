@@ -51,6 +51,7 @@ class MatchingShard(ShardWorker):
         self.m = m
         self.matching_shards = matching_shards
         self.sources = [risk_to(r, m) for r in range(risk_shards)]
+        self.committed_inputs = tuple(self.sources)
         self.engine = Engine()
         self._tick_due = False
         self.trades_total = 0
@@ -152,12 +153,6 @@ class MatchingShard(ShardWorker):
                 if type(ev) is Trade:
                     self.trades_total += 1
         return codec.encode(codec.MatchEntry(pos, items)), {}, len(items)
-
-    async def after_append(self) -> None:
-        for stream in self.sources:
-            p = self.pos.get(stream)
-            if p:
-                await self.bus.commit_position(stream, self.tag, p)
 
     def events_of(self, entry: bytes) -> list[Event]:
         """Every event in one of our log entries (for tests and readers)."""

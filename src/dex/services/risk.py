@@ -61,6 +61,7 @@ class RiskShard(ShardWorker):
         self.matching_shards = matching_shards
         self.requests = risk_in(r)
         self.me_streams = [me_log(m) for m in range(matching_shards)]
+        self.committed_inputs = tuple(self.me_streams)
         self.to_streams = [risk_to(r, m) for m in range(matching_shards)]
         self.max_lag = max_lag
         self.ledger = Ledger(r, risk_shards)
@@ -219,12 +220,6 @@ class RiskShard(ShardWorker):
                 )
                 self.to_last[m] += 1
         return also
-
-    async def after_append(self) -> None:
-        for stream in self.me_streams:
-            p = self.pos.get(stream)
-            if p:
-                await self.bus.commit_position(stream, self.tag, p)
 
     async def trim(self) -> None:
         await super().trim()

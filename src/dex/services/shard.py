@@ -27,6 +27,7 @@ from dex.services import codec
 from dex.services.layout import snapshot_name
 
 SNAPSHOT_VERSION = 1
+COMMIT_INTERVAL = 0.05  # seconds between two commits of our input positions (for trimming)
 
 
 class Divergence(RuntimeError):
@@ -64,6 +65,9 @@ class ShardWorker(ABC):
         self.dirty = True  # state must be rebuilt from the log before use
         self.items_total = 0
         self.recovered_items = 0
+        self.committed_inputs: tuple[str, ...] = ()  # inputs whose readers' positions we record
+        self._committed: dict[str, int] = {}
+        self._committed_at = 0.0
 
     # ------------------------------------------------------------------ core hooks
 
@@ -105,8 +109,18 @@ class ShardWorker(ABC):
         """Called when a read found nothing; may queue work (a `tick`). True if it did."""
         return False
 
-    async def after_append(self) -> None:  # noqa: B027 - optional hook
-        """Called after each successful append (commit reader positions, feed metrics)."""
+    async def after_append(self) -> None:
+        """After a successful append: record how far we have consumed `committed_inputs`
+        (at most every COMMIT_INTERVAL), so their writers may trim below it."""
+        now = time.monotonic()
+        if now - self._committed_at < COMMIT_INTERVAL:
+            return
+        self._committed_at = now
+        for stream in self.committed_inputs:
+            p = self.pos.get(stream, 0)
+            if p > self._committed.get(stream, 0):
+                await self.bus.commit_position(stream, self.tag, p)
+                self._committed[stream] = p
 
     # ------------------------------------------------------------------ helpers
 
