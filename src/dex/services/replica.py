@@ -44,6 +44,7 @@ class ShardReplica:
         owner: str,
         ttl: float,
         max_shards: int,
+        idle_check: float = 5.0,
         health: Health,
         metrics: ServiceMetrics,
         log: Any,
@@ -55,6 +56,7 @@ class ShardReplica:
         self.owner = owner
         self.ttl = ttl
         self.max_shards = max_shards
+        self.idle_check = idle_check
         self.health = health
         self.log = log
         self.workers: dict[int, ShardWorker] = {}
@@ -81,6 +83,13 @@ class ShardReplica:
         )
         self.m_bad = m.counter("bad_entries", "total", "entries that did not decode", ["stream"])
         self.m_restarts = m.counter("bus_restarts", "total", "bus server identity changes seen")
+        self.m_mismatch = m.gauge(
+            "holds_mismatch",
+            "bool",
+            "1 when risk's open orders differ from the engine's",
+            ["market"],
+        )
+        self.m_audits = m.counter("idle_audits", "total", "idle-market comparisons run", ["market"])
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -134,10 +143,31 @@ class ShardReplica:
                 self.log.warning("lease_lost", shard=w.tag)
                 await self._drop(shard)
         await self._rebalance()
+        await self._idle_work()
         for w in self.workers.values():
             if not w.dirty:
                 for stream, pos in w.inputs().items():
                     self.m_lag.labels(stream).set(max(0, await self.bus.last(stream) - pos))
+
+    async def _idle_work(self) -> None:
+        """On a shard idle for `idle_check` seconds: snapshot it if it changed (so a matching
+        shard's book is on the bus at a quiet cut), and let risk compare its open orders with
+        the engine's (an alert metric and log line on any difference)."""
+        now = time.monotonic()
+        for w in list(self.workers.values()):
+            if w.dirty or now - w.active_at < self.idle_check:
+                continue
+            if w.since_snapshot:
+                await w.take_snapshot()
+            audit = getattr(w, "audit_idle", None)
+            if audit is None:
+                continue
+            checked, differ = await audit()
+            for market in checked:
+                self.m_audits.labels(market).inc()
+                self.m_mismatch.labels(market).set(1 if market in differ else 0)
+            for market, why in differ.items():
+                self.log.error("holds_mismatch", shard=w.tag, market=market, detail=why)
 
     async def _rebalance(self) -> None:
         if self.stopped.is_set():
@@ -227,7 +257,7 @@ class ShardReplica:
                     self.m_items.labels(w.tag).inc(n)
                     self.m_batches.labels(w.tag).inc()
                     self.m_batch.observe(n)
-                if w.snapshot_due():
+                if w.snapshot_due() and not w.dirty:  # dirty: the bus restarted mid-step
                     await w.take_snapshot()
                 halted = getattr(w, "halted", None)
                 if halted:

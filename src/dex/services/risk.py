@@ -25,6 +25,7 @@ from dex.core.events import (
     MarketStatusChanged,
     Trade,
 )
+from dex.matching import Engine
 from dex.risk import Ledger, LedgerHalted
 from dex.risk import commands as rc
 from dex.risk.events import OrderAcceptedForMatching, OrderCommandForwarded, RiskEvent
@@ -33,11 +34,13 @@ from dex.services.layout import (
     ADMIN_STREAM,
     PERSISTENCE_READER,
     me_log,
+    me_tag,
     risk_in,
     risk_log,
     risk_tag,
     risk_to,
     shard_for,
+    snapshot_name,
 )
 from dex.services.shard import Divergence, ShardWorker
 
@@ -230,6 +233,49 @@ class RiskShard(ShardWorker):
             applied = (await self.bus.positions(stream)).get(f"me:{m}", 0)
             if applied:
                 await self.bus.trim(stream, applied + 1)
+
+    # ------------------------------------------------------------------ idle audit
+
+    def open_orders(self, market: str) -> dict[int, int]:
+        """Our open orders in `market`: order id -> lots not yet filled."""
+        return {
+            o.oid: o.size - o.filled
+            for o in self.ledger.orders.values()
+            if o.market.symbol == market and o.size
+        }
+
+    async def audit_idle(self) -> tuple[list[str], dict[str, str]]:
+        """Compare our open orders with the engine's, market by market, where both sides are at
+        the same cut: the matching shard's latest snapshot is exactly where we have read its
+        log, and it had applied every order we passed on. Returns (markets checked,
+        {market: difference}). Markets of a busy shard are skipped, not guessed."""
+        checked: list[str] = []
+        differ: dict[str, str] = {}
+        for m in range(self.matching_shards):
+            snap = await self.bus.get_snapshot(snapshot_name(me_tag(m)))
+            if snap is None:
+                continue
+            seq, data = snap
+            if seq != self.pos.get(self.me_streams[m], 0):
+                continue
+            env = codec.decode_snapshot(data)
+            if env.pos.get(self.to_streams[m], 0) != self.to_last[m]:
+                continue
+            engine = Engine.restore(env.core)
+            for symbol, book in engine.markets.items():
+                theirs = {oid: o.remaining for oid, o in book.orders.items() if oid >> 40 == self.r}
+                theirs.update(
+                    (oid, st.cmd.size) for oid, st in book.stops.items() if oid >> 40 == self.r
+                )
+                ours = self.open_orders(symbol)
+                checked.append(symbol)
+                if theirs != ours:
+                    diff = sorted(set(theirs.items()) ^ set(ours.items()))[:5]
+                    differ[symbol] = (
+                        f"risk has {len(ours)} open orders, the engine {len(theirs)}; "
+                        f"(order id, lots) on one side only: {diff}"
+                    )
+        return checked, differ
 
     def events_of(self, entry: bytes) -> list[RiskEvent]:
         return [ev for item in codec.decode_risk_entry(entry).items for ev in item.events]

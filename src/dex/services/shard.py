@@ -68,6 +68,7 @@ class ShardWorker(ABC):
         self.committed_inputs: tuple[str, ...] = ()  # inputs whose readers' positions we record
         self._committed: dict[str, int] = {}
         self._committed_at = 0.0
+        self.active_at = time.monotonic()  # when an input was last applied
 
     # ------------------------------------------------------------------ core hooks
 
@@ -180,6 +181,7 @@ class ShardWorker(ABC):
             raise
         self.items_total += n
         self.since_snapshot += n
+        self.active_at = time.monotonic()
         await self.after_append()
         return n
 
