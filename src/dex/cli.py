@@ -234,5 +234,26 @@ def admin_fees(ctx: click.Context, market: str, maker_bps: int, taker_bps: int) 
     )
 
 
+@admin.command("limits")
+@click.argument("account")
+@click.option("--max-open-orders", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--max-notional", multiple=True, metavar="ASSET=AMOUNT", help="Per quote asset.")
+@click.pass_context
+def admin_limits(
+    ctx: click.Context, account: str, max_open_orders: int, max_notional: tuple[str, ...]
+) -> None:
+    """Set an account's limits (0 / none: no limit)."""
+    notional = {}
+    for spec in max_notional:
+        asset, sep, amount = spec.partition("=")
+        if not sep:
+            raise click.BadParameter(
+                f"{spec!r}: expected ASSET=AMOUNT", param_hint="--max-notional"
+            )
+        notional[asset] = amount
+    body = {"max_open_orders": max_open_orders, "max_order_notional": notional}
+    _admin_call(ctx, "risk", f"/admin/accounts/{account}/limits", body)
+
+
 if __name__ == "__main__":
     main()

@@ -21,9 +21,9 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.support.redis_server import private_redis_or_skip
 
 from dex.runtime.settings import SERVICES
+from tests.support.redis_server import private_redis_or_skip
 
 SELLER = "0x" + "1" * 40
 BUYER = "0x" + "2" * 40

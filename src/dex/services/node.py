@@ -24,7 +24,14 @@ from dex.bus import Bus
 from dex.core import commands as mc
 from dex.core.enums import MarketStatus
 from dex.core.errors import CommandError
-from dex.core.markets import Asset, MarketParams, MarketSpec, check_market_symbol, needed_decimals
+from dex.core.markets import (
+    MAX_DECIMALS,
+    Asset,
+    MarketParams,
+    MarketSpec,
+    check_market_symbol,
+    needed_decimals,
+)
 from dex.core.numbers import to_steps
 from dex.risk import commands as rc
 from dex.risk.address import canonical_address
@@ -101,6 +108,11 @@ class CreditRequest(msgspec.Struct, forbid_unknown_fields=True):
     amount: str
 
 
+class LimitsRequest(msgspec.Struct, forbid_unknown_fields=True):
+    max_open_orders: int = 0
+    max_order_notional: dict[str, str] = msgspec.field(default_factory=dict)
+
+
 class FeesRequest(msgspec.Struct, forbid_unknown_fields=True):
     market: str
     maker_bps: int
@@ -142,16 +154,27 @@ async def _admin_append(bus: Bus, stream: str, cmd: Any) -> dict[str, Any]:
     return {"accepted": True, "stream": stream, "log_seq": seq, "cmd": msgspec.to_builtins(cmd)}
 
 
-def check_spec(spec: MarketSpec) -> MarketParams:
-    """The checks the engines apply to a new market, so the admin endpoint can refuse it."""
+def check_spec(spec: MarketSpec, known: dict[str, Asset] | None = None) -> MarketParams:
+    """The checks the engines apply to a new market, so the admin endpoint can refuse it:
+    assets it names that are not `known` get the decimals its steps need (at most 9)."""
+    known = known or {}
     try:
         check_market_symbol(spec)
         base_dec, quote_dec = needed_decimals(spec)
-        return MarketParams(
-            spec,
-            Asset(symbol=spec.base, decimals=base_dec),
-            Asset(symbol=spec.quote, decimals=quote_dec),
-        )
+        pair = []
+        for symbol, dec, field in (
+            (spec.base, base_dec, "lot_size"),
+            (spec.quote, quote_dec, "tick_size"),
+        ):
+            asset = known.get(symbol)
+            if asset is None:
+                if dec > MAX_DECIMALS:
+                    raise CommandError(
+                        field, f"needs {dec} decimals of {symbol}; at most {MAX_DECIMALS}"
+                    )
+                asset = Asset(symbol=symbol, decimals=dec)
+            pair.append(asset)
+        return MarketParams(spec, pair[0], pair[1])
     except CommandError as e:
         raise ApiError(400, "invalid_market", e.message, e.field) from None
     except (ValueError, msgspec.ValidationError) as e:
@@ -193,7 +216,12 @@ def matching_unit(bus: Bus, settings: Settings) -> Unit:
 
     @post("/admin/markets", opt={"admin": True}, status_code=200)
     async def add_market(data: MarketSpec) -> dict[str, Any]:
-        check_spec(data)
+        known: dict[str, Asset] = {}
+        for w in list(replica.workers.values()):
+            known.update(w.engine.assets)  # type: ignore[attr-defined]
+        if any(data.market in w.engine.markets for w in replica.workers.values()):  # type: ignore[attr-defined]
+            raise ApiError(409, "market_exists", f"market {data.market} already exists", "market")
+        check_spec(data, known)
         return await _admin_append(bus, ADMIN_STREAM, mc.AddMarket(spec=data))
 
     @post("/admin/markets/{market:str}/status", opt={"admin": True}, status_code=200)
@@ -216,7 +244,7 @@ def matching_unit(bus: Bus, settings: Settings) -> Unit:
         port_for(settings, MATCHING),
         health,
         metrics,
-        [add_market, set_status, snapshot_now],
+        [add_market, set_status, snapshot_now, shards_route(replica)],
         replica.start,
         replica.stop,
         extra={"replica": replica},
@@ -324,6 +352,27 @@ def risk_unit(bus: Bus, settings: Settings) -> Unit:
             rc.SetFees(market=data.market, maker_bps=data.maker_bps, taker_bps=data.taker_bps),
         )
 
+    @post("/admin/accounts/{account:str}/limits", opt={"admin": True}, status_code=200)
+    async def limits(account: str, data: LimitsRequest) -> dict[str, Any]:
+        a = _admin_account(account)
+        if data.max_open_orders < 0:
+            raise ApiError(400, "invalid_request", "must not be negative", "max_open_orders")
+        notional: dict[str, int] = {}
+        for asset, text in data.max_order_notional.items():
+            decimals = _asset_decimals(asset)
+            if decimals is None:
+                raise ApiError(400, "unknown_asset", f"no asset {asset!r}", "max_order_notional")
+            try:
+                notional[asset] = to_steps(
+                    text, Decimal(1).scaleb(-decimals), "max_order_notional", unit=f"{asset} units"
+                )
+            except CommandError as e:
+                raise ApiError(400, "invalid_request", e.message, e.field) from None
+        cmd = rc.SetLimits(
+            account=a, max_open_orders=data.max_open_orders, max_order_notional=notional
+        )
+        return await _admin_append(bus, ADMIN_STREAM, cmd)
+
     def _asset_decimals(symbol: str) -> int | None:
         for w in replica.workers.values():
             asset = w.ledger.assets.get(symbol)  # type: ignore[attr-defined]
@@ -331,7 +380,8 @@ def risk_unit(bus: Bus, settings: Settings) -> Unit:
                 return int(asset.decimals)
         return None
 
-    routes = [freeze, unfreeze, disable, enable, credit, halt, resume, fees, shards_route(replica)]
+    routes = [freeze, unfreeze, disable, enable, credit, halt, resume, fees, limits]
+    routes.append(shards_route(replica))
     return Unit(
         RISK,
         port_for(settings, RISK),

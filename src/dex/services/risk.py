@@ -28,6 +28,7 @@ from dex.core.events import (
 from dex.matching import Engine
 from dex.risk import Ledger, LedgerHalted
 from dex.risk import commands as rc
+from dex.risk.address import canonical_address
 from dex.risk.events import OrderAcceptedForMatching, OrderCommandForwarded, RiskEvent
 from dex.services import codec
 from dex.services.layout import (
@@ -134,6 +135,14 @@ class RiskShard(ShardWorker):
         if self.on_bad_entry is not None:
             self.on_bad_entry(stream, seq, message)
 
+    def _mine(self, cmd: object) -> bool:
+        """An admin command naming an account is for that account's shard only."""
+        account = getattr(cmd, "account", None)
+        if account is None:
+            return True
+        canonical = canonical_address(account)
+        return canonical is None or shard_for(canonical, self.risk_shards) == self.r
+
     def _own(self, ev: Event) -> bool:
         kind = type(ev)
         if kind is Trade or kind is MarketStatusChanged:
@@ -157,7 +166,7 @@ class RiskShard(ShardWorker):
             except codec.BadEntry as e:
                 self._bad(ADMIN_STREAM, seq, str(e))
                 continue
-            if isinstance(admin, codec.RISK_ADMIN):
+            if isinstance(admin, codec.RISK_ADMIN) and self._mine(admin):
                 items.append(self._command(admin, InputRef(ADMIN_STREAM, seq)))
         for m, stream in enumerate(self.me_streams):
             for seq, data in got.get(stream, ()):
