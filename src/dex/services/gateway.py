@@ -144,6 +144,7 @@ class Gateway:
         self.request_results: OrderedDict[tuple[str, int], Any] = OrderedDict()
         self.order_results: OrderedDict[int, Any] = OrderedDict()
         self.pos: dict[str, int] = {}
+        self._identity: str | None = None
         self._task: asyncio.Task[None] | None = None
         self._faucet_ids = itertools.count(time.time_ns())
         self._http = httpx.AsyncClient(timeout=5.0)
@@ -186,9 +187,26 @@ class Gateway:
             with contextlib.suppress(codec.BadEntry):
                 self.markets.apply(codec.decode_admin(data))
 
+    async def _follow_restarts(self) -> None:
+        """A bus that restarted from an older state numbers new entries from where it now
+        ends: read from there, or answers written after the restart would be missed."""
+        identity = await self.bus.identity()
+        if identity == self._identity:
+            return
+        if self._identity is not None:
+            self.log.warning("bus_restarted", previous=self._identity, now=identity)
+            for s in self.pos:
+                self.pos[s] = min(self.pos[s], await self.bus.last(s))
+        self._identity = identity
+
     async def _tail(self) -> None:
+        checked = 0.0
+        loop = asyncio.get_running_loop()
         while True:
             try:
+                if loop.time() - checked > 1.0:
+                    checked = loop.time()
+                    await self._follow_restarts()
                 got = await self.bus.read_many(self.pos, limit=1000, timeout=0.5)
                 self.health.set_ready("tail")
             except TrimmedError as e:  # we fell behind a trim: answers were lost; start over
