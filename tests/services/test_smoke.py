@@ -191,6 +191,32 @@ def test_embedded_dex_up_trades_and_stops_cleanly(tmp_path: Path, ports: dict[st
     assert "dex is up" in out
     assert (tmp_path / "data" / "bus.sqlite3").exists()
 
+    # a restarted `dex up` resumes where it stopped: balances, and the resting 0.5 ETH ask
+    proc = start(
+        ["up", "--data-dir", str(tmp_path / "data")], {"DEX_PORT": str(ports["gateway"])}, tmp_path
+    )
+    try:
+        for s in SERVICES:
+            wait_until(f"{s} ready again", lambda s=s: _ready(f"http://127.0.0.1:{ports[s]}"))
+        c = httpx.Client(base_url=f"http://127.0.0.1:{ports['gateway']}", timeout=15)
+        buy = c.post(
+            "/v1/orders",
+            json={
+                "market": "ETH-USDC",
+                "account": BUYER,
+                "side": "buy",
+                "type": "limit",
+                "size": "0.5",
+                "price": "2000",
+            },
+        )
+        assert buy.status_code == 200 and buy.json()["status"] == "filled", buy.text
+        trades = [e for e in buy.json()["events"] if e["event"] == "trade"]
+        assert trades[0]["trade_id"] == 2  # numbering goes on from the first run
+    finally:
+        code, out = stop(proc)
+    assert code == 0, out[-4000:]
+
 
 @pytest.fixture
 def durable_redis() -> Iterator[str]:
