@@ -36,6 +36,12 @@ from dex.services.shard import Divergence, ShardWorker
 TICK_INPUT = InputRef("tick", 0)
 
 
+def _stamp(cmd: mc.Command, ts: int) -> None:
+    """Set the logged time on a command we just decoded and nobody else holds (a copy would
+    run its checks again, which `replace` does)."""
+    msgspec.structs.force_setattr(cmd, "ts", ts)
+
+
 class MatchingShard(ShardWorker):
     """Matching shard `m` of `matching_shards`, fed by `risk_shards` risk shards."""
 
@@ -126,8 +132,8 @@ class MatchingShard(ShardWorker):
                 isinstance(cmd, (mc.AddMarket, mc.SetMarketStatus))
                 and self.owns(cmd.spec.market if isinstance(cmd, mc.AddMarket) else cmd.market)
             ):
-                stamped = msgspec.structs.replace(cmd, ts=self.stamp())
-                items.append(self._apply(stamped, InputRef(ADMIN_STREAM, seq)))
+                _stamp(cmd, self.stamp())
+                items.append(self._apply(cmd, InputRef(ADMIN_STREAM, seq)))
         admin_pos = pos.get(ADMIN_STREAM, 0)
         for stream in self.sources:
             for seq, data in got.get(stream, ()):
@@ -140,8 +146,8 @@ class MatchingShard(ShardWorker):
                 if fwd.admin > admin_pos:
                     break  # its market may not be added yet: wait for the admin stream
                 pos[stream] = seq
-                cmd = msgspec.structs.replace(fwd.cmd, ts=self.stamp())
-                items.append(self._apply(cmd, InputRef(stream, seq)))
+                _stamp(fwd.cmd, self.stamp())
+                items.append(self._apply(fwd.cmd, InputRef(stream, seq)))
         if self._tick_due:
             self._tick_due = False
             items.append(self._apply(mc.Tick(ts=self.stamp()), TICK_INPUT))

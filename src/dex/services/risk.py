@@ -152,7 +152,8 @@ class RiskShard(ShardWorker):
 
     def _command(self, cmd: rc.RiskCommand, src: InputRef) -> codec.RiskItem:
         ts = self.stamp()
-        return self._apply(msgspec.structs.replace(cmd, ts=ts), None, src, ts)
+        msgspec.structs.force_setattr(cmd, "ts", ts)  # decoded (or built) here, held by nobody
+        return self._apply(cmd, None, src, ts)
 
     def process(
         self, got: dict[str, list[tuple[int, bytes]]]
