@@ -68,7 +68,7 @@ def orders(n: int, tag: str) -> list[tuple[str, rc.Place]]:
             side=Side.BUY if buy else Side.SELL,
             type=OrderType.LIMIT,
             price=price,
-            size=1 + i % 50,
+            size=10 + (i % 50) * 10,
             client_order_id=f"{tag}{i}",
         )
         out.append((a, cmd))
@@ -312,7 +312,7 @@ async def bench_recovery(args: argparse.Namespace) -> None:
     src = InputRef("bench", 0)
     for i in range(args.resting):  # straight into the engine: the snapshot is what matters
         buy = i % 2 == 0
-        price = (100_000 - i % 5000) if buy else (300_000 + i % 5000)
+        price = (195_000 - i % 4000) if buy else (205_000 + i % 4000)  # inside the band
         w.engine.apply(
             mc.Place(
                 market="ETH-USDC",
@@ -320,26 +320,28 @@ async def bench_recovery(args: argparse.Namespace) -> None:
                 side=Side.BUY if buy else Side.SELL,
                 type=OrderType.LIMIT,
                 price=price,
-                size=1 + i % 9,
+                size=10 + i % 90,
                 order_id=i + 1,
                 ts=w.stamp(),
             ),
             src,
         )
+    resting = sum(len(m.orders) for m in w.engine.markets.values())
+    assert resting == args.resting, f"only {resting} of {args.resting} orders rest"
     await w.take_snapshot()
     build = time.perf_counter() - t
     stream = layout.risk_to(0, 0)
     batch = []
     for i in range(args.logged):
         buy = i % 2 == 0
-        price = 190_000 + i % 2000 if buy else 210_000 - i % 2000
+        price = 194_000 + i % 12_000 if buy else 206_000 - i % 12_000  # some cross
         cmd = mc.Place(
             market="ETH-USDC",
             account=f"0x{i % 1000:040x}",
             side=Side.BUY if buy else Side.SELL,
             type=OrderType.LIMIT,
             price=price,
-            size=1 + i % 9,
+            size=10 + i % 90,
             order_id=args.resting + i + 1,
         )
         batch.append(codec.encode(codec.ToEntry(0, cmd)))
