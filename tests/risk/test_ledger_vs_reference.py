@@ -385,7 +385,7 @@ class LedgerVsReference(RuleBasedStateMachine):
                 taker=tk,
             )
         else:
-            max_open = d(st.sampled_from([0, 0, 2]))
+            max_open = d(st.sampled_from([0, 1, 2]))
             notional = d(st.sampled_from([{}, {}, {"USD": 50_000}]))
             self.run(
                 rc.SetLimits(
