@@ -233,7 +233,13 @@ class ShardReplica:
     async def _run(self, shard: int, w: ShardWorker) -> None:
         key = f"shard {w.tag}"
         backoff = 0.05
-        while shard not in self._leaving and not self.stopped.is_set():
+        # `self.workers.get(shard) is w`: a dropped shard's task ends even if its cancellation
+        # was lost (Python 3.11's wait_for, which redis-py uses for every send, can swallow one)
+        while (
+            shard not in self._leaving
+            and not self.stopped.is_set()
+            and self.workers.get(shard) is w
+        ):
             try:
                 if w.dirty:
                     self.health.set_not_ready(key, "recovering")

@@ -18,6 +18,7 @@ Invariants:
 
 from __future__ import annotations
 
+import asyncio
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -69,6 +70,9 @@ class ShardWorker(ABC):
         self._committed: dict[str, int] = {}
         self._committed_at = 0.0
         self.active_at = time.monotonic()  # when an input was last applied
+        # held from applying a batch until its append is done (the state is ahead of the
+        # log then), so a snapshot taken beside the loop never catches that state
+        self._applying = asyncio.Lock()
 
     # ------------------------------------------------------------------ core hooks
 
@@ -168,20 +172,21 @@ class ShardWorker(ABC):
         got = await self.bus.read_many(self.inputs(), limit=self.batch_size, timeout=timeout)
         if not got and not self.idle():
             return 0
-        out = self.process(got)
-        if out is None:
-            return 0
-        entry, also, n = out
-        try:
-            self.last = await self.bus.append(
-                self.log_stream, [entry], lease=self.lease, expect_last=self.last, also=also
-            )
-        except BaseException:
-            self.dirty = True  # the state is ahead of the log: rebuild it before going on
-            raise
-        self.items_total += n
-        self.since_snapshot += n
-        self.active_at = time.monotonic()
+        async with self._applying:
+            out = self.process(got)
+            if out is None:
+                return 0
+            entry, also, n = out
+            try:
+                self.last = await self.bus.append(
+                    self.log_stream, [entry], lease=self.lease, expect_last=self.last, also=also
+                )
+            except BaseException:
+                self.dirty = True  # the state is ahead of the log: rebuild it before going on
+                raise
+            self.items_total += n
+            self.since_snapshot += n
+            self.active_at = time.monotonic()
         await self.after_append()
         return n
 
@@ -190,11 +195,15 @@ class ShardWorker(ABC):
 
     async def take_snapshot(self) -> None:
         """Store the core at `self.last` through the fenced write, then trim the log."""
-        assert self.lease is not None and not self.dirty
-        env = codec.SnapshotEnvelope(SNAPSHOT_VERSION, self.dump_core(), dict(self.pos), self.ts)
-        await self.bus.put_snapshot(self.snapshot, self.last, codec.encode(env), lease=self.lease)
-        self.snap_seq = self.last
-        self.since_snapshot = 0
+        async with self._applying:
+            assert self.lease is not None and not self.dirty
+            core = self.dump_core()
+            env = codec.SnapshotEnvelope(SNAPSHOT_VERSION, core, dict(self.pos), self.ts)
+            await self.bus.put_snapshot(
+                self.snapshot, self.last, codec.encode(env), lease=self.lease
+            )
+            self.snap_seq = self.last
+            self.since_snapshot = 0
         await self.trim()
 
     async def trim(self) -> None:
