@@ -162,7 +162,8 @@ class ShardReplica:
             audit = getattr(w, "audit_idle", None)
             if audit is None:
                 continue
-            checked, differ = await audit()
+            async with w.applying:  # never beside a batch that is ahead of the log
+                checked, differ = await audit()
             for market in checked:
                 self.m_audits.labels(market).inc()
                 self.m_mismatch.labels(market).set(1 if market in differ else 0)

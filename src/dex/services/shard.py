@@ -72,7 +72,7 @@ class ShardWorker(ABC):
         self.active_at = time.monotonic()  # when an input was last applied
         # held from applying a batch until its append is done (the state is ahead of the
         # log then), so a snapshot taken beside the loop never catches that state
-        self._applying = asyncio.Lock()
+        self.applying = asyncio.Lock()
 
     # ------------------------------------------------------------------ core hooks
 
@@ -172,7 +172,7 @@ class ShardWorker(ABC):
         got = await self.bus.read_many(self.inputs(), limit=self.batch_size, timeout=timeout)
         if not got and not self.idle():
             return 0
-        async with self._applying:
+        async with self.applying:
             out = self.process(got)
             if out is None:
                 return 0
@@ -195,7 +195,7 @@ class ShardWorker(ABC):
 
     async def take_snapshot(self) -> None:
         """Store the core at `self.last` through the fenced write, then trim the log."""
-        async with self._applying:
+        async with self.applying:
             assert self.lease is not None and not self.dirty
             core = self.dump_core()
             env = codec.SnapshotEnvelope(SNAPSHOT_VERSION, core, dict(self.pos), self.ts)
