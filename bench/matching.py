@@ -5,6 +5,7 @@ Run from the repository root with the package installed (`pip install -e .`):
     python bench/matching.py                    # the standard workload, JSON on stdout
     python bench/matching.py --resting 1000000  # ... plus bytes per resting order
     python bench/matching.py --ops 20000 --runs 1   # quick check
+    python bench/matching.py --ops 20000 --only engine  # one untimed pass (for callgrind)
     python bench/matching.py --profile          # one engine pass under cProfile (stderr)
     python -m cProfile -s tottime bench/matching.py --engine-only  # the same, whole script
 
@@ -652,6 +653,32 @@ def profile_engine(cmds: Sequence[tuple[Command, InputRef]], top: int) -> None:
     pstats.Stats(prof, stream=sys.stderr).sort_stats("tottime").print_stats(top)
 
 
+def single_pass(work: Workload, cmds: Sequence[tuple[Command, InputRef]], only: str) -> None:
+    """One pass of the engine or the baseline (nothing for "none"), GC off, checked after.
+
+    Under callgrind, the pass costs the instructions of `--only engine` (or `baseline`) minus
+    those of `--only none` with the same `--ops` and `--seed`.
+    """
+    gc.collect()
+    gc.disable()
+    if only == "engine":
+        eng = new_engine()
+        apply = eng.apply
+        for cmd, ref in cmds:
+            apply(cmd, ref)
+        if engine_best(eng) != (work.best_bid, work.best_ask):
+            fail(f"engine pass ended with best {engine_best(eng)}")
+    elif only == "baseline":
+        book = BaselineBook()
+        bapply = book.apply
+        for op in work.ops:
+            bapply(op)
+        if (book.traded, *book.best()) != (work.traded, work.best_bid, work.best_ask):
+            fail(f"baseline pass ended with {book.traded} lots, best {book.best()}")
+    gc.enable()
+    log(f"{only}: one pass over {len(cmds)} ops done")
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--ops", type=int, default=OPS, help="ops in the stream (default %(default)s)")
@@ -664,6 +691,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--engine-only",
         action="store_true",
         help="generate, verify one engine pass and stop (no timing; for python -m cProfile)",
+    )
+    p.add_argument(
+        "--only",
+        choices=("engine", "baseline", "none"),
+        default=None,
+        help="generate, then make one untimed pass of only this (none: no pass) and stop; "
+        "for valgrind --tool=callgrind: the pass costs the difference from --only none",
     )
     p.add_argument(
         "--profile",
@@ -689,6 +723,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"expected {work.traded} lots traded, best bid {work.best_bid}, ask {work.best_ask}"
     )
     cmds = build_engine_commands(work.ops)
+    if args.only:
+        single_pass(work, cmds, args.only)
+        return
     trades = verify_engine(work, cmds)
     if args.profile:
         profile_engine(cmds, args.profile)

@@ -86,6 +86,7 @@ class Engine:
         self.admin_seq = 0  # seq of the market-less stream "" (asset_added)
         self.max_id = 0
         self.id_spaces: dict[int, int] = {}  # order_id >> 40 -> highest id seen
+        self.id_end = 0  # first id of the space after max_id's (0: unknown, see _fresh_id)
         self.expiries: list[tuple[int, int, str]] = []  # heap of (expires_at, order_id, market)
 
     # ------------------------------------------------------------------ dispatch
@@ -212,7 +213,8 @@ class Engine:
             return False
         spaces[space] = oid
         if oid > top:
-            self.max_id = oid
+            self.max_id = top = oid
+        self.id_end = ((top >> 40) + 1) << 40
         return True
 
     def _reject(
@@ -263,7 +265,7 @@ class Engine:
         top = self.max_id
         if oid is None:
             oid = top + 1
-        if oid > top and oid >> 40 == top >> 40:
+        if top < oid < self.id_end:
             fresh = True  # the common case: above every id seen, in the same space as the top
             self.max_id = oid  # id_spaces catches up in _fresh_id (lazily)
         else:
@@ -295,7 +297,7 @@ class Engine:
                 src,
             )
         account = cmd.account
-        if cid is not None and (account, cid) in m.cids:
+        if cid is not None and (cid in m.cids or m.cids_more) and m.cid_holder(account, cid):
             return self._reject(
                 m,
                 cmd,
@@ -414,7 +416,7 @@ class Engine:
             stop = StopOrder(oid, cmd)
             m.stops[oid] = stop
             if cid is not None:
-                m.cids[(cmd.account, cid)] = stop
+                m.add_cid(cid, stop)
             if params.max_open_orders:
                 m.open_count[cmd.account] = m.open_count.get(cmd.account, 0) + 1
             if expires_at is not None:
@@ -447,7 +449,7 @@ class Engine:
             level.live += 1
             m.orders[oid] = order
             if cid is not None:
-                m.cids[(account, cid)] = order
+                m.add_cid(cid, order)
             if params.max_open_orders:
                 m.open_count[account] = m.open_count.get(account, 0) + 1
         else:
@@ -570,14 +572,16 @@ class Engine:
         (m.bids if order.is_buy else m.asks).add(order)
         m.orders[order.oid] = order
         if order.cid is not None:
-            m.cids[(order.account, order.cid)] = order
+            m.add_cid(order.cid, order)
         if m.params.max_open_orders:
             m.open_count[order.account] = m.open_count.get(order.account, 0) + 1
 
-    def _unindex(self, m: MarketState, account: str, oid: int, cid: str | None) -> None:
+    def _unindex(
+        self, m: MarketState, entry: Order | StopOrder, account: str, cid: str | None
+    ) -> None:
         """Forget an open order (resting or stop) that has ended."""
         if cid is not None:
-            del m.cids[(account, cid)]
+            m.drop_cid(cid, entry)
         if m.params.max_open_orders:
             self._uncount(m, account)
 
@@ -653,7 +657,9 @@ class Engine:
                     maker.remaining = 0
                     del orders[maker.oid]
                     if maker.cid is not None:
-                        del cids[(maker.account, maker.cid)]
+                        holder = cids.pop(maker.cid, None)
+                        if holder is not maker:
+                            m.cids_more_drop(maker.cid, maker, holder)
                     if counted:
                         self._uncount(m, maker.account)
                     seq += 1
@@ -730,7 +736,9 @@ class Engine:
                     level.live -= 1
                     del orders[maker.oid]
                     if maker.cid is not None:
-                        del cids[(maker.account, maker.cid)]
+                        holder = cids.pop(maker.cid, None)
+                        if holder is not maker:
+                            m.cids_more_drop(maker.cid, maker, holder)
                     if counted:
                         self._uncount(m, maker.account)
                     seq += 1
@@ -830,7 +838,7 @@ class Engine:
     ) -> None:
         cmd = stop.cmd
         del m.stops[stop.oid]
-        self._unindex(m, cmd.account, stop.oid, cmd.client_order_id)
+        self._unindex(m, stop, cmd.account, cmd.client_order_id)
         m.seq += 1
         self.log_seq += 1
         events.append(
@@ -882,7 +890,7 @@ class Engine:
                 left, filled = order.remaining, order.filled
                 (m.bids if order.is_buy else m.asks).remove_lazy(order)
                 del m.orders[oid]
-                self._unindex(m, order.account, oid, order.cid)
+                self._unindex(m, order, order.account, order.cid)
                 account, cid, side = order.account, order.cid, order.is_buy
             else:
                 stop = m.stops.get(oid)
@@ -890,7 +898,7 @@ class Engine:
                     continue  # ended before it expired
                 cmd = stop.cmd
                 del m.stops[oid]
-                self._unindex(m, cmd.account, oid, cmd.client_order_id)
+                self._unindex(m, stop, cmd.account, cmd.client_order_id)
                 account, cid, side = cmd.account, cmd.client_order_id, cmd.side is BUY
                 left, filled = cmd.size, 0
             m.seq += 1
@@ -918,7 +926,7 @@ class Engine:
         if cmd.order_id is not None:
             found = m.orders.get(cmd.order_id) or m.stops.get(cmd.order_id)
         else:
-            found = m.cids.get((cmd.account, cmd.client_order_id or ""))
+            found = m.cid_holder(cmd.account, cmd.client_order_id or "")
         if found is None or found.account != cmd.account:
             return None
         return found
@@ -971,7 +979,7 @@ class Engine:
             level.compact()
         del m.orders[oid]
         if order.cid is not None:
-            del m.cids[(order.account, order.cid)]
+            m.drop_cid(order.cid, order)
         if m.params.max_open_orders:
             self._uncount(m, order.account)
         m.seq += 1
@@ -1008,7 +1016,7 @@ class Engine:
         if isinstance(found, StopOrder):
             cmd = found.cmd
             del m.stops[found.oid]
-            self._unindex(m, cmd.account, found.oid, cmd.client_order_id)
+            self._unindex(m, found, cmd.account, cmd.client_order_id)
             m.seq += 1
             events.append(
                 Cancelled(
@@ -1032,7 +1040,7 @@ class Engine:
         left = found.remaining
         (m.bids if found.is_buy else m.asks).remove_lazy(found)
         del m.orders[found.oid]
-        self._unindex(m, found.account, found.oid, found.cid)
+        self._unindex(m, found, found.account, found.cid)
         m.seq += 1
         events.append(
             Cancelled(
@@ -1135,7 +1143,7 @@ class Engine:
             left = order.remaining
             side.remove_lazy(order)
             del m.orders[order.oid]
-            self._unindex(m, order.account, order.oid, order.cid)
+            self._unindex(m, order, order.account, order.cid)
             m.seq += 1
             events.append(
                 Cancelled(
@@ -1187,7 +1195,7 @@ class Engine:
             )
         side.remove_now(order)
         del m.orders[order.oid]
-        self._unindex(m, order.account, order.oid, order.cid)
+        self._unindex(m, order, order.account, order.cid)
         order.price = new_price
         order.remaining = new_size - order.filled
         if order.display:

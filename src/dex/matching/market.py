@@ -21,6 +21,7 @@ class MarketState:
         "band_lo",
         "bids",
         "cids",
+        "cids_more",
         "last",
         "open_count",
         "orders",
@@ -43,11 +44,42 @@ class MarketState:
         self.asks = BookSide(is_bid=False)
         self.orders: dict[int, Order] = {}  # resting orders by id
         self.stops: dict[int, StopOrder] = {}  # untriggered stops, in acceptance order
-        self.cids: dict[tuple[str, str], Order | StopOrder] = {}  # (account, client id)
+        # client order ids of open orders (resting or stops): a client id maps to one holder in
+        # `cids`; when another account's order holds the same client id meanwhile, that one is
+        # in `cids_more` under (account, client id). Keyed by the string alone, the common case
+        # builds no tuple and never hashes the account.
+        self.cids: dict[str, Order | StopOrder] = {}
+        self.cids_more: dict[tuple[str, str], Order | StopOrder] = {}
         self.open_count: dict[str, int] = {}  # only kept when max_open_orders is set
         self.band_last = 0  # the last price band_lo / band_hi were computed for
         self.band_lo = 0
         self.band_hi = 0
+
+    def cid_holder(self, account: str, cid: str) -> Order | StopOrder | None:
+        """The open order of `account` with client order id `cid`, if any."""
+        found = self.cids.get(cid)
+        if found is not None and found.account == account:
+            return found
+        return self.cids_more.get((account, cid)) if self.cids_more else None
+
+    def add_cid(self, cid: str, entry: Order | StopOrder) -> None:
+        """Index a new open order by its client id (which its account does not hold yet)."""
+        if self.cids.setdefault(cid, entry) is not entry:
+            self.cids_more[(entry.account, cid)] = entry
+
+    def drop_cid(self, cid: str, entry: Order | StopOrder) -> None:
+        """Forget the client id of an open order that has ended."""
+        found = self.cids.pop(cid, None)
+        if found is not entry:
+            self.cids_more_drop(cid, entry, found)
+
+    def cids_more_drop(
+        self, cid: str, entry: Order | StopOrder, popped: Order | StopOrder | None
+    ) -> None:
+        """`drop_cid` when `entry` is in `cids_more`: put back what was popped from `cids`."""
+        if popped is not None:
+            self.cids[cid] = popped
+        del self.cids_more[(entry.account, cid)]
 
     def set_band(self, last: int) -> None:
         """Cache the prices a limit order may have while the reference is `last`."""

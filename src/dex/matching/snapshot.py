@@ -118,7 +118,7 @@ def load(data: bytes) -> Engine:
             stop = StopOrder(oid, cmd)
             m.stops[oid] = stop
             if cmd.client_order_id is not None:
-                m.cids[(cmd.account, cmd.client_order_id)] = stop
+                m.add_cid(cmd.client_order_id, stop)
             if params.max_open_orders:
                 m.open_count[cmd.account] = m.open_count.get(cmd.account, 0) + 1
             if cmd.expires_at is not None:
