@@ -2,7 +2,8 @@
 
 A side is a dict price -> Level plus a heap of prices for the best price (lazy: a price whose
 level is gone is dropped when it reaches the top; `in_heap` keeps each price in the heap once).
-A level is a FIFO deque of orders with its total remaining and its count of live orders.
+A level is a FIFO deque of orders with its count of live orders (its total is summed only when
+a view asks for it).
 Cancels are O(1): the order is marked dead (remaining 0) and skipped when it reaches the front;
 a level whose dead entries outnumber its live ones is compacted. Orders that must move inside
 the book (amends) are removed physically, since their object lives on.
@@ -58,11 +59,10 @@ class StopOrder:
 
 
 class Level:
-    __slots__ = ("live", "q", "total")
+    __slots__ = ("live", "q")
 
     def __init__(self) -> None:
         self.q: deque[Order] = deque()
-        self.total = 0
         self.live = 0
 
     def compact(self) -> None:
@@ -105,14 +105,12 @@ class BookSide:
         if level is None:
             level = self.new_level(price)
         level.q.append(order)
-        level.total += order.remaining
         level.live += 1
         return level
 
     def remove_lazy(self, order: Order) -> None:
         """Take a live order out (cancel, expiry); its object must never come back to life."""
         level = self.levels[order.price]
-        level.total -= order.remaining
         level.live -= 1
         order.remaining = 0
         if not level.live:
@@ -124,7 +122,6 @@ class BookSide:
         """Take a live order out physically (it will re-enter the book: amends)."""
         level = self.levels[order.price]
         level.q.remove(order)
-        level.total -= order.remaining
         level.live -= 1
         if not level.live:
             del self.levels[order.price]

@@ -445,11 +445,10 @@ class Engine:
             if level is None:
                 level = side.new_level(price)
             level.q.append(order)
-            level.total += size
             level.live += 1
             m.orders[oid] = order
-            if cid is not None:
-                m.add_cid(cid, order)
+            if cid is not None and m.cids.setdefault(cid, order) is not order:
+                m.cids_more[(account, cid)] = order  # another account holds this client id
             if params.max_open_orders:
                 m.open_count[account] = m.open_count.get(account, 0) + 1
         else:
@@ -612,6 +611,7 @@ class Engine:
         is_buy = taker.is_buy
         opp = m.asks if is_buy else m.bids
         levels = opp.levels
+        heap = opp.heap
         orders = m.orders
         cids = m.cids
         counted = m.params.max_open_orders
@@ -619,6 +619,8 @@ class Engine:
         stp = taker.stp
         check_stp = stp is not STP_NONE
         account = taker.account
+        taker_oid = taker.oid
+        taker_cid = taker.cid
         symbol = m.symbol
         aggressor = BUY if is_buy else SELL
         maker_side = SELL if is_buy else BUY
@@ -631,14 +633,20 @@ class Engine:
         filled = taker.filled
         why = DONE
         while why == DONE:
-            price = opp.best()
-            if not price:
+            if not heap:
                 why = EMPTY
                 break
+            price = heap[0] if is_buy else -heap[0]  # the best price, unless it is stale
+            level = levels.get(price)
+            if level is None:
+                price = opp.best()  # drops the stale tops
+                if not price:
+                    why = EMPTY
+                    break
+                level = levels[price]
             if cap and (price > cap if is_buy else price < cap):
                 why = CAP
                 break
-            level = levels[price]
             q = level.q
             lot_cost = price * tlu
             while q:
@@ -652,7 +660,6 @@ class Engine:
                     if stp is EXPIRE_TAKER:
                         break
                     q.popleft()
-                    level.total -= mrem
                     level.live -= 1
                     maker.remaining = 0
                     del orders[maker.oid]
@@ -703,7 +710,6 @@ class Engine:
                 mrem -= n
                 maker.remaining = mrem
                 maker.filled += n
-                level.total -= n
                 trade_id += 1
                 seq += 1
                 log_seq += 1
@@ -724,9 +730,9 @@ class Engine:
                         maker.account,
                         maker.cid,
                         mrem,
-                        taker.oid,
+                        taker_oid,
                         account,
-                        taker.cid,
+                        taker_cid,
                         taker_left,
                         quote_left if by_quote else None,
                     )
@@ -970,7 +976,6 @@ class Engine:
         oid = order.oid
         left = order.remaining
         level = (m.bids if order.is_buy else m.asks).levels[order.price]
-        level.total -= left
         level.live -= 1
         order.remaining = 0
         if not level.live:
@@ -1249,7 +1254,6 @@ class Engine:
         level = side.levels[order.price]
         new_remaining = new_size - order.filled
         grew = new_remaining > order.remaining
-        level.total += new_remaining - order.remaining
         order.remaining = new_remaining
         if grew:
             level.q.remove(order)

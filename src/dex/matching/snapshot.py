@@ -147,7 +147,7 @@ def _level_views(side: BookSide) -> tuple[LevelView, ...]:
             for o in level.q
             if o.remaining
         )
-        out.append(LevelView(price, level.total, orders))
+        out.append(LevelView(price, sum(o.remaining for o in orders), orders))
     return tuple(out)
 
 
