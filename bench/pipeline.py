@@ -257,11 +257,13 @@ async def bench_redis(args: argparse.Namespace) -> None:
             "DEX_SNAPSHOT_EVERY": str(10**9),
             "DEX_MAX_LAG": str(10**9),
         }
+        ports = {}
         for service in ("matching-engine", "risk-engine"):
+            ports[service] = free_port()
             procs.append(
                 subprocess.Popen(
                     [sys.executable, "-m", "dex.cli", "serve", service],
-                    env={**env, "DEX_PORT": str(free_port()), "DEX_REPLICA_ID": service},
+                    env={**env, "DEX_PORT": str(ports[service]), "DEX_REPLICA_ID": service},
                     stdout=subprocess.DEVNULL,
                 )
             )
@@ -289,6 +291,8 @@ async def bench_redis(args: argparse.Namespace) -> None:
             window=args.window,
         )
         report("Redis bus, risk + matching as separate processes (AOF, fsync always)", fig, args)
+        for service, port in ports.items():
+            print(f"  {service}: {step_stats(port, service)}")
         await bus.close()
     finally:
         for p in procs:
@@ -364,6 +368,24 @@ async def bench_recovery(args: argparse.Namespace) -> None:
         f"recovery: snapshot of {args.resting:,} resting orders + {fresh.recovered_items:,} "
         f"logged commands re-applied and checked: {took:.2f} s (target < 5 s; "
         f"building the state took {build:.1f} s)"
+    )
+
+
+def step_stats(port: int, service: str) -> str:
+    """Mean batch size and step time from the service's own /metrics."""
+    import httpx
+
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    name = service.replace("-", "_")
+    values: dict[str, float] = {}
+    for line in text.splitlines():
+        for key in ("batch_size_items_sum", "batch_size_items_count", "step_latency_seconds_sum"):
+            if line.startswith(f"dex_{name}_{key} "):
+                values[key] = float(line.split()[1])
+    n = values.get("batch_size_items_count", 0) or 1
+    return (
+        f"{n:,.0f} batches, {values.get('batch_size_items_sum', 0) / n:.0f} inputs per batch, "
+        f"{values.get('step_latency_seconds_sum', 0) / n * 1000:.2f} ms per step"
     )
 
 
