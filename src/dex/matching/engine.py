@@ -708,8 +708,6 @@ class Engine:
                     taker_left = left = left - n
                 filled += n
                 mrem -= n
-                maker.remaining = mrem
-                maker.filled += n
                 trade_id += 1
                 seq += 1
                 log_seq += 1
@@ -738,6 +736,8 @@ class Engine:
                     )
                 )
                 if not mrem:
+                    # the maker leaves the book: its object is dropped, so its counters are
+                    # not written back (a struct's attribute store is slow)
                     q.popleft()
                     level.live -= 1
                     del orders[maker.oid]
@@ -761,10 +761,15 @@ class Engine:
                             maker.cid,
                             maker.account,
                             maker_side,
-                            maker.filled,
+                            maker.filled + n,
                         )
                     )
-                elif maker.display:
+                    if (quote_left == 0) if by_quote else (taker_left == 0):
+                        break
+                    continue
+                maker.remaining = mrem
+                maker.filled += n
+                if maker.display:
                     maker.visible -= n
                     if not maker.visible:
                         maker.visible = maker.display if maker.display < mrem else mrem
@@ -950,7 +955,7 @@ class Engine:
             self._expire(ts, src, events)
         self.ts = ts
         order = m.orders.get(oid) if oid is not None else None
-        if order is None or order.account != cmd.account:
+        if oid is None or order is None or order.account != cmd.account:
             found = self._lookup(m, cmd)
             if found is None:
                 m.seq += 1
@@ -973,34 +978,39 @@ class Engine:
                 self._cancel_one(m, found, cmd.reason, events, ts, src)
             return events
         # a resting order by id: what _cancel_one does, inlined for the common case
-        oid = order.oid
         left = order.remaining
-        level = (m.bids if order.is_buy else m.asks).levels[order.price]
-        level.live -= 1
+        is_buy = order.is_buy
+        levels = (m.bids if is_buy else m.asks).levels
+        price = order.price
+        level = levels[price]
+        live = level.live = level.live - 1
         order.remaining = 0
-        if not level.live:
-            del (m.bids if order.is_buy else m.asks).levels[order.price]
-        elif level.live < len(level.q) >> 2:  # mostly dead entries: compact
+        if not live:
+            del levels[price]
+        elif live < len(level.q) >> 2:  # mostly dead entries: compact
             level.compact()
         del m.orders[oid]
-        if order.cid is not None:
-            m.drop_cid(order.cid, order)
+        cid = order.cid
+        if cid is not None:
+            holder = m.cids.pop(cid, None)
+            if holder is not order:
+                m.cids_more_drop(cid, order, holder)
         if m.params.max_open_orders:
             self._uncount(m, order.account)
-        m.seq += 1
-        self.log_seq += 1
+        seq = m.seq = m.seq + 1
+        log_seq = self.log_seq = self.log_seq + 1
         events.append(
             Cancelled(
                 V,
                 m.symbol,
-                m.seq,
+                seq,
                 ts,
-                self.log_seq,
+                log_seq,
                 src,
                 oid,
-                order.cid,
+                cid,
                 order.account,
-                BUY if order.is_buy else SELL,
+                BUY if is_buy else SELL,
                 left,
                 None,
                 order.filled,
