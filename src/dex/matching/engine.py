@@ -248,10 +248,25 @@ class Engine:
         )
         return events
 
+    def _reject_band(
+        self, m: MarketState, cmd: Place, oid: int, events: list[Event], ts: int, src: InputRef
+    ) -> list[Event]:
+        return self._reject(
+            m,
+            cmd,
+            oid,
+            RejectCode.OUTSIDE_PRICE_BAND,
+            f"price is more than {m.params.band_bps} bps from the reference price",
+            events,
+            ts,
+            src,
+        )
+
     def _place(self, cmd: Place, src: InputRef) -> list[Event]:
-        m = self.markets.get(cmd.market)
-        if m is None:
-            raise CommandError("market", f"unknown market {cmd.market!r}")
+        try:
+            m = self.markets[cmd.market]
+        except KeyError:
+            raise CommandError("market", f"unknown market {cmd.market!r}") from None
         ts = cmd.ts
         if ts <= self.ts:
             raise CommandError("ts", f"must be above the previous ts {self.ts}, got {ts}")
@@ -356,26 +371,16 @@ class Engine:
         last = m.last
         # the band's reference is fixed for the whole command; with a last price the limits
         # are cached in the market, else (rare) they come from the mid of the book
-        if kind is not LIMIT:
-            outside = False
-        elif last:
-            if m.band_last != last:
-                m.set_band(last)
-            outside = price > m.band_hi or price < m.band_lo
-        else:
-            ref = m.ref()
-            outside = ref is not None and m.outside_band(price, ref)
-        if outside:
-            return self._reject(
-                m,
-                cmd,
-                oid,
-                RejectCode.OUTSIDE_PRICE_BAND,
-                f"price is more than {params.band_bps} bps from the reference price",
-                events,
-                ts,
-                src,
-            )
+        if kind is LIMIT:
+            if last:
+                if m.band_last != last:
+                    m.set_band(last)
+                if not m.band_lo <= price <= m.band_hi:
+                    return self._reject_band(m, cmd, oid, events, ts, src)
+            else:
+                ref = m.ref()
+                if ref is not None and m.outside_band(price, ref):
+                    return self._reject_band(m, cmd, oid, events, ts, src)
         is_buy = cmd.side is BUY
         best = 0
         if is_stop:
@@ -393,8 +398,9 @@ class Engine:
                 )
         else:
             opp = m.asks if is_buy else m.bids
-            if opp.heap:  # peek at the best price; BookSide.best() drops stale tops
-                best = -opp.heap[0] if not is_buy else opp.heap[0]
+            heap = opp.heap
+            if heap:  # peek at the best price; BookSide.best() drops stale tops
+                best = heap[0] if is_buy else -heap[0]
                 if best not in opp.levels:
                     best = opp.best()
             if cmd.post_only and best and (price >= best if is_buy else price <= best):
@@ -943,9 +949,10 @@ class Engine:
         return found
 
     def _cancel(self, cmd: Cancel, src: InputRef) -> list[Event]:
-        m = self.markets.get(cmd.market)
-        if m is None:
-            raise CommandError("market", f"unknown market {cmd.market!r}")
+        try:
+            m = self.markets[cmd.market]
+        except KeyError:
+            raise CommandError("market", f"unknown market {cmd.market!r}") from None
         oid = cmd.order_id
         ts = cmd.ts
         if ts <= self.ts:
