@@ -248,6 +248,21 @@ class Engine:
         )
         return events
 
+    @staticmethod
+    def _status_refuses(m: MarketState, cmd: Place, kind: OrderType) -> bool:
+        """Whether the market's status refuses this new order."""
+        status = m.status
+        return status is not ACTIVE and not (
+            status is MarketStatus.POST_ONLY and cmd.post_only and kind is LIMIT
+        )
+
+    def _reject_status(
+        self, m: MarketState, cmd: Place, oid: int, events: list[Event], ts: int, src: InputRef
+    ) -> list[Event]:
+        return self._reject(
+            m, cmd, oid, RejectCode.MARKET_STATUS, f"market is {m.status}", events, ts, src
+        )
+
     def _reject_band(
         self, m: MarketState, cmd: Place, oid: int, events: list[Event], ts: int, src: InputRef
     ) -> list[Event]:
@@ -280,27 +295,13 @@ class Engine:
         top = self.max_id
         if oid is None:
             oid = top + 1
-        if top < oid < self.id_end:
-            fresh = True  # the common case: above every id seen, in the same space as the top
-            self.max_id = oid  # id_spaces catches up in _fresh_id (lazily)
-        else:
-            fresh = self._fresh_id(oid)
-
         kind = cmd.type
-        tif = cmd.tif
-        price = cmd.price
-        size = cmd.size
-        cid = cmd.client_order_id
-        expires_at = cmd.expires_at
-        params = m.params
-        status = m.status
-        if status is not ACTIVE and not (
-            status is MarketStatus.POST_ONLY and cmd.post_only and kind is LIMIT
-        ):
-            return self._reject(
-                m, cmd, oid, RejectCode.MARKET_STATUS, f"market is {status}", events, ts, src
-            )
-        if not fresh:
+        if top < oid < self.id_end:
+            # the common case: above every id seen, in the same space as the top
+            self.max_id = oid  # id_spaces catches up in _fresh_id (lazily)
+        elif not self._fresh_id(oid):
+            if self._status_refuses(m, cmd, kind):
+                return self._reject_status(m, cmd, oid, events, ts, src)
             return self._reject(
                 m,
                 cmd,
@@ -311,6 +312,13 @@ class Engine:
                 ts,
                 src,
             )
+        if m.status is not ACTIVE and self._status_refuses(m, cmd, kind):
+            return self._reject_status(m, cmd, oid, events, ts, src)
+        price = cmd.price
+        size = cmd.size
+        cid = cmd.client_order_id
+        expires_at = cmd.expires_at
+        params = m.params
         account = cmd.account
         if cid is not None and (cid in m.cids or m.cids_more) and m.cid_holder(account, cid):
             return self._reject(
@@ -351,7 +359,7 @@ class Engine:
                     ts,
                     src,
                 )
-        may_rest = kind is LIMIT and (tif is GTC or tif is GTD)
+        may_rest = kind is LIMIT and (cmd.tif is GTC or cmd.tif is GTD)
         is_stop = not may_rest and (kind is STOP_LIMIT or kind is STOP_MARKET)
         if (
             params.max_open_orders
@@ -615,21 +623,23 @@ class Engine:
         kept in locals for the loop and written back once, at the single exit.
         """
         is_buy = taker.is_buy
-        opp = m.asks if is_buy else m.bids
+        if is_buy:
+            opp, aggressor, maker_side = m.asks, BUY, SELL
+        else:
+            opp, aggressor, maker_side = m.bids, SELL, BUY
         levels = opp.levels
         heap = opp.heap
         orders = m.orders
         cids = m.cids
-        counted = m.params.max_open_orders
-        tlu = m.params.tick_lot_units
+        params = m.params
+        counted = params.max_open_orders
+        tlu = params.tick_lot_units
         stp = taker.stp
         check_stp = stp is not STP_NONE
         account = taker.account
         taker_oid = taker.oid
         taker_cid = taker.cid
         symbol = m.symbol
-        aggressor = BUY if is_buy else SELL
-        maker_side = SELL if is_buy else BUY
         by_quote = quote_left > 0
         seq = m.seq
         log_seq = self.log_seq
