@@ -465,6 +465,38 @@ class Engine:
                 m.cids_more[(account, cid)] = order  # another account holds this client id
             if params.max_open_orders:
                 m.open_count[account] = m.open_count.get(account, 0) + 1
+        elif kind is LIMIT and cmd.tif is not FOK:
+            # a limit order that may trade: what _take does for it, inlined for the common case;
+            # the band's reference only matters to stops it triggers (nothing has traded yet)
+            ref = ((last, 1) if last else m.ref()) if m.stops else None
+            why = self._match(m, order, price, 0, events, ts, src)[0]
+            if why == DONE:
+                seq = m.seq = m.seq + 1
+                log_seq = self.log_seq = self.log_seq + 1
+                events.append(
+                    Filled(
+                        V,
+                        m.symbol,
+                        seq,
+                        ts,
+                        log_seq,
+                        src,
+                        oid,
+                        cid,
+                        account,
+                        BUY if is_buy else SELL,
+                        order.filled,
+                    )
+                )
+            elif why != SELF_TRADE and may_rest:
+                if display:  # it may have traded as the taker: show what is left
+                    order.visible = min(display, order.remaining)
+                self._rest(m, order)
+            else:
+                reason = CancelReason.STP if why == SELF_TRADE else CancelReason.IOC
+                self._finish(m, order, 0, reason, events, ts, src)
+            if m.stops and m.last != last:
+                self._triggers(m, ref, events, ts, src)
         else:
             ref = (last, 1) if last else m.ref()  # nothing has traded yet in this command
             self._take(m, order, kind, cmd, ref, events, ts, src)
