@@ -255,3 +255,36 @@ def test_distributed_refuses_a_redis_that_may_lose_writes(tmp_path: Path) -> Non
     )
     assert proc.returncode == 2
     assert b"appendfsync" in proc.stderr and b"--allow-unsafe-redis" in proc.stderr
+
+
+def test_a_second_dex_up_on_the_same_data_folder_stops_with_one_line(
+    tmp_path: Path, ports: dict[str, int]
+) -> None:
+    first = start(
+        ["up", "--data-dir", str(tmp_path / "data")], {"DEX_PORT": str(ports["gateway"])}, tmp_path
+    )
+    try:
+        wait_until("first ready", lambda: _ready(f"http://127.0.0.1:{ports['gateway']}"))
+        base = free_base()
+        second = subprocess.run(
+            [sys.executable, "-m", "dex.cli", "up", "--data-dir", str(tmp_path / "data")],
+            env={**os.environ, "DEX_PORT": str(base)},
+            cwd=tmp_path,
+            capture_output=True,
+            timeout=60,
+        )
+        assert second.returncode == 2
+        err = second.stderr.decode().strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: cannot use the data folder"), err
+        taken = subprocess.run(
+            [sys.executable, "-m", "dex.cli", "up", "--data-dir", str(tmp_path / "other")],
+            env={**os.environ, "DEX_PORT": str(ports["gateway"])},
+            cwd=tmp_path,
+            capture_output=True,
+            timeout=60,
+        )
+        assert taken.returncode == 2
+        assert b"another dex up running?" in taken.stderr
+    finally:
+        code, out = stop(first)
+    assert code == 0, out[-3000:]

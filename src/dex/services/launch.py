@@ -68,14 +68,23 @@ def _print_urls(running: Running, settings: Settings, header: str) -> None:
     sys.stdout.flush()
 
 
+def _fail(message: str) -> int:
+    click.echo(f"error: {message}", err=True)
+    return 2
+
+
 def run_embedded(settings: Settings) -> int:
-    from dex.bus.sqlite import SqliteBus
+    from dex.bus.sqlite import BusFileError, SqliteBus
+    from dex.runtime.server import BindError
 
     data = Path(settings.data_dir)
-    data.mkdir(parents=True, exist_ok=True)
+    try:
+        data.mkdir(parents=True, exist_ok=True)
+        bus = SqliteBus(data / "bus.sqlite3")
+    except (OSError, BusFileError) as e:
+        return _fail(f"cannot use the data folder {data}: {e}")
 
     async def main() -> None:
-        bus = SqliteBus(data / "bus.sqlite3")
         try:
             await add_demo_markets(bus)
             units = [build(bus, settings) for build in BUILDERS.values()]
@@ -89,7 +98,10 @@ def run_embedded(settings: Settings) -> int:
         finally:
             bus.close()
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except BindError as e:
+        return _fail(f"{e} (another dex up running? set DEX_PORT to use other ports)")
     return 0
 
 
@@ -146,7 +158,12 @@ def run_service(settings: Settings, service: str) -> int:
         finally:
             await bus.close()
 
-    asyncio.run(main())
+    from dex.runtime.server import BindError
+
+    try:
+        asyncio.run(main())
+    except BindError as e:
+        return _fail(str(e))
     return 0
 
 
