@@ -288,3 +288,28 @@ def test_a_second_dex_up_on_the_same_data_folder_stops_with_one_line(
     finally:
         code, out = stop(first)
     assert code == 0, out[-3000:]
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"DEX_MAX_LAG": "abc"}, "DEX_MAX_LAG"),
+        ({"DEX_ENV": "production", "DEX_FAUCET": "true"}, "DEX_FAUCET"),
+        ({"DEX_REDIS_URL": ""}, "DEX_REDIS_URL"),
+        ({"DEX_REDIS_URL": "redis://127.0.0.1:1/0"}, "DEX_REDIS_URL"),
+    ],
+)
+def test_serve_stops_with_one_line_naming_a_bad_setting(
+    tmp_path: Path, env: dict[str, str], named: str
+) -> None:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("DEX_")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "dex.cli", "serve", "matching-engine"],
+        env={**base, "DEX_REDIS_URL": "redis://127.0.0.1:1/0", **env},
+        cwd=tmp_path,
+        capture_output=True,
+        timeout=60,
+    )
+    lines = proc.stderr.decode().strip().splitlines()
+    assert proc.returncode == 2, proc.stderr.decode()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {named}"), lines

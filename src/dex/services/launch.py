@@ -133,11 +133,18 @@ async def check_redis(url: str, allow_unsafe: bool) -> str | None:
 
 
 def _redis_bus(settings: Settings) -> Any:
+    from redis.exceptions import RedisError
+
     from dex.bus.redis import RedisBus
 
     if not settings.redis_url:
-        raise click.UsageError("DEX_REDIS_URL must be set (redis://host:port/db)")
-    problem = asyncio.run(check_redis(settings.redis_url, settings.allow_unsafe_redis))
+        sys.exit(
+            _fail("DEX_REDIS_URL: must be set for the distributed mode (redis://host:port/db)")
+        )
+    try:
+        problem = asyncio.run(check_redis(settings.redis_url, settings.allow_unsafe_redis))
+    except (OSError, RedisError) as e:
+        sys.exit(_fail(f"DEX_REDIS_URL: cannot reach Redis at {settings.redis_url}: {e}"))
     if problem:
         click.echo(f"error: {problem}", err=True)
         sys.exit(2)
