@@ -112,6 +112,20 @@ async def test_a_tampered_log_is_a_divergence() -> None:
     w.lease = await bus2.acquire(w.tag, "t", 60)
     with pytest.raises(Divergence, match=f"log entry {forged[0]}"):
         await w.recover()
+    await bus2.release(w.lease)
+
+    # a replica that finds it: the shard stops, not ready, with the alert metric set
+    rep = _replica(
+        bus2, "r", 5.0, lambda m: MatchingShard(bus2, m, matching_shards=M, risk_shards=R)
+    )
+    await rep.start()
+    rep.health.started = True
+    await _until(lambda: "shard me:0" in rep.health.reasons(), "me:0 reported")
+    await _until(lambda: "divergence" in rep.health.reasons()["shard me:0"], "divergence")
+    assert not rep.health.ready
+    assert rep.m_divergence.labels("me:0")._value.get() == 1
+    assert await bus2.last(stream) == len(entries)  # it wrote nothing
+    await rep.stop()
 
 
 @aio
