@@ -2,6 +2,8 @@
 
 A side is a dict price -> Level plus a heap of prices for the best price (lazy: a price whose
 level is gone is dropped when it reaches the top; `in_heap` keeps each price in the heap once).
+The best price itself is kept in `top`: a new level may improve it, and deleting the level at
+the top (always through `drop_level`, or `del` followed by `retop`) finds the next one.
 A level is a FIFO deque of orders with its count of live orders (its total is summed only when
 a view asks for it).
 Cancels are O(1): the order is marked dead (remaining 0) and skipped when it reaches the front;
@@ -71,33 +73,47 @@ class Level:
 
 
 class BookSide:
-    __slots__ = ("heap", "in_heap", "is_bid", "levels")
+    __slots__ = ("heap", "in_heap", "is_bid", "levels", "top")
 
     def __init__(self, is_bid: bool) -> None:
         self.is_bid = is_bid
         self.levels: dict[int, Level] = {}
         self.heap: list[int] = []  # prices, negated for bids
         self.in_heap: set[int] = set()
+        self.top = 0  # the best price, 0 when the side is empty
 
     def best(self) -> int:
         """Best price, or 0 when the side is empty."""
+        return self.top
+
+    def retop(self) -> None:
+        """Find the best price again after the level at the top was deleted."""
         heap = self.heap
         levels = self.levels
         sign = -1 if self.is_bid else 1
         while heap:
             price = heap[0] * sign
             if price in levels:
-                return price
+                self.top = price
+                return
             heappop(heap)
             self.in_heap.discard(price)
-        return 0
+        self.top = 0
 
     def new_level(self, price: int) -> Level:
         level = self.levels[price] = Level()
         if price not in self.in_heap:
             self.in_heap.add(price)
             heappush(self.heap, -price if self.is_bid else price)
+        top = self.top
+        if not top or (price > top if self.is_bid else price < top):
+            self.top = price
         return level
+
+    def drop_level(self, price: int) -> None:
+        del self.levels[price]
+        if price == self.top:
+            self.retop()
 
     def add(self, order: Order) -> Level:
         price = order.price
@@ -114,7 +130,7 @@ class BookSide:
         level.live -= 1
         order.remaining = 0
         if not level.live:
-            del self.levels[order.price]
+            self.drop_level(order.price)
         elif level.live < len(level.q) >> 2:  # mostly dead entries: compact
             level.compact()
 
@@ -124,7 +140,7 @@ class BookSide:
         level.q.remove(order)
         level.live -= 1
         if not level.live:
-            del self.levels[order.price]
+            self.drop_level(order.price)
 
     def sorted_prices(self) -> list[int]:
         """Prices best first."""

@@ -405,12 +405,7 @@ class Engine:
                     src,
                 )
         else:
-            opp = m.asks if is_buy else m.bids
-            heap = opp.heap
-            if heap:  # peek at the best price; BookSide.best() drops stale tops
-                best = heap[0] if is_buy else -heap[0]
-                if best not in opp.levels:
-                    best = opp.best()
+            best = m.asks.top if is_buy else m.bids.top
             if cmd.post_only and best and (price >= best if is_buy else price <= best):
                 return self._reject(
                     m,
@@ -660,7 +655,6 @@ class Engine:
         else:
             opp, aggressor, maker_side = m.bids, SELL, BUY
         levels = opp.levels
-        heap = opp.heap
         orders = m.orders
         cids = m.cids
         params = m.params
@@ -681,20 +675,14 @@ class Engine:
         filled = taker.filled
         why = DONE
         while why == DONE:
-            if not heap:
+            price = opp.top
+            if not price:
                 why = EMPTY
                 break
-            price = heap[0] if is_buy else -heap[0]  # the best price, unless it is stale
-            level = levels.get(price)
-            if level is None:
-                price = opp.best()  # drops the stale tops
-                if not price:
-                    why = EMPTY
-                    break
-                level = levels[price]
             if cap and (price > cap if is_buy else price < cap):
                 why = CAP
                 break
+            level = levels[price]
             q = level.q
             lot_cost = price * tlu
             while q:
@@ -827,6 +815,7 @@ class Engine:
                     break
             if not level.live:
                 del levels[price]
+                opp.retop()  # the level was the top
             if (quote_left == 0) if by_quote else (left == 0):
                 break
         taker.remaining = left
@@ -1029,13 +1018,13 @@ class Engine:
         # a resting order by id: what _cancel_one does, inlined for the common case
         left = order.remaining
         is_buy = order.is_buy
-        levels = (m.bids if is_buy else m.asks).levels
+        side = m.bids if is_buy else m.asks
         price = order.price
-        level = levels[price]
+        level = side.levels[price]
         live = level.live = level.live - 1
         order.remaining = 0
         if not live:
-            del levels[price]
+            side.drop_level(price)
         elif live < len(level.q) >> 2:  # mostly dead entries: compact
             level.compact()
         del m.orders[oid]
