@@ -71,6 +71,8 @@ STP_NONE = STP.NONE
 EXPIRE_TAKER = STP.EXPIRE_TAKER
 EXPIRE_BOTH = STP.EXPIRE_BOTH
 
+SMALL_ID = (1 << 30) - 1  # ids up to this compare fast (one digit); all are in space 0
+
 # why a taker stopped matching
 DONE, EMPTY, CAP, SELF_TRADE, DUST = range(5)
 
@@ -296,7 +298,7 @@ class Engine:
         if oid is None:
             oid = top + 1
         kind = cmd.type
-        if top < oid < self.id_end:
+        if top < oid and (oid <= SMALL_ID or oid < self.id_end):
             # the common case: above every id seen, in the same space as the top
             self.max_id = oid  # id_spaces catches up in _fresh_id (lazily)
         elif not self._fresh_id(oid):
@@ -342,11 +344,11 @@ class Engine:
                 ts,
                 src,
             )
-        if size and size < params.min_size_lots:
+        if size < params.min_size_lots and size:
             return self._reject(
                 m, cmd, oid, RejectCode.BELOW_MIN_SIZE, "size is below the minimum", events, ts, src
             )
-        if params.min_notional_units:
+        if m.checks_notional:
             notional = price * size * params.tick_lot_units if price else cmd.quote_size
             if (price or cmd.quote_size) and notional < params.min_notional_units:
                 return self._reject(
@@ -362,7 +364,7 @@ class Engine:
         may_rest = kind is LIMIT and (cmd.tif is GTC or cmd.tif is GTD)
         is_stop = not may_rest and (kind is STOP_LIMIT or kind is STOP_MARKET)
         if (
-            params.max_open_orders
+            m.counted
             and (may_rest or is_stop)
             and m.open_count.get(account, 0) >= params.max_open_orders
         ):
@@ -426,7 +428,7 @@ class Engine:
             m.stops[oid] = stop
             if cid is not None:
                 m.add_cid(cid, stop)
-            if params.max_open_orders:
+            if m.counted:
                 m.open_count[cmd.account] = m.open_count.get(cmd.account, 0) + 1
             if expires_at is not None:
                 heappush(self.expiries, (expires_at, oid, m.symbol))
@@ -458,7 +460,7 @@ class Engine:
             m.orders[oid] = order
             if cid is not None and m.cids.setdefault(cid, order) is not order:
                 m.cids_more[(account, cid)] = order  # another account holds this client id
-            if params.max_open_orders:
+            if m.counted:
                 m.open_count[account] = m.open_count.get(account, 0) + 1
         elif kind is LIMIT and cmd.tif is not FOK:
             # a limit order that may trade: what _take does for it, inlined for the common case;
@@ -657,9 +659,8 @@ class Engine:
         levels = opp.levels
         orders = m.orders
         cids = m.cids
-        params = m.params
-        counted = params.max_open_orders
-        tlu = params.tick_lot_units
+        counted = m.counted
+        tlu = m.params.tick_lot_units
         stp = taker.stp
         check_stp = stp is not STP_NONE
         account = taker.account
@@ -1033,7 +1034,7 @@ class Engine:
             holder = m.cids.pop(cid, None)
             if holder is not order:
                 m.cids_more_drop(cid, order, holder)
-        if m.params.max_open_orders:
+        if m.counted:
             self._uncount(m, order.account)
         seq = m.seq = m.seq + 1
         log_seq = self.log_seq = self.log_seq + 1

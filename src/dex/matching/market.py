@@ -20,8 +20,10 @@ class MarketState:
         "band_last",
         "band_lo",
         "bids",
+        "checks_notional",
         "cids",
         "cids_more",
+        "counted",
         "last",
         "open_count",
         "orders",
@@ -35,6 +37,9 @@ class MarketState:
 
     def __init__(self, params: MarketParams, status: MarketStatus) -> None:
         self.params = params
+        # bools, so that the hot paths test them without a truth-value call
+        self.counted = bool(params.max_open_orders)  # open orders per account are limited
+        self.checks_notional = bool(params.min_notional_units)
         self.symbol = params.symbol
         self.status = status
         self.seq = 0
