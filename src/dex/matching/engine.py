@@ -424,14 +424,7 @@ class Engine:
         self.log_seq += 1
         events.append(Accepted(V, m.symbol, m.seq, ts, self.log_seq, src, oid, cmd))
         if is_stop:
-            stop = StopOrder(oid, cmd)
-            m.stops[oid] = stop
-            if cid is not None:
-                m.add_cid(cid, stop)
-            if m.counted:
-                m.open_count[cmd.account] = m.open_count.get(cmd.account, 0) + 1
-            if expires_at is not None:
-                heappush(self.expiries, (expires_at, oid, m.symbol))
+            self._add_stop(m, cmd, oid)
             return events
 
         display = cmd.display_size
@@ -502,6 +495,16 @@ class Engine:
         if expires_at is not None and order.remaining and oid in m.orders:
             heappush(self.expiries, (expires_at, oid, m.symbol))
         return events
+
+    def _add_stop(self, m: MarketState, cmd: Place, oid: int) -> None:
+        stop = StopOrder(oid, cmd)
+        m.stops[oid] = stop
+        if cmd.client_order_id is not None:
+            m.add_cid(cmd.client_order_id, stop)
+        if m.counted:
+            m.open_count[cmd.account] = m.open_count.get(cmd.account, 0) + 1
+        if cmd.expires_at is not None:
+            heappush(self.expiries, (cmd.expires_at, oid, m.symbol))
 
     # ------------------------------------------------------------------ taking
 
@@ -685,7 +688,7 @@ class Engine:
                 break
             level = levels[price]
             q = level.q
-            lot_cost = price * tlu
+            lot_cost = price * tlu if by_quote else 0
             while q:
                 maker = q[0]
                 mrem = maker.remaining
