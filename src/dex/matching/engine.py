@@ -392,8 +392,8 @@ class Engine:
                 if ref is not None and m.outside_band(price, ref):
                     return self._reject_band(m, cmd, oid, events, ts, src)
         is_buy = cmd.side is BUY
-        best = 0
         if is_stop:
+            best = 0
             trig = cmd.trigger_price
             if last and (last >= trig if is_buy else last <= trig):
                 return self._reject(
@@ -407,7 +407,10 @@ class Engine:
                     src,
                 )
         else:
-            best = m.asks.top if is_buy else m.bids.top
+            if is_buy:
+                side, best = m.bids, m.asks.top  # its own side and the best price it may take
+            else:
+                side, best = m.asks, m.bids.top
             if cmd.post_only and best and (price >= best if is_buy else price <= best):
                 return self._reject(
                     m,
@@ -430,7 +433,7 @@ class Engine:
         display = cmd.display_size
         order = Order(
             oid,
-            cmd.account,
+            account,
             cid,
             is_buy,
             price,
@@ -444,7 +447,6 @@ class Engine:
         )
         if may_rest and (not best or (price < best if is_buy else price > best)):
             # does not cross: it rests at once (what _rest does, inlined for the common case)
-            side = m.bids if is_buy else m.asks
             level = side.levels.get(price)
             if level is None:
                 level = side.new_level(price)
