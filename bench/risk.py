@@ -6,6 +6,15 @@ Run from the repository root with the package installed (`pip install -e .`):
     python bench/risk.py --ops 20000 --runs 1
     python bench/risk.py --profile         # one ledger pass under cProfile (stderr)
 
+Measurement options (the workload is unchanged): `--save-items FILE` pickles the recorded input
+stream and its state hash, `--load-items FILE` uses them instead of recording again (so the
+matching engine's code does not enter the measurement), and `--callgrind N` applies the first
+N inputs (0: all) once, driven by `itertools.starmap`, for an instruction count of the ledger
+alone:
+
+    valgrind --tool=callgrind --collect-atstart=no --toggle-collect=starmap_next \
+        python bench/risk.py --load-items /tmp/risk-items.pkl --callgrind 100000
+
 Workload: the op stream of bench/matching.py (its generator is imported from that file; see
 its docstring), with every order's account drawn from 10,000 accounts (`account_of(oid %
 10000)`), each funded with plenty of BTC and USDC, and fees of -1 bps maker (a rebate) and
@@ -29,7 +38,9 @@ from __future__ import annotations
 import argparse
 import gc
 import importlib.util
+import itertools
 import json
+import pickle
 import platform
 import statistics
 import sys
@@ -219,24 +230,66 @@ def profile(setup: Sequence[Any], items: Sequence[Item], top: int) -> None:
     pstats.Stats(prof, stream=sys.stderr).sort_stats("tottime").print_stats(top)
 
 
+def callgrind_pass(setup: Sequence[Any], items: Sequence[Item], want: str, count: int) -> None:
+    """Apply the first `count` inputs (0: all) through `itertools.starmap`, whose C function
+    `starmap_next` brackets exactly the ledger's work for callgrind's --toggle-collect."""
+    led = new_ledger(setup)
+    chosen = items[:count] if count else items
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in itertools.starmap(led.apply, chosen):
+            pass
+    finally:
+        gc.enable()
+    if len(chosen) == len(items) and led.state_hash() != want:
+        fail("the pass ended in a different state than the recording pass")
+    log(f"applied {len(chosen)} inputs")
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument("--ops", type=int, default=mb.OPS)
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--seed", type=int, default=mb.SEED)
     p.add_argument("--profile", type=int, nargs="?", const=25, default=0, metavar="TOP")
+    p.add_argument("--save-items", metavar="FILE", help="pickle the recorded input stream")
+    p.add_argument("--load-items", metavar="FILE", help="use a saved stream, do not record")
+    p.add_argument("--callgrind", type=int, default=-1, metavar="N", help="one starmap pass")
     args = p.parse_args(argv)
     if args.ops <= 0 or args.runs <= 0:
         p.error("--ops and --runs must be positive")
 
     t = time.perf_counter()
-    work = mb.generate(args.ops, args.seed)
     accounts = [mb.account_of(i) for i in range(ACCOUNTS)]
     setup = setup_commands(accounts)
-    cmds = risk_commands(work.ops, accounts)
-    items, recorded, rejected = record(setup, cmds)
-    want = recorded.state_hash()
-    conservation(recorded, len(accounts))
+    if args.load_items:
+        with open(args.load_items, "rb") as f:
+            saved = pickle.load(f)
+        if (saved["ops"], saved["seed"]) != (args.ops, args.seed):
+            fail(f"{args.load_items} holds --ops {saved['ops']} --seed {saved['seed']}")
+        items, want, rejected = saved["items"], saved["want"], saved["rejected"]
+        n_cmds = saved["commands"]
+    else:
+        work = mb.generate(args.ops, args.seed)
+        cmds = risk_commands(work.ops, accounts)
+        n_cmds = len(cmds)
+        items, recorded, rejected = record(setup, cmds)
+        want = recorded.state_hash()
+        conservation(recorded, len(accounts))
+    if args.save_items:
+        with open(args.save_items, "wb") as f:
+            pickle.dump(
+                {
+                    "ops": args.ops,
+                    "seed": args.seed,
+                    "items": items,
+                    "want": want,
+                    "rejected": rejected,
+                    "commands": n_cmds,
+                },
+                f,
+            )
     kinds: dict[str, int] = {}
     for item, _, _ in items:
         name = type(item).__name__
@@ -249,6 +302,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         fail(f"unexpected risk rejections: {rejected}")
     if args.profile:
         profile(setup, items, args.profile)
+        return
+    if args.callgrind >= 0:
+        callgrind_pass(setup, items, want, args.callgrind)
         return
 
     runs: list[float] = []
@@ -263,8 +319,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     result = {
         "events_per_s": round(statistics.median(runs)),
         "inputs": len(items),
-        "commands": len(cmds),
-        "matching_events": len(items) - len(cmds),
+        "commands": n_cmds,
+        "matching_events": len(items) - n_cmds,
         "accounts": ACCOUNTS,
         "ops": args.ops,
         "runs": args.runs,

@@ -119,10 +119,10 @@ class Ledger(_OrderDesk, _Settlement):
         """Apply one input; `ts` is the shell's time stamp for a matching event."""
         if self.halted:
             raise LedgerHalted(f"risk shard {self.shard} halted: {self.halted}")
-        entry = self._handlers.get(type(item))
-        if entry is None:
-            raise CommandError("cmd", f"not a risk input: {type(item).__name__}")
-        handler, is_command = entry
+        try:
+            handler, is_command = self._handlers[type(item)]
+        except KeyError:
+            raise CommandError("cmd", f"not a risk input: {type(item).__name__}") from None
         if is_command:
             ts = item.ts
         if ts < self.ts:

@@ -83,51 +83,41 @@ class _OrderDesk(_Core):
         horizon = ts - DAY_NS
         while closed and closed[0].ts <= horizon:
             rec = closed.popleft()
-            if cids.get(rec.key) is rec:
-                del cids[rec.key]
+            key = rec.key
+            if key is not None and cids.get(key) is rec:
+                del cids[key]
 
     # ------------------------------------------------------------------ place
 
     def _place(self, cmd: Place, src: InputRef, ts: int) -> list[RiskEvent]:
-        acct = self.accounts.get(cmd.account) or self._trader(cmd.account)
+        addr = cmd.account
         symbol = cmd.market
         cid = cmd.client_order_id
+        acct = self.accounts.get(addr)  # stored under its canonical address
         if acct is None:
-            return self._refuse(
-                "place",
-                cmd.account,
-                symbol,
-                None,
-                cid,
-                RiskCode.INVALID_ADDRESS,
-                "account must be 0x and 40 hex digits (mixed case: a valid EIP-55 checksum)",
-                ts,
-                src,
-            )
-        addr = acct.addr
-        if self.closed and self.closed[0].ts <= ts - DAY_NS:
+            acct = self._trader(addr)
+            if acct is None:
+                return self._refuse(
+                    "place",
+                    addr,
+                    symbol,
+                    None,
+                    cid,
+                    RiskCode.INVALID_ADDRESS,
+                    "account must be 0x and 40 hex digits (mixed case: a valid EIP-55 checksum)",
+                    ts,
+                    src,
+                )
+            addr = acct.addr
+        closed = self.closed
+        if closed and closed[0].ts <= ts - DAY_NS:
             self._forget_closed(ts)
+        key = None
         if cid is not None:
             key = (addr, symbol, cid)
             prior = self.cids.get(key)
-            if prior is not None:
+            if prior is not None:  # an open order, or an ended one (detail set when it ended)
                 self.log_seq += 1
-                if isinstance(prior, Order):
-                    return [
-                        OrderDuplicate(
-                            V,
-                            ts,
-                            self.log_seq,
-                            src,
-                            addr,
-                            symbol,
-                            cid,
-                            prior.oid,
-                            prior.status,
-                            prior.filled,
-                            "",
-                        )
-                    ]
                 return [
                     OrderDuplicate(
                         V,
@@ -143,20 +133,21 @@ class _OrderDesk(_Core):
                         prior.detail,
                     )
                 ]
-        code: RiskCode | None = None
-        why = ""
         m = self.markets.get(symbol)
-        if self.global_halt:
-            code, why = RiskCode.GLOBAL_HALT, "trading is halted"
-        elif m is None or not m.open:
-            code, why = RiskCode.MARKET_UNAVAILABLE, f"market {symbol} takes no orders now"
-        elif acct.frozen:
-            code, why = RiskCode.ACCOUNT_FROZEN, "the account is frozen"
-        elif acct.disabled and ("" in acct.disabled or symbol in acct.disabled):
-            code, why = RiskCode.TRADING_DISABLED, "trading is disabled for this account"
-        if code is not None or m is None:
-            code = code or RiskCode.MARKET_UNAVAILABLE
-            return self._refuse("place", addr, symbol, None, cid, code, why, ts, src)
+        if self.global_halt or m is None or not m.open or acct.frozen or acct.disabled:
+            code: RiskCode | None = None
+            why = ""
+            if self.global_halt:
+                code, why = RiskCode.GLOBAL_HALT, "trading is halted"
+            elif m is None or not m.open:
+                code, why = RiskCode.MARKET_UNAVAILABLE, f"market {symbol} takes no orders now"
+            elif acct.frozen:
+                code, why = RiskCode.ACCOUNT_FROZEN, "the account is frozen"
+            elif acct.disabled and ("" in acct.disabled or symbol in acct.disabled):
+                code, why = RiskCode.TRADING_DISABLED, "trading is disabled for this account"
+            if code is not None or m is None:
+                code = code or RiskCode.MARKET_UNAVAILABLE
+                return self._refuse("place", addr, symbol, None, cid, code, why, ts, src)
 
         kind = cmd.type
         is_buy = cmd.side is BUY
@@ -286,12 +277,25 @@ class _OrderDesk(_Core):
         other = m.base if is_buy else m.quote
         recv = bal.get(other) or acct.cell(other)
         o = Order(
-            oid, acct, m, cid, is_buy, kind, bool(quote_size), price, cap, size, hold, cell, recv
+            oid,
+            acct,
+            m,
+            cid,
+            is_buy,
+            kind,
+            bool(quote_size),
+            price,
+            cap,
+            size,
+            hold,
+            cell,
+            recv,
+            key,
         )
         cell[0] -= hold
         cell[1] += hold
         self.orders[oid] = acct.orders[oid] = o
-        if cid is not None:
+        if key is not None:
             self.cids[key] = o
         self.log_seq += 1
         return [
@@ -321,7 +325,7 @@ class _OrderDesk(_Core):
             o = acct.orders.get(oid)
         elif cid is not None:
             found = self.cids.get((acct.addr, market, cid))
-            o = found if isinstance(found, Order) else None
+            o = acct.orders.get(found.oid) if found is not None else None  # open: not ended
         else:
             raise CommandError("order_id", "order_id or client_order_id is required")
         if o is None or o.market.symbol != market:
@@ -438,7 +442,7 @@ class _OrderDesk(_Core):
         ]
 
     def _cancel(self, cmd: Cancel, src: InputRef, ts: int) -> list[RiskEvent]:
-        acct = self._trader(cmd.account)
+        acct = self.accounts.get(cmd.account) or self._trader(cmd.account)
         symbol = cmd.market
         if acct is None:
             return self._refuse(
@@ -452,7 +456,12 @@ class _OrderDesk(_Core):
                 ts,
                 src,
             )
-        o = self._find(acct, symbol, cmd.order_id, cmd.client_order_id)
+        cid = cmd.client_order_id
+        if cmd.order_id is None and cid is not None:  # `_find` inline: the key names the market
+            found = self.cids.get((acct.addr, symbol, cid))
+            o = acct.orders.get(found.oid) if found is not None else None
+        else:
+            o = self._find(acct, symbol, cmd.order_id, cid)
         if o is None:
             return self._refuse(
                 "cancel",

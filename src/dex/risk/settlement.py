@@ -30,7 +30,7 @@ from dex.core.events import (
 )
 from dex.risk.codes import OrderStatus
 from dex.risk.events import FundsReleased, RiskEvent, Settlement, TradeSettled
-from dex.risk.state import SCHEMA_VERSION, Closed, MarketInfo, Order, _Core
+from dex.risk.state import SCHEMA_VERSION, MarketInfo, Order, _Core
 
 V = SCHEMA_VERSION
 BUY = Side.BUY
@@ -52,9 +52,10 @@ class _Settlement(_Core):
         return o
 
     def _on_trade(self, e: Trade, src: InputRef, ts: int) -> list[RiskEvent]:
-        m = self.markets.get(e.market)
-        if m is None:
-            raise CommandError("market", f"unknown market {e.market!r}")
+        try:
+            m = self.markets[e.market]
+        except KeyError:
+            raise CommandError("market", f"unknown market {e.market!r}") from None
         shard = self.shard
         mine_maker = e.maker_order_id >> 40 == shard
         mine_taker = e.taker_order_id >> 40 == shard
@@ -98,6 +99,8 @@ class _Settlement(_Core):
             bps = m.maker_bps if is_maker else m.taker_bps
         held = o.hold_bal
         got = o.recv_bal
+        fees = self.fees
+        o.filled += n
         if o.is_buy:
             cap = o.cap
             used = cap * n * m.tick_lot_units if cap else quote
@@ -107,35 +110,42 @@ class _Settlement(_Core):
             held[0] += released
             fee = -(-base * bps // 10_000)  # ceil: the exchange never rounds in its own loss
             got[0] += base - fee
-            fee_asset = m.base
-            paid, received = quote, base
-            base_bal, quote_bal = got, held
-        else:
-            o.held -= base
-            held[1] -= base
-            released = 0
-            fee = -(-quote * bps // 10_000)  # ceil: the exchange never rounds in its own loss
-            got[0] += quote - fee
-            fee_asset = m.quote
-            paid, received = base, quote
-            base_bal, quote_bal = held, got
-        fees = self.fees
-        fee_balance = fees[fee_asset] = fees.get(fee_asset, 0) + fee
-        o.filled += n
+            fee_balance = fees[m.base] = fees.get(m.base, 0) + fee
+            if o.held < 0 or held[1] < 0 or got[0] < 0:
+                self._check(acct)  # says what broke
+            return Settlement(
+                acct.addr,
+                o.oid,
+                BUY,
+                quote,
+                base,
+                fee,
+                released,
+                got[0],
+                got[1],
+                held[0],
+                held[1],
+                fee_balance,
+            )
+        o.held -= base
+        held[1] -= base
+        fee = -(-quote * bps // 10_000)  # ceil: the exchange never rounds in its own loss
+        got[0] += quote - fee
+        fee_balance = fees[m.quote] = fees.get(m.quote, 0) + fee
         if o.held < 0 or held[1] < 0 or got[0] < 0:
             self._check(acct)  # says what broke
         return Settlement(
             acct.addr,
             o.oid,
-            BUY if o.is_buy else SELL,
-            paid,
-            received,
+            SELL,
+            base,
+            quote,
             fee,
-            released,
-            base_bal[0],
-            base_bal[1],
-            quote_bal[0],
-            quote_bal[1],
+            0,
+            held[0],
+            held[1],
+            got[0],
+            got[1],
             fee_balance,
         )
 
@@ -144,12 +154,12 @@ class _Settlement(_Core):
     def _on_accepted(self, e: Accepted, src: InputRef, ts: int) -> list[RiskEvent]:
         oid = e.order_id
         if oid >> 40 == self.shard:
-            o = self.orders.get(oid)
-            if o is None:
+            try:
+                self.orders[oid].status = OPEN
+            except KeyError:
                 raise CommandError(
                     "order_id", f"order {oid} of risk shard {self.shard} is not open"
-                )
-            o.status = OPEN
+                ) from None
         return []
 
     def _on_triggered(self, e: Triggered, src: InputRef, ts: int) -> list[RiskEvent]:
@@ -185,20 +195,27 @@ class _Settlement(_Core):
         if o is None:
             raise CommandError("order_id", f"order {oid} of risk shard {self.shard} is not open")
         acct = o.account
-        del acct.orders[oid]
+        orders = acct.orders
+        del orders[oid]
         amount = o.held + o.pending
         held = o.hold_bal
         held[1] -= amount
         held[0] += amount
         o.held = o.pending = 0
         o.status = status
-        symbol = o.market.symbol
-        if o.cid is not None:
-            key = (acct.addr, symbol, o.cid)
-            rec = Closed(key, oid, status, o.filled, detail, ts)
-            self.cids[key] = rec
-            self.closed.append(rec)
-        self._check_asset(acct, o.hold_asset, held)
+        if o.key is not None:  # the order stays in the client-id memory as its closed record
+            o.detail = detail
+            o.ts = ts
+            self.closed.append(o)
+        # the self-check of this balance (`_check_asset`), inline: locked is what the
+        # account's other open orders and its pending withdrawals of the asset hold
+        asset = o.hold_asset
+        want = 0
+        for other in orders.values():
+            if other.hold_asset == asset:
+                want += other.held + other.pending
+        if acct.withdrawals or held[1] != want or held[0] < 0 or want < 0:
+            self._check_asset(acct, asset, held)
         self.log_seq += 1
         return [
             FundsReleased(
@@ -207,10 +224,10 @@ class _Settlement(_Core):
                 self.log_seq,
                 src,
                 acct.addr,
-                symbol,
+                o.market.symbol,
                 oid,
                 status,
-                o.hold_asset,
+                asset,
                 amount,
                 held[0],
                 held[1],

@@ -56,10 +56,11 @@ def dump(ledger: Ledger) -> bytes:
         ]
         for _, o in sorted(ledger.orders.items())
     ]
-    closed = [
-        [c.ts, c.key[0], c.key[1], c.key[2], c.oid, c.status.value, c.filled, c.detail]
-        for c in sorted(ledger.closed, key=lambda c: (c.ts, c.oid))
-    ]
+    closed = []
+    for c in sorted(ledger.closed, key=lambda c: (c.ts, c.oid)):
+        key = c.key
+        assert key is not None  # only orders with a client order id are remembered
+        closed.append([c.ts, key[0], key[1], key[2], c.oid, c.status.value, c.filled, c.detail])
     state: dict[str, Any] = {
         "v": SNAPSHOT_VERSION,
         "schema": SCHEMA_VERSION,
@@ -149,6 +150,7 @@ def load(data: bytes) -> Ledger:
             held,
             hold_bal,
             recv_bal,
+            (addr, symbol, cid) if cid is not None else None,
         )
         o.filled = filled
         o.pending = pending

@@ -108,6 +108,9 @@ class Order:
 
     `cap` is the per-lot price a buy by base size holds at (its limit or protection price);
     0 for orders that hold a fixed amount (buys by quote, every sell).
+
+    An order with a client order id stays under `key` in the client-id memory after it ends,
+    as its own closed record (`status`, `filled`, `detail`, `ts`: like `Closed`).
     """
 
     __slots__ = (
@@ -116,11 +119,13 @@ class Order:
         "by_quote",
         "cap",
         "cid",
+        "detail",
         "filled",
         "held",
         "hold_asset",
         "hold_bal",
         "is_buy",
+        "key",
         "kind",
         "market",
         "oid",
@@ -129,6 +134,7 @@ class Order:
         "recv_bal",
         "size",
         "status",
+        "ts",
     )
 
     def __init__(
@@ -146,6 +152,7 @@ class Order:
         held: int,
         hold_bal: Balance,
         recv_bal: Balance,
+        key: tuple[str, str, str] | None,
     ) -> None:
         self.oid = oid
         self.account = account
@@ -165,10 +172,14 @@ class Order:
         self.hold_asset = market.quote if is_buy else market.base
         self.hold_bal = hold_bal  # the account's balance of hold_asset
         self.recv_bal = recv_bal  # ... and of the asset the order receives
+        self.key = key  # (account, market, client order id); None without a client id
+        self.detail = ""  # once ended: the engine's reject code or cancel reason, if any
+        self.ts = 0  # once ended: when
 
 
 class Closed:
-    """An order that ended, remembered for 24 hours under its client order id."""
+    """An order that ended, remembered for 24 hours under its client order id (as restored
+    from a snapshot; the live ledger keeps the ended `Order` itself)."""
 
     __slots__ = ("detail", "filled", "key", "oid", "status", "ts")
 
@@ -249,7 +260,7 @@ class _Core:
         self.accounts: dict[str, Account] = {}
         self.orders: dict[int, Order] = {}  # every open order of this shard
         self.cids: dict[tuple[str, str, str], Order | Closed] = {}  # (account, market, cid)
-        self.closed: deque[Closed] = deque()  # ended orders with a client id, by end time
+        self.closed: deque[Order | Closed] = deque()  # ended orders with a client id, by end
         self.deposits: set[tuple[str, int]] = set()  # (tx id, log index) credited
         self.withdrawals: dict[int, Withdrawal] = {}  # pending, by id
         self.fees: dict[str, int] = {}  # this shard's fee account, per asset
