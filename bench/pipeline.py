@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -26,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -212,41 +214,46 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def bench_redis(args: argparse.Namespace) -> None:
-    from dex.bus.redis import RedisBus
-
+@contextlib.asynccontextmanager
+async def private_redis() -> AsyncIterator[str]:
+    """A redis-server of our own (AOF, fsync always, noeviction) in a temporary folder."""
     tmp = Path(tempfile.mkdtemp(prefix="dex-bench-"))
     port = free_port()
-    redis = subprocess.Popen(
-        [
-            "redis-server",
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--dir",
-            str(tmp),
-            "--appendonly",
-            "yes",
-            "--appendfsync",
-            "always",
-            "--save",
-            "",
-            "--maxmemory-policy",
-            "noeviction",
-        ],
-        stdout=subprocess.DEVNULL,
-    )
+    cmd = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(tmp)]
+    cmd += ["--appendonly", "yes", "--appendfsync", "always", "--save", ""]
+    cmd += ["--maxmemory-policy", "noeviction", "--proto-max-bulk-len", "2gb"]
+    redis = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
     url = f"redis://127.0.0.1:{port}/0"
+    try:
+        import redis.asyncio as aioredis
+        from redis.exceptions import ConnectionError as RedisConnectionError
+
+        for _ in range(200):
+            try:
+                client = aioredis.Redis.from_url(url)
+                await client.ping()
+                await client.aclose()
+                break
+            except (OSError, RedisConnectionError):
+                await asyncio.sleep(0.05)
+        yield url
+    finally:
+        redis.terminate()
+        redis.wait(30)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+async def bench_redis(args: argparse.Namespace) -> None:
+    async with private_redis() as url:
+        await _bench_redis(args, url)
+
+
+async def _bench_redis(args: argparse.Namespace, url: str) -> None:
+    from dex.bus.redis import RedisBus
+
     procs: list[subprocess.Popen[bytes]] = []
     try:
         bus = RedisBus(url)
-        for _ in range(100):
-            try:
-                await bus.last("x")
-                break
-            except Exception:
-                await asyncio.sleep(0.05)
         await add_demo_markets(bus)
         env = {
             **os.environ,
@@ -299,13 +306,21 @@ async def bench_redis(args: argparse.Namespace) -> None:
             p.send_signal(signal.SIGTERM)
         for p in procs:
             p.wait(30)
-        redis.terminate()
-        redis.wait(30)
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 async def bench_recovery(args: argparse.Namespace) -> None:
-    bus = MemoryBus()
+    if args.bus == "memory":
+        await _bench_recovery(args, MemoryBus())
+        return
+    from dex.bus.redis import RedisBus
+
+    async with private_redis() as url:
+        bus = RedisBus(url)
+        await _bench_recovery(args, bus)
+        await bus.close()
+
+
+async def _bench_recovery(args: argparse.Namespace, bus: Bus) -> None:
     kw = {"matching_shards": 1, "risk_shards": 1, "snapshot_every": 10**9, "batch_size": 1000}
     w = MatchingShard(bus, 0, **kw)
     w.lease = await bus.acquire(w.tag, "bench", 3600)
@@ -365,7 +380,8 @@ async def bench_recovery(args: argparse.Namespace) -> None:
     took = time.perf_counter() - t
     assert fresh.engine.state_hash() == w.engine.state_hash()
     print(
-        f"recovery: snapshot of {args.resting:,} resting orders + {fresh.recovered_items:,} "
+        f"recovery ({args.bus} bus): snapshot of {args.resting:,} resting orders + "
+        f"{fresh.recovered_items:,} "
         f"logged commands re-applied and checked: {took:.2f} s (target < 5 s; "
         f"building the state took {build:.1f} s)"
     )
@@ -412,6 +428,7 @@ def main() -> None:
     p.add_argument("--risk-shards", type=int, default=1)
     p.add_argument("--resting", type=int, default=1_000_000)
     p.add_argument("--logged", type=int, default=100_000)
+    p.add_argument("--bus", choices=["memory", "redis"], default="memory", help="for recovery")
     args = p.parse_args()
     configure_logging("bench", "warning")
     run = {"memory": bench_memory, "redis": bench_redis, "recovery": bench_recovery}[args.mode]
