@@ -65,6 +65,21 @@ class MatchEntry(msgspec.Struct, frozen=True, array_like=True, gc=False):
     items: list[MatchItem]
 
 
+class MatchItemEvents(msgspec.Struct, frozen=True, array_like=True, gc=False):
+    """A `MatchItem` read only for its events: the command is left undecoded (readers that
+    settle or show events do not need it, and decoding it would check it once more)."""
+
+    input: InputRef
+    cmd: msgspec.Raw
+    events: list[Event]
+    error: str | None = None
+
+
+class MatchEntryEvents(msgspec.Struct, frozen=True, array_like=True, gc=False):
+    pos: dict[str, int]
+    items: list[MatchItemEvents]
+
+
 class RiskItem(msgspec.Struct, frozen=True, array_like=True, gc=False):
     """One input of a risk shard: a command (its `ts` stamped) or one matching event."""
 
@@ -110,5 +125,6 @@ decode_risk_command = _Decoder(rc.RiskCommand, "risk command")
 decode_admin = _Decoder(AdminCommand, "admin command")
 decode_to = _Decoder(ToEntry, "forwarded matching command")
 decode_match_entry = _Decoder(MatchEntry, "matching log entry")
+decode_match_events = _Decoder(MatchEntryEvents, "matching log entry")
 decode_risk_entry = _Decoder(RiskEntry, "risk log entry")
 decode_snapshot = _Decoder(SnapshotEnvelope, "shard snapshot")

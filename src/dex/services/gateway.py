@@ -247,7 +247,7 @@ class Gateway:
 
     def _match_entry(self, data: bytes) -> None:
         try:
-            entry = codec.decode_match_entry(data)
+            entry = codec.decode_match_events(data)
         except codec.BadEntry:
             return
         for item in entry.items:

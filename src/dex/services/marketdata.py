@@ -389,7 +389,7 @@ class MarketDataService(LogReader):
                     if seq <= self.pos[stream]:
                         continue
                     try:
-                        entry = codec.decode_match_entry(data)
+                        entry = codec.decode_match_events(data)
                     except codec.BadEntry as e:
                         bad.append((stream, seq, str(e)))
                     else:
@@ -402,7 +402,7 @@ class MarketDataService(LogReader):
             book.prune(now)
         return bad
 
-    def _entry(self, stream: str, seq: int, entry: codec.MatchEntry, *, full: bool) -> None:
+    def _entry(self, stream: str, seq: int, entry: codec.MatchEntryEvents, *, full: bool) -> None:
         books = self.books
         for item in entry.items:
             for ev in item.events:

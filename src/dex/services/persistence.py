@@ -319,7 +319,7 @@ class PersistenceService(LogReader):
                     if is_risk:
                         self._risk_entry(work, stream, seq, codec.decode_risk_entry(data))
                     else:
-                        self._match_entry(work, stream, seq, codec.decode_match_entry(data))
+                        self._match_entry(work, stream, seq, codec.decode_match_events(data))
                 except codec.BadEntry as e:
                     bad.append((stream, seq, str(e)))
             if last != old:
@@ -378,7 +378,9 @@ class PersistenceService(LogReader):
                             {"market": spec.market, "base": spec.base, "quote": spec.quote}
                         )
 
-    def _match_entry(self, work: _Work, stream: str, seq: int, entry: codec.MatchEntry) -> None:
+    def _match_entry(
+        self, work: _Work, stream: str, seq: int, entry: codec.MatchEntryEvents
+    ) -> None:
         idx = 0
         for item in entry.items:
             for ev in item.events:

@@ -173,7 +173,7 @@ class RiskShard(ShardWorker):
             for seq, data in got.get(stream, ()):
                 pos[stream] = seq
                 try:
-                    entry = codec.decode_match_entry(data)
+                    entry = codec.decode_match_events(data)
                 except codec.BadEntry as e:
                     self._bad(stream, seq, str(e))
                     continue
