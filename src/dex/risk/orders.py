@@ -283,7 +283,7 @@ class _OrderDesk(_Core):
             cid,
             is_buy,
             kind,
-            bool(quote_size),
+            quote_size > 0,  # never negative here: the forwarded place checked it
             price,
             cap,
             size,

@@ -28,6 +28,7 @@ DAY_NS = 24 * 3600 * 1_000_000_000
 MAX_AMOUNT = 2**63 - 1
 
 Balance = list[int]  # [available, locked]
+PENDING = OrderStatus.PENDING
 
 
 class MarketInfo:
@@ -168,7 +169,7 @@ class Order:
         self.held = held
         self.pending = 0  # an amend's increase, held until `amended` / `amend_rejected`
         self.amending = False
-        self.status = OrderStatus.PENDING
+        self.status = PENDING  # a module constant: an enum member read off its class is slow
         self.hold_asset = market.quote if is_buy else market.base
         self.hold_bal = hold_bal  # the account's balance of hold_asset
         self.recv_bal = recv_bal  # ... and of the asset the order receives
