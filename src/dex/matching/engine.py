@@ -90,15 +90,20 @@ class Engine:
         self.id_spaces: dict[int, int] = {}  # order_id >> 40 -> highest id seen
         self.id_end = 0  # first id of the space after max_id's (0: unknown, see _fresh_id)
         self.expiries: list[tuple[int, int, str]] = []  # heap of (expires_at, order_id, market)
+        # the entry point: `apply` is `_place` itself, so that a Place or a Cancel (the common
+        # commands) runs in apply's own frame, without a dispatch call (this is a reference
+        # cycle: an engine is freed by the cyclic GC)
+        self.apply = self._place  # type: ignore[method-assign]
 
     # ------------------------------------------------------------------ dispatch
 
     def apply(self, cmd: Command, src: InputRef) -> list[Event]:
+        """Apply one command; returns its events (an engine's `apply` is bound to `_place`)."""
+        return self._place(cmd, src)
+
+    def _dispatch(self, cmd: Command, src: InputRef) -> list[Event]:
+        """Every command but Place and Cancel (which `_place` takes itself)."""
         kind = type(cmd)
-        if kind is Place:
-            return self._place(cmd, src)  # type: ignore[arg-type]
-        if kind is Cancel:
-            return self._cancel(cmd, src)  # type: ignore[arg-type]
         if kind is Amend:
             return self._amend(cmd, src)  # type: ignore[arg-type]
         if kind is CancelAll:
@@ -165,7 +170,8 @@ class Engine:
                 if dec > MAX_DECIMALS:
                     field = "lot_size" if symbol == spec.base else "tick_size"
                     raise CommandError(
-                        field, f"{symbol} would need {dec} decimals, at most {MAX_DECIMALS}"
+                        field,
+                        f"{symbol} would need {dec} decimals, at most {MAX_DECIMALS}",
                     )
                 asset = check_asset(Asset(symbol=symbol, decimals=dec))
                 new_assets.append(asset)
@@ -259,14 +265,33 @@ class Engine:
         )
 
     def _reject_status(
-        self, m: MarketState, cmd: Place, oid: int, events: list[Event], ts: int, src: InputRef
+        self,
+        m: MarketState,
+        cmd: Place,
+        oid: int,
+        events: list[Event],
+        ts: int,
+        src: InputRef,
     ) -> list[Event]:
         return self._reject(
-            m, cmd, oid, RejectCode.MARKET_STATUS, f"market is {m.status}", events, ts, src
+            m,
+            cmd,
+            oid,
+            RejectCode.MARKET_STATUS,
+            f"market is {m.status}",
+            events,
+            ts,
+            src,
         )
 
     def _reject_band(
-        self, m: MarketState, cmd: Place, oid: int, events: list[Event], ts: int, src: InputRef
+        self,
+        m: MarketState,
+        cmd: Place,
+        oid: int,
+        events: list[Event],
+        ts: int,
+        src: InputRef,
     ) -> list[Event]:
         return self._reject(
             m,
@@ -279,7 +304,91 @@ class Engine:
             src,
         )
 
-    def _place(self, cmd: Place, src: InputRef) -> list[Event]:
+    def _place(self, cmd: Command, src: InputRef) -> list[Event]:
+        """`apply` itself (bound in __init__): a Place or a Cancel here, the rest dispatched.
+
+        Named `_place` as the Place path lives here (tests/meta/faults.py mutates it).
+        """
+        if type(cmd) is not Place:
+            if type(cmd) is not Cancel:
+                return self._dispatch(cmd, src)
+            # a Cancel (the next most common command), also in this frame
+            try:
+                m = self.markets[cmd.market]
+            except KeyError:
+                raise CommandError("market", f"unknown market {cmd.market!r}") from None
+            oid = cmd.order_id
+            ts = cmd.ts
+            if ts <= self.ts:
+                raise CommandError("ts", f"must be above the previous ts {self.ts}, got {ts}")
+            events: list[Event] = []
+            if self.expiries and self.expiries[0][0] <= ts:
+                self._expire(ts, src, events)
+            self.ts = ts
+            order = m.orders.get(oid) if oid is not None else None
+            if oid is None or order is None or order.account != cmd.account:
+                found = self._lookup(m, cmd)
+                if found is None:
+                    m.seq += 1
+                    events.append(
+                        CancelRejected(
+                            V,
+                            m.symbol,
+                            m.seq,
+                            ts,
+                            self._next_log_seq(),
+                            src,
+                            oid,
+                            cmd.client_order_id,
+                            cmd.account,
+                            RejectCode.UNKNOWN_ORDER,
+                            "no open order of this account with that id",
+                        )
+                    )
+                else:
+                    self._cancel_one(m, found, cmd.reason, events, ts, src)
+                return events
+            # a resting order by id: what _cancel_one does, inlined for the common case
+            left = order.remaining
+            is_buy = order.is_buy
+            side = m.bids if is_buy else m.asks
+            price = order.price
+            at = side.levels[price]
+            live = at.live = at.live - 1
+            order.remaining = 0
+            if not live:
+                side.drop_level(price)
+            elif live < len(at.q) >> 2:  # mostly dead entries: compact
+                at.compact()
+            del m.orders[oid]
+            cid = order.cid
+            if cid is not None:
+                holder = m.cids.pop(cid, None)
+                if holder is not order:
+                    m.cids_more_drop(cid, order, holder)
+            if m.counted:
+                self._uncount(m, order.account)
+            seq = m.seq = m.seq + 1
+            log_seq = self.log_seq = self.log_seq + 1
+            events.append(
+                Cancelled(
+                    V,
+                    m.symbol,
+                    seq,
+                    ts,
+                    log_seq,
+                    src,
+                    oid,
+                    cid,
+                    order.account,
+                    BUY if is_buy else SELL,
+                    left,
+                    None,
+                    order.filled,
+                    cmd.reason,
+                )
+            )
+            return events
         try:
             m = self.markets[cmd.market]
         except KeyError:
@@ -287,7 +396,7 @@ class Engine:
         ts = cmd.ts
         if ts <= self.ts:
             raise CommandError("ts", f"must be above the previous ts {self.ts}, got {ts}")
-        events: list[Event] = []
+        events = []
         if self.expiries and self.expiries[0][0] <= ts:
             self._expire(ts, src, events)
         self.ts = ts
@@ -346,7 +455,14 @@ class Engine:
             )
         if size < params.min_size_lots and size:
             return self._reject(
-                m, cmd, oid, RejectCode.BELOW_MIN_SIZE, "size is below the minimum", events, ts, src
+                m,
+                cmd,
+                oid,
+                RejectCode.BELOW_MIN_SIZE,
+                "size is below the minimum",
+                events,
+                ts,
+                src,
             )
         if m.checks_notional:
             notional = price * size * params.tick_lot_units if price else cmd.quote_size
@@ -385,7 +501,7 @@ class Engine:
             if last:
                 if m.band_last != last:
                     m.set_band(last)
-                if not m.band_lo <= price <= m.band_hi:
+                if price < m.band_lo or price > m.band_hi:
                     return self._reject_band(m, cmd, oid, events, ts, src)
             else:
                 ref = m.ref()
@@ -408,7 +524,10 @@ class Engine:
                 )
         else:
             if is_buy:
-                side, best = m.bids, m.asks.top  # its own side and the best price it may take
+                side, best = (
+                    m.bids,
+                    m.asks.top,
+                )  # its own side and the best price it may take
             else:
                 side, best = m.asks, m.bids.top
             if cmd.post_only and best and (price >= best if is_buy else price <= best):
@@ -423,9 +542,9 @@ class Engine:
                     src,
                 )
 
-        m.seq += 1
-        self.log_seq += 1
-        events.append(Accepted(V, m.symbol, m.seq, ts, self.log_seq, src, oid, cmd))
+        seq = m.seq = m.seq + 1
+        log_seq = self.log_seq = self.log_seq + 1
+        events.append(Accepted(V, m.symbol, seq, ts, log_seq, src, oid, cmd))
         if is_stop:
             self._add_stop(m, cmd, oid)
             return events
@@ -844,7 +963,12 @@ class Engine:
             if cap and (price > cap if is_buy else price < cap):
                 break
             queue: list[tuple[str, int, int, int]] = [
-                (o.account, o.remaining, o.visible if o.display else o.remaining, o.display)
+                (
+                    o.account,
+                    o.remaining,
+                    o.visible if o.display else o.remaining,
+                    o.display,
+                )
                 for o in opp.levels[price].q
                 if o.remaining
             ]
@@ -868,7 +992,12 @@ class Engine:
     # ------------------------------------------------------------------ stops
 
     def _triggers(
-        self, m: MarketState, ref: Ref | None, events: list[Event], ts: int, src: InputRef
+        self,
+        m: MarketState,
+        ref: Ref | None,
+        events: list[Event],
+        ts: int,
+        src: InputRef,
     ) -> None:
         """Trigger stops in acceptance order until none holds (a cascade)."""
         while m.stops and m.last:
@@ -984,84 +1113,6 @@ class Engine:
         if found is None or found.account != cmd.account:
             return None
         return found
-
-    def _cancel(self, cmd: Cancel, src: InputRef) -> list[Event]:
-        try:
-            m = self.markets[cmd.market]
-        except KeyError:
-            raise CommandError("market", f"unknown market {cmd.market!r}") from None
-        oid = cmd.order_id
-        ts = cmd.ts
-        if ts <= self.ts:
-            raise CommandError("ts", f"must be above the previous ts {self.ts}, got {ts}")
-        events: list[Event] = []
-        if self.expiries and self.expiries[0][0] <= ts:
-            self._expire(ts, src, events)
-        self.ts = ts
-        order = m.orders.get(oid) if oid is not None else None
-        if oid is None or order is None or order.account != cmd.account:
-            found = self._lookup(m, cmd)
-            if found is None:
-                m.seq += 1
-                events.append(
-                    CancelRejected(
-                        V,
-                        m.symbol,
-                        m.seq,
-                        ts,
-                        self._next_log_seq(),
-                        src,
-                        oid,
-                        cmd.client_order_id,
-                        cmd.account,
-                        RejectCode.UNKNOWN_ORDER,
-                        "no open order of this account with that id",
-                    )
-                )
-            else:
-                self._cancel_one(m, found, cmd.reason, events, ts, src)
-            return events
-        # a resting order by id: what _cancel_one does, inlined for the common case
-        left = order.remaining
-        is_buy = order.is_buy
-        side = m.bids if is_buy else m.asks
-        price = order.price
-        level = side.levels[price]
-        live = level.live = level.live - 1
-        order.remaining = 0
-        if not live:
-            side.drop_level(price)
-        elif live < len(level.q) >> 2:  # mostly dead entries: compact
-            level.compact()
-        del m.orders[oid]
-        cid = order.cid
-        if cid is not None:
-            holder = m.cids.pop(cid, None)
-            if holder is not order:
-                m.cids_more_drop(cid, order, holder)
-        if m.counted:
-            self._uncount(m, order.account)
-        seq = m.seq = m.seq + 1
-        log_seq = self.log_seq = self.log_seq + 1
-        events.append(
-            Cancelled(
-                V,
-                m.symbol,
-                seq,
-                ts,
-                log_seq,
-                src,
-                oid,
-                cid,
-                order.account,
-                BUY if is_buy else SELL,
-                left,
-                None,
-                order.filled,
-                cmd.reason,
-            )
-        )
-        return events
 
     def _cancel_one(
         self,
@@ -1192,7 +1243,13 @@ class Engine:
             )
         if m.status is MarketStatus.CANCEL_ONLY or m.status is HALTED:
             return self._amend_rejected(
-                m, cmd, RejectCode.MARKET_STATUS, f"market is {m.status}", events, ts, src
+                m,
+                cmd,
+                RejectCode.MARKET_STATUS,
+                f"market is {m.status}",
+                events,
+                ts,
+                src,
             )
         order = found
         new_size = cmd.size or order.filled + order.remaining
@@ -1250,7 +1307,13 @@ class Engine:
             )
         if would_take and m.status is not ACTIVE:
             return self._amend_rejected(
-                m, cmd, RejectCode.MARKET_STATUS, f"market is {m.status}", events, ts, src
+                m,
+                cmd,
+                RejectCode.MARKET_STATUS,
+                f"market is {m.status}",
+                events,
+                ts,
+                src,
             )
         side.remove_now(order)
         del m.orders[order.oid]
