@@ -596,7 +596,7 @@ class Engine:
                         cid,
                         account,
                         BUY if is_buy else SELL,
-                        order.filled,
+                        size,  # filled in full (_match leaves the order as it was)
                     )
                 )
             elif why != SELF_TRADE and may_rest:
@@ -658,6 +658,7 @@ class Engine:
         if cmd.tif is FOK and self._fillable(m, order, cap) < order.remaining:
             self._finish(m, order, 0, CancelReason.FOK, events, ts, src)
             return
+        by_quote = quote_left > 0
         why, quote_left = self._match(m, order, cap, quote_left, events, ts, src)
         if why == DONE:
             m.seq += 1
@@ -674,7 +675,8 @@ class Engine:
                     order.cid,
                     order.account,
                     BUY if is_buy else SELL,
-                    order.filled,
+                    # filled in full: by size, _match leaves the order as it was
+                    order.filled if by_quote else order.filled + order.remaining,
                 )
             )
             return
@@ -773,7 +775,9 @@ class Engine:
 
         `cap` is the worst price the taker may trade at (0: none). With `quote_left` > 0 the
         taker is sized in quote units instead of `taker.remaining`. The market's counters are
-        kept in locals for the loop and written back once, at the single exit.
+        kept in locals for the loop and written back once, at the single exit; the taker's
+        only when it is not filled in full by size (DONE with nothing left): then it is dropped
+        and left as it was, and its fill is its `remaining` (plus its `filled`) on entry.
         """
         is_buy = taker.is_buy
         if is_buy:
@@ -943,8 +947,9 @@ class Engine:
                 opp.retop()  # the level was the top
             if (quote_left == 0) if by_quote else (left == 0):
                 break
-        taker.remaining = left
-        taker.filled = filled
+        if left or by_quote:  # else it filled in full: dropped, its counters are not written
+            taker.remaining = left
+            taker.filled = filled
         m.seq = seq
         self.log_seq = log_seq
         m.trade_id = trade_id
