@@ -335,3 +335,23 @@ async def test_idle_audit_skips_a_shard_with_orders_in_flight() -> None:
     await c.risk[0].step(0)  # passed on, not yet matched
     checked, differ = await c.risk[0].audit_idle()
     assert "ETH-USDC" not in checked and differ == {}
+
+
+@aio
+async def test_a_state_replaced_by_recovery_is_freed_despite_gc_freeze() -> None:
+    import gc
+    import weakref
+
+    bus = MemoryBus()
+    rep = _replica(bus, "a", 5.0, lambda m: MatchingShard(bus, m, matching_shards=M, risk_shards=R))
+    await rep.start()
+    try:
+        await _until(lambda: len(rep.workers) == M and not rep.workers[0].dirty, "recovered")
+        w = rep.workers[0]
+        old = weakref.ref(w.engine)
+        w.dirty = True  # as after a bus restart: rebuild from the log
+        await _until(lambda: not w.dirty and w.engine is not old(), "recovered again")
+        assert old() is None  # the engine refers to itself (bound apply): only gc frees it
+    finally:
+        await rep.stop()
+        gc.unfreeze()

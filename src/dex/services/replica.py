@@ -245,8 +245,10 @@ class ShardReplica:
                 if w.dirty:
                     self.health.set_not_ready(key, "recovering")
                     started = time.perf_counter()
+                    gc.unfreeze()  # the state being replaced must be collectable (it has cycles)
                     await w.recover()
-                    gc.freeze()
+                    gc.collect()
+                    gc.freeze()  # keep the collector off the recovered state from now on
                     self.m_recovery_s.observe(time.perf_counter() - started)
                     self.m_recoveries.labels(w.tag).inc()
                     self.log.info(
