@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from litestar.testing import AsyncTestClient
 
-from dex.bus import TrimmedError
+from dex.bus import MemoryBus, TrimmedError
 from dex.core import events as me
 from dex.risk import commands as rc
 from dex.runtime.health import Health
@@ -312,4 +312,22 @@ async def test_http_api() -> None:
         got = await client.get(f"/v1/markets/{ETH_USDC}/depth", params={"levels": 0})
         assert got.status_code == 400
         assert got.json()["error"]["code"] == "invalid_request"
+    await svc.stop()
+
+
+@aio
+async def test_a_log_that_lost_entries_it_has_seen_stops_it() -> None:
+    c = Cluster(matching_shards=3)
+    await c.start()
+    await rich_trading(c)
+    svc = service(c)
+    await svc.start()
+    await until(svc, lambda: svc.pos[layout.me_log(0)] > 1, "read shard 0's log")
+    older = MemoryBus()  # the bus as an older copy: shard 0's log is shorter
+    await older.append(
+        layout.me_log(0), [data for _, data in (await c.bus.read(layout.me_log(0), 0))[:1]]
+    )
+    svc.bus = older
+    await until(svc, lambda: not svc.running, "the reader to stop")
+    assert "lost entries" in svc.health.reasons()[INPUT]
     await svc.stop()

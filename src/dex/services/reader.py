@@ -13,6 +13,8 @@ Invariants:
 - An entry that does not decode (`codec.BadEntry`) is reported by `apply` and only logged
   here, with its stream and position, and counted (`bad_entries_total`); the position moves
   past it and nothing else changes.
+- A log that now ends below the reader's position (a bus restored from an older copy) stops
+  the reader too: entries written after that would reuse numbers it has already applied.
 - The position committed on the bus is `commit_floor(stream)`, at most `self.pos[stream]`:
   a reader whose state lives in memory may keep the writer from trimming entries it would
   need to rebuild that state.
@@ -193,6 +195,11 @@ class LogReader(ABC):
         if now - self._lag_at >= LAG_EVERY:
             self._lag_at = now
             for stream in self.streams:
-                lag = await self.bus.last(stream) - self.pos[stream]
-                self.m_lag.labels(stream).set(max(0, lag))
+                last = await self.bus.last(stream)
+                if last < self.pos[stream]:  # the bus came back from an older copy
+                    raise StopReading(
+                        f"{stream} now ends at {last}, below the {self.pos[stream]} already "
+                        "applied: the bus lost entries this reader has seen"
+                    )
+                self.m_lag.labels(stream).set(last - self.pos[stream])
         return n
