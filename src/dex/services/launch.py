@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+import msgspec
 
 from dex.runtime.logging import configure_logging
 from dex.runtime.settings import DEFAULT_PORTS, SERVICES, Settings
@@ -77,6 +78,9 @@ def run_embedded(settings: Settings) -> int:
     from dex.bus.sqlite import BusFileError, SqliteBus
     from dex.runtime.server import BindError
 
+    # embedded means its own SQLite history beside its bus, whatever DEX_DATABASE_URL says: a
+    # shared database would hold positions of another bus's logs
+    settings = msgspec.structs.replace(settings, database_url="")
     data = Path(settings.data_dir)
     try:
         data.mkdir(parents=True, exist_ok=True)
