@@ -23,6 +23,7 @@ from dex.services.layout import MATCHING
 from dex.services.matching import MatchingShard
 from dex.services.replica import ShardReplica
 from tests.bus.contract import aio
+from tests.faults.harness import POLL
 
 
 class DeafShard(MatchingShard):
@@ -41,7 +42,7 @@ class DeafShard(MatchingShard):
 async def _until(check: Any, what: str, limit: float = 10.0) -> None:
     async with asyncio.timeout(limit):
         while not check():
-            await asyncio.sleep(0.02)  # the poll interval of this helper
+            await asyncio.sleep(POLL)  # between two checks; the deadline is the timeout above
 
 
 @aio

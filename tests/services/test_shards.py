@@ -133,7 +133,7 @@ async def test_bad_entries_are_reported_and_change_nothing() -> None:
     c = Cluster()
     reported: list[tuple[str, int, str]] = []
     for w in c.workers:
-        w.on_bad_entry = lambda s, n, msg: reported.append((s, n, msg))  # type: ignore[attr-defined]
+        w.on_bad_entry = lambda s, n, msg: reported.append((s, n, msg))
     await c.start()
     await c.setup_markets()
     await c.fund()

@@ -28,6 +28,7 @@ from tests.support.redis_server import private_redis_or_skip
 SELLER = "0x" + "1" * 40
 BUYER = "0x" + "2" * 40
 DEADLINE = 60.0
+POLL = 0.1  # seconds between two checks in `wait_until`
 
 
 def free_base(span: int = 30) -> int:
@@ -65,7 +66,7 @@ def wait_until(what: str, check: Any, deadline: float = DEADLINE) -> Any:
         else:
             if last:
                 return last
-        time.sleep(0.1)  # polling a child process over HTTP; not a synchronisation sleep
+        time.sleep(POLL)  # between two checks of a child process; the deadline bounds it
     raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
 
 

@@ -90,8 +90,8 @@ class Markets:
                     spec.quote, Asset(symbol=spec.quote, decimals=quote_dec)
                 )
                 self.params.setdefault(spec.market, MarketParams(spec, base, quote))
-            except CommandError:
-                return  # the engines refuse it too; it never becomes a market
+            except CommandError as e:
+                raise codec.BadEntry(f"a market the engines refuse ({e})") from None
 
     def get(self, market: str) -> MarketParams:
         params = self.params.get(market)
@@ -184,8 +184,10 @@ class Gateway:
     def _admin(self, got: list[tuple[int, bytes]]) -> None:
         for seq, data in got:
             self.pos[ADMIN_STREAM] = seq
-            with contextlib.suppress(codec.BadEntry):
+            try:
                 self.markets.apply(codec.decode_admin(data))
+            except codec.BadEntry as e:
+                self._bad(ADMIN_STREAM, seq, str(e))
 
     async def _follow_restarts(self) -> None:
         """A bus that restarted from an older state numbers new entries from where it now
@@ -224,16 +226,21 @@ class Gateway:
                 if stream == ADMIN_STREAM:
                     self._admin(entries)
                 elif stream.endswith(":log"):
-                    for _, data in entries:
-                        self._risk_entry(data)
+                    for seq, data in entries:
+                        self._risk_entry(stream, seq, data)
                 else:
-                    for _, data in entries:
-                        self._match_entry(data)
+                    for seq, data in entries:
+                        self._match_entry(stream, seq, data)
 
-    def _risk_entry(self, data: bytes) -> None:
+    def _bad(self, stream: str, seq: int, message: str) -> None:
+        """An entry we cannot use: logged with its position and skipped (changes nothing)."""
+        self.log.warning("bad_entry", stream=stream, log_seq=seq, error=message)
+
+    def _risk_entry(self, stream: str, seq: int, data: bytes) -> None:
         try:
             entry = codec.decode_risk_entry(data)
-        except codec.BadEntry:
+        except codec.BadEntry as e:
+            self._bad(stream, seq, str(e))
             return
         for item in entry.items:
             if item.cmd is None:
@@ -245,10 +252,11 @@ class Gateway:
             if fut is not None and not fut.done():
                 fut.set_result(result)
 
-    def _match_entry(self, data: bytes) -> None:
+    def _match_entry(self, stream: str, seq: int, data: bytes) -> None:
         try:
             entry = codec.decode_match_events(data)
-        except codec.BadEntry:
+        except codec.BadEntry as e:
+            self._bad(stream, seq, str(e))
             return
         for item in entry.items:
             for ev in item.events:

@@ -61,8 +61,6 @@ class MatchingShard(ShardWorker):
         self.engine = Engine()
         self._tick_due = False
         self.trades_total = 0
-        self.bad_entries = 0
-        self.on_bad_entry: Any = None  # callable(stream, log_seq, message) set by the replica
 
     # ------------------------------------------------------------------ core hooks
 
@@ -110,11 +108,6 @@ class MatchingShard(ShardWorker):
         if heap and heap[0][0] <= self.clock_ns():
             self._tick_due = True
         return self._tick_due
-
-    def _bad(self, stream: str, seq: int, message: str) -> None:
-        self.bad_entries += 1
-        if self.on_bad_entry is not None:
-            self.on_bad_entry(stream, seq, message)
 
     def process(
         self, got: dict[str, list[tuple[int, bytes]]]

@@ -47,6 +47,7 @@ from dex.services.layout import ADMIN_STREAM, MATCHING, RISK, risk_in, shard_for
 from dex.services.matching import MatchingShard
 from dex.services.replica import ShardReplica
 from dex.services.risk import RiskShard
+from dex.services.shard import ShardWorker
 
 DEMO_MARKETS = (
     MarketSpec(
@@ -184,34 +185,46 @@ def check_spec(spec: MarketSpec, known: dict[str, Asset] | None = None) -> Marke
 # ---------------------------------------------------------------------- units
 
 
-def matching_unit(bus: Bus, settings: Settings) -> Unit:
-    metrics, health, log = _unit_base(MATCHING, settings)
-    owner = resolved_replica_id(settings)
+def _sharded(
+    bus: Bus, settings: Settings, service: str, count: int, new: Callable[..., ShardWorker]
+) -> tuple[ShardReplica, ServiceMetrics, Health]:
+    """A replica of a sharded service: `new(index, **common)` builds the shard writer."""
+    metrics, health, log = _unit_base(service, settings)
+    common = {
+        "matching_shards": settings.matching_shards,
+        "risk_shards": settings.risk_shards,
+        "batch_size": settings.batch_size,
+        "snapshot_every": settings.snapshot_every,
+    }
 
-    def make(m: int) -> MatchingShard:
-        w = MatchingShard(
-            bus,
-            m,
-            matching_shards=settings.matching_shards,
-            risk_shards=settings.risk_shards,
-            batch_size=settings.batch_size,
-            snapshot_every=settings.snapshot_every,
-        )
+    def make(index: int) -> ShardWorker:
+        w = new(index, **common)
         w.on_bad_entry = replica.bad_entry_reporter(w.tag)
         return w
 
     replica = ShardReplica(
         bus,
-        MATCHING,
-        settings.matching_shards,
+        service,
+        count,
         make,
-        owner=owner,
+        owner=resolved_replica_id(settings),
         ttl=settings.lease_ttl_ms / 1000,
         max_shards=settings.max_shards_per_replica,
         idle_check=settings.idle_check_ms / 1000,
         health=health,
         metrics=metrics,
         log=log,
+    )
+    return replica, metrics, health
+
+
+def matching_unit(bus: Bus, settings: Settings) -> Unit:
+    replica, metrics, health = _sharded(
+        bus,
+        settings,
+        MATCHING,
+        settings.matching_shards,
+        lambda m, **kw: MatchingShard(bus, m, **kw),
     )
 
     @post("/admin/markets", opt={"admin": True}, status_code=200)
@@ -252,34 +265,12 @@ def matching_unit(bus: Bus, settings: Settings) -> Unit:
 
 
 def risk_unit(bus: Bus, settings: Settings) -> Unit:
-    metrics, health, log = _unit_base(RISK, settings)
-    owner = resolved_replica_id(settings)
-
-    def make(r: int) -> RiskShard:
-        w = RiskShard(
-            bus,
-            r,
-            matching_shards=settings.matching_shards,
-            risk_shards=settings.risk_shards,
-            max_lag=settings.max_lag,
-            batch_size=settings.batch_size,
-            snapshot_every=settings.snapshot_every,
-        )
-        w.on_bad_entry = replica.bad_entry_reporter(w.tag)
-        return w
-
-    replica = ShardReplica(
+    replica, metrics, health = _sharded(
         bus,
+        settings,
         RISK,
         settings.risk_shards,
-        make,
-        owner=owner,
-        ttl=settings.lease_ttl_ms / 1000,
-        max_shards=settings.max_shards_per_replica,
-        idle_check=settings.idle_check_ms / 1000,
-        health=health,
-        metrics=metrics,
-        log=log,
+        lambda r, **kw: RiskShard(bus, r, max_lag=settings.max_lag, **kw),
     )
 
     def to_shard(account: str) -> str:

@@ -111,8 +111,10 @@ class ShardReplica:
         for shard in list(self.workers):
             await self._release(shard)
         if self._member is not None:
-            with contextlib.suppress(Exception):
+            try:
                 await self.bus.release(self._member)
+            except Exception as e:  # it expires by itself; say so and go on stopping
+                self.log.warning("member_release_failed", error=f"{type(e).__name__}: {e}")
 
     # ------------------------------------------------------------------ leases
 

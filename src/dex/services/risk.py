@@ -72,8 +72,6 @@ class RiskShard(ShardWorker):
         self.to_last = [0] * matching_shards  # last entry we wrote to each to-stream
         self.to_applied = [0] * matching_shards  # how far each matching shard has applied them
         self.lagging = [False] * matching_shards
-        self.bad_entries = 0
-        self.on_bad_entry: Any = None
         self.halted: str | None = None
 
     # ------------------------------------------------------------------ core hooks
@@ -129,11 +127,6 @@ class RiskShard(ShardWorker):
             self.ts = max(self.ts, item.ts)
         self.pos = dict(logged.pos)
         return len(logged.items)
-
-    def _bad(self, stream: str, seq: int, message: str) -> None:
-        self.bad_entries += 1
-        if self.on_bad_entry is not None:
-            self.on_bad_entry(stream, seq, message)
 
     def _mine(self, cmd: object) -> bool:
         """An admin command naming an account is for that account's shard only."""

@@ -64,6 +64,10 @@ class ShardWorker(ABC):
         self.snap_seq = 0
         self.since_snapshot = 0
         self.dirty = True  # state must be rebuilt from the log before use
+        self.bad_entries = 0
+        # called with (stream, log_seq, message) for an entry that does not decode; the
+        # replica sets it to log and count it
+        self.on_bad_entry: Callable[[str, int, str], None] | None = None
         self.items_total = 0
         self.recovered_items = 0
         self.committed_inputs: tuple[str, ...] = ()  # inputs whose readers' positions we record
@@ -128,6 +132,12 @@ class ShardWorker(ABC):
                 self._committed[stream] = p
 
     # ------------------------------------------------------------------ helpers
+
+    def _bad(self, stream: str, seq: int, message: str) -> None:
+        """An input entry that is not what its stream carries: reported, skipped."""
+        self.bad_entries += 1
+        if self.on_bad_entry is not None:
+            self.on_bad_entry(stream, seq, message)
 
     def stamp(self) -> int:
         """The next input time: `max(previous + 1, clock)` in integer nanoseconds."""
