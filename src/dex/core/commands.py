@@ -26,7 +26,13 @@ class InputRef(msgspec.Struct, frozen=True, gc=False):
 
 
 class _Command(
-    msgspec.Struct, frozen=True, gc=False, kw_only=True, forbid_unknown_fields=True, tag_field="cmd"
+    msgspec.Struct,
+    frozen=True,
+    gc=False,
+    kw_only=True,
+    forbid_unknown_fields=True,
+    tag_field="cmd",
+    omit_defaults=True,
 ):
     ts: int = 0
     v: int = SCHEMA_VERSION

@@ -238,9 +238,9 @@ def render(event: Event, markets: dict[str, MarketParams]) -> dict[str, Any]:
         return out
     optional_zero = isinstance(event, Accepted)
     if optional_zero:  # flatten the accepted order into the event, as a reader expects
-        order = out.pop("order")
-        for name in _ORDER_FIELDS:
-            out[name] = order[name]
+        del out["order"]  # encoded without its default fields: read them off the command
+        order = msgspec.to_builtins([getattr(event.order, name) for name in _ORDER_FIELDS])
+        out.update(zip(_ORDER_FIELDS, order, strict=True))
     for names, scale in (
         (_PRICES, params.price_scale),
         (_SIZES, params.size_scale),
