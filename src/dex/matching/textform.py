@@ -237,7 +237,7 @@ def render(event: Event, markets: dict[str, MarketParams]) -> dict[str, Any]:
     if params is None:  # asset_added, market_added: nothing to scale
         return out
     optional_zero = isinstance(event, Accepted)
-    if optional_zero:  # flatten the accepted order into the event, as a reader expects
+    if isinstance(event, Accepted):  # flatten the accepted order into the event, as expected
         del out["order"]  # encoded without its default fields: read them off the command
         order = msgspec.to_builtins([getattr(event.order, name) for name in _ORDER_FIELDS])
         out.update(zip(_ORDER_FIELDS, order, strict=True))
