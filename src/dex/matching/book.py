@@ -25,11 +25,13 @@ from dex.core.commands import Place
 from dex.core.enums import STP
 
 
-class Order(msgspec.Struct, gc=False, eq=False):
+class Order(msgspec.Struct, gc=False, eq=False, array_like=True):
     """A resting (or incoming) order; `remaining == 0` in a level's queue means dead.
 
     A msgspec struct: built in C (several times faster than a Python __init__), no GC header,
-    compared by identity (eq=False) so `deque.remove` finds exactly this order.
+    compared by identity (eq=False) so `deque.remove` finds exactly this order. Encoded as an
+    array of its fields in this order: that is its row in a snapshot, which decodes straight
+    back into orders.
     """
 
     oid: int
