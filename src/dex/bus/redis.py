@@ -40,10 +40,12 @@ lease time forward without sleeping. The key's PEXPIREAT is set to `expires` too
 non-decreasing offset the key therefore never disappears before the lease has logically
 expired, so the stored `expires` stays authoritative.
 
-Reads: one read-only script returns the trimmed check and up to `limit` entries (XRANGE
-COUNT) in one round trip. When there are none and `timeout > 0`, a blocking XREAD (BLOCK in
-slices of at most a second, on its own pooled connection, so other coroutines sharing the bus
-are not held up) waits for an entry after the position, and the script is run again.
+Reads: one MULTI/EXEC returns, per stream, the trimmed point and up to `limit` entries
+(XRANGE COUNT) in one round trip, so the check and the entries agree (plain commands: a Lua
+script would copy every entry into Lua and back, which costs the server more than the read).
+When there are none and `timeout > 0`, a blocking XREAD (BLOCK in slices of at most a second,
+on its own pooled connection, so other coroutines sharing the bus are not held up) waits for
+an entry after the position, and the transaction is run again.
 
 Errors: a refused fenced write raises `FencedError`, a read below the trimmed point
 `TrimmedError`; connection errors from redis-py propagate unchanged. The client made by this
@@ -124,16 +126,6 @@ end
 return {1, main_last}
 """
 )
-
-# KEYS: stream, meta. ARGV: after, limit. Returns {0, trimmed} or {1, entries}.
-_READ = """#!lua flags=no-writes
-local after = tonumber(ARGV[1])
-local trimmed = tonumber(redis.call('HGET', KEYS[2], 'trimmed') or '0')
-if after < trimmed then
-  return {0, trimmed}
-end
-return {1, redis.call('XRANGE', KEYS[1], string.format('%d-0', after + 1), '+', 'COUNT', ARGV[2])}
-"""
 
 # KEYS: stream, meta. ARGV: below.
 _TRIM = """#!lua
@@ -249,7 +241,6 @@ class _Scripts:
 
     def __init__(self, client: aioredis.Redis) -> None:
         self.append = client.register_script(_APPEND)
-        self.read = client.register_script(_READ)
         self.trim = client.register_script(_TRIM)
         self.acquire = client.register_script(_ACQUIRE)
         self.renew = client.register_script(_RENEW)
@@ -396,31 +387,16 @@ class RedisBus(Bus):
     async def read(
         self, stream: str, after: int, *, limit: int = 1000, timeout: float = 0.0
     ) -> list[tuple[int, bytes]]:
-        """See `Bus.read`: one script per batch; a blocking XREAD waits when caught up."""
+        """See `Bus.read`: one transaction per batch; a blocking XREAD waits when caught up."""
         if after < 0 or limit < 1:
             raise ValueError(f"need after >= 0 and limit >= 1, got {after=} {limit=}")
-        key, meta = self._stream_keys(stream)
-        client, scripts = self._redis()
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            result = await _run(scripts.read, [key, meta], [after, limit])
-            if result[0] == 0:
-                trimmed = int(result[1])
-                raise TrimmedError(f"{stream}: entry {after + 1} was trimmed (up to {trimmed})")
-            if result[1]:
-                return self._decode_entries(stream, after, result[1])
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return []
-            block_ms = math.ceil(min(remaining, _BLOCK_SLICE) * 1000)
-            await client.xread({key: f"{after}-0"}, count=1, block=block_ms)
+        return (await self.read_many({stream: after}, limit=limit, timeout=timeout)).get(stream, [])
 
     async def read_many(
         self, after: Mapping[str, int], *, limit: int = 1000, timeout: float = 0.0
     ) -> dict[str, list[tuple[int, bytes]]]:
-        """See `Bus.read_many`: every stream in one pipelined round trip; when all are caught
-        up, one blocking XREAD on all of them wakes the reader (single-server only)."""
+        """See `Bus.read_many`: every stream in one transaction (one round trip); when all are
+        caught up, one blocking XREAD on all of them wakes the reader (single-server only)."""
         if not after:
             return {}
         for pos in after.values():
@@ -428,22 +404,11 @@ class RedisBus(Bus):
                 raise ValueError(f"need after >= 0 and limit >= 1, got {after=} {limit=}")
         streams = list(after)
         keys = [self._stream_keys(s) for s in streams]
-        client, scripts = self._redis()
+        client, _ = self._redis()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
-            async with client.pipeline(transaction=False) as pipe:
-                for (key, meta), s in zip(keys, streams, strict=True):
-                    await scripts.read(keys=[key, meta], args=[after[s], limit], client=pipe)
-                results = await pipe.execute()
-            out: dict[str, list[tuple[int, bytes]]] = {}
-            for s, result in zip(streams, results, strict=True):
-                if result[0] == 0:
-                    raise TrimmedError(
-                        f"{s}: entry {after[s] + 1} was trimmed (up to {int(result[1])})"
-                    )
-                if result[1]:
-                    out[s] = self._decode_entries(s, after[s], result[1])
+            out = await self._read_once(client, streams, keys, after, limit)
             if out:
                 return out
             remaining = deadline - loop.time()
@@ -457,8 +422,34 @@ class RedisBus(Bus):
             )
 
     @staticmethod
+    async def _read_once(
+        client: aioredis.Redis,
+        streams: list[str],
+        keys: list[tuple[str, str]],
+        after: Mapping[str, int],
+        limit: int,
+    ) -> dict[str, list[tuple[int, bytes]]]:
+        """One MULTI/EXEC: per stream its trimmed point and up to `limit` entries after
+        `after[stream]` (a transaction, so the two agree; plain commands, so the entries are
+        not copied through Lua)."""
+        async with client.pipeline(transaction=True) as pipe:
+            for (key, meta), s in zip(keys, streams, strict=True):
+                pipe.hget(meta, "trimmed")
+                pipe.xrange(key, min=f"{after[s] + 1}-0", count=limit)
+            results = await pipe.execute()
+        out: dict[str, list[tuple[int, bytes]]] = {}
+        for i, s in enumerate(streams):
+            trimmed = int(results[2 * i] or 0)
+            if after[s] < trimmed:
+                raise TrimmedError(f"{s}: entry {after[s] + 1} was trimmed (up to {trimmed})")
+            if results[2 * i + 1]:
+                out[s] = RedisBus._decode_entries(s, after[s], results[2 * i + 1])
+        return out
+
+    @staticmethod
     def _decode_entries(stream: str, after: int, raw: list[Any]) -> list[tuple[int, bytes]]:
-        got = [(int(entry_id.split(b"-", 1)[0]), bytes(fields[1])) for entry_id, fields in raw]
+        # XRANGE replies arrive parsed by redis-py: (id, {field: value}); ours is field `d`
+        got = [(int(entry_id.split(b"-", 1)[0]), bytes(fields[b"d"])) for entry_id, fields in raw]
         if got[0][0] != after + 1:  # numbering has no gaps, so a gap means a trim
             raise TrimmedError(f"{stream}: entry {after + 1} is missing, next is {got[0][0]}")
         return got

@@ -21,7 +21,13 @@ SCHEMA_VERSION = 1
 
 
 class _Command(
-    msgspec.Struct, frozen=True, gc=False, kw_only=True, forbid_unknown_fields=True, tag_field="cmd"
+    msgspec.Struct,
+    frozen=True,
+    gc=False,
+    kw_only=True,
+    forbid_unknown_fields=True,
+    tag_field="cmd",
+    omit_defaults=True,  # as the core's commands: logged and passed on many times
 ):
     ts: int = 0
     v: int = SCHEMA_VERSION

@@ -17,7 +17,8 @@ Schema (created if missing; amounts are integers: asset units, price ticks, size
   filled, reason, updated_ts)`: matching order events (status open / untriggered / filled /
   cancelled / expired / rejected; `filled` in lots).
 - `events(stream, log_seq, idx, kind, body; PK stream, log_seq, idx)`: every event of every
-  entry, `body` its JSON (JSONB on PostgreSQL).
+  entry, `body` its JSON (JSONB on PostgreSQL); a command inside an event (an accepted order)
+  is written as on the bus, without its fields that hold their default value.
 
 Invariants:
 - One transaction per batch: the rows and the new positions commit together. The positions
