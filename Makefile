@@ -32,6 +32,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/pipeline.py memory
 	$(BIN)/python bench/pipeline.py redis
 	$(BIN)/python bench/pipeline.py recovery
+	$(BIN)/python bench/pipeline.py recovery --bus redis
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage
