@@ -8,6 +8,7 @@ the same future events have the same snapshot, so its SHA-256 is the state hash.
 
 from __future__ import annotations
 
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -21,6 +22,29 @@ if TYPE_CHECKING:
     from dex.risk.ledger import Ledger
 
 SNAPSHOT_VERSION = 1
+
+# An order's snapshot row, read in C (enums encode as their values). A shard may hold
+# millions of orders, and a snapshot is taken while the shard waits.
+_order_row = attrgetter(
+    "oid",
+    "account.addr",
+    "market.symbol",
+    "cid",
+    "is_buy",
+    "kind",
+    "by_quote",
+    "price",
+    "cap",
+    "size",
+    "filled",
+    "held",
+    "pending",
+    "amending",
+    "status",
+)
+_closed_order = attrgetter("ts", "oid")
+_KINDS = {k.value: k for k in OrderType}
+_STATUSES = {s.value: s for s in OrderStatus}
 
 
 def dump(ledger: Ledger) -> bytes:
@@ -36,31 +60,13 @@ def dump(ledger: Ledger) -> bytes:
         ]
         for a in sorted(ledger.accounts.values(), key=lambda a: a.addr)
     ]
-    orders = [
-        [
-            o.oid,
-            o.account.addr,
-            o.market.symbol,
-            o.cid,
-            o.is_buy,
-            o.kind.value,
-            o.by_quote,
-            o.price,
-            o.cap,
-            o.size,
-            o.filled,
-            o.held,
-            o.pending,
-            o.amending,
-            o.status.value,
-        ]
-        for _, o in sorted(ledger.orders.items())
-    ]
+    by_id = ledger.orders
+    orders = list(map(_order_row, (by_id[oid] for oid in sorted(by_id))))
     closed = []
-    for c in sorted(ledger.closed, key=lambda c: (c.ts, c.oid)):
+    for c in sorted(ledger.closed, key=_closed_order):
         key = c.key
         assert key is not None  # only orders with a client order id are remembered
-        closed.append([c.ts, key[0], key[1], key[2], c.oid, c.status.value, c.filled, c.detail])
+        closed.append([c.ts, key[0], key[1], key[2], c.oid, c.status, c.filled, c.detail])
     state: dict[str, Any] = {
         "v": SNAPSHOT_VERSION,
         "schema": SCHEMA_VERSION,
@@ -129,20 +135,45 @@ def load(data: bytes) -> Ledger:
         acct.fees = (fees[0], fees[1]) if fees is not None else None
         acct.max_open = max_open
         acct.max_notional = {asset: value for asset, value in notional}
-    for row in state["orders"]:
+    _load_orders(led, state["orders"])
+    for wid, addr, asset, amount in state["withdrawals"]:
+        acct = led.accounts[addr]
+        w = Withdrawal(wid, acct, asset, amount)
+        led.withdrawals[wid] = acct.withdrawals[wid] = w
+    for ts, addr, symbol, cid, oid, status, filled, detail in state["closed"]:
+        key = (addr, symbol, cid)
+        rec = Closed(key, oid, _STATUSES[status], filled, detail, ts)
+        led.cids[key] = rec
+        led.closed.append(rec)
+    led.deposits = {(tx, index) for tx, index in state["deposits"]}
+    led.fees = {asset: value for asset, value in state["fees"]}
+    return led
+
+
+def _load_orders(led: Ledger, rows: list[list[Any]]) -> None:
+    """Rebuild the open orders (the bulk of a snapshot), with the account, market and balance
+    cells of each (account, market, side) looked up once."""
+    places: dict[tuple[str, str, bool], tuple[Any, MarketInfo, Any, Any]] = {}
+    orders, cids = led.orders, led.cids
+    for row in rows:
         oid, addr, symbol, cid, is_buy, kind, by_quote, price, cap, size = row[:10]
         filled, held, pending, amending, status = row[10:]
-        acct = led.accounts[addr]
-        m = led.markets[symbol]
-        hold_bal = acct.cell(m.quote if is_buy else m.base)
-        recv_bal = acct.cell(m.base if is_buy else m.quote)
+        where = places.get((addr, symbol, is_buy))
+        if where is None:
+            acct = led.accounts[addr]
+            m = led.markets[symbol]
+            hold_bal = acct.cell(m.quote if is_buy else m.base)
+            recv_bal = acct.cell(m.base if is_buy else m.quote)
+            where = places[(addr, symbol, is_buy)] = (acct, m, hold_bal, recv_bal)
+        acct, m, hold_bal, recv_bal = where
+        key = (addr, symbol, cid) if cid is not None else None
         o = Order(
             oid,
             acct,
             m,
             cid,
             is_buy,
-            OrderType(kind),
+            _KINDS[kind],
             by_quote,
             price,
             cap,
@@ -150,24 +181,12 @@ def load(data: bytes) -> Ledger:
             held,
             hold_bal,
             recv_bal,
-            (addr, symbol, cid) if cid is not None else None,
+            key,
         )
         o.filled = filled
         o.pending = pending
         o.amending = amending
-        o.status = OrderStatus(status)
-        led.orders[oid] = acct.orders[oid] = o
-        if cid is not None:
-            led.cids[(addr, symbol, cid)] = o
-    for wid, addr, asset, amount in state["withdrawals"]:
-        acct = led.accounts[addr]
-        w = Withdrawal(wid, acct, asset, amount)
-        led.withdrawals[wid] = acct.withdrawals[wid] = w
-    for ts, addr, symbol, cid, oid, status, filled, detail in state["closed"]:
-        key = (addr, symbol, cid)
-        rec = Closed(key, oid, OrderStatus(status), filled, detail, ts)
-        led.cids[key] = rec
-        led.closed.append(rec)
-    led.deposits = {(tx, index) for tx, index in state["deposits"]}
-    led.fees = {asset: value for asset, value in state["fees"]}
-    return led
+        o.status = _STATUSES[status]
+        orders[oid] = acct.orders[oid] = o
+        if key is not None:
+            cids[key] = o
