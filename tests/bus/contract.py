@@ -350,6 +350,64 @@ class BusContract:
         await bus.put_snapshot("snap", 1, b"y", lease=b)
         assert await bus.get_snapshot("snap") == (1, b"y")
 
+    # Snapshots checked against their log: names share a hash tag, as Redis requires.
+
+    @aio
+    async def test_snapshot_at_a_position_its_log_holds_is_stored(self, bus: Bus) -> None:
+        lease = await acquired(bus, "L", "a")
+        await bus.append("{s}:log", [b"a", b"b", b"c"], lease=lease, expect_last=0)
+        await bus.put_snapshot("{s}:snap", 2, b"two", lease=lease, log="{s}:log")
+        assert await bus.get_snapshot("{s}:snap") == (2, b"two")
+        await bus.put_snapshot("{s}:snap", 3, b"three", lease=lease, log="{s}:log")
+        assert await bus.get_snapshot("{s}:snap") == (3, b"three")
+        await bus.trim("{s}:log", 100)  # the log keeps its last when trimmed empty
+        await bus.put_snapshot("{s}:snap", 3, b"three again", lease=lease, log="{s}:log")
+        assert await bus.get_snapshot("{s}:snap") == (3, b"three again")
+
+    @aio
+    async def test_snapshot_beyond_its_log_is_refused_and_the_previous_stays(
+        self, bus: Bus
+    ) -> None:
+        lease = await acquired(bus, "L", "a")
+        await bus.append("{s}:log", [b"a", b"b"], lease=lease, expect_last=0)
+        await bus.put_snapshot("{s}:snap", 2, b"two", lease=lease, log="{s}:log")
+        for beyond in (3, 10):
+            with pytest.raises(FencedError) as refused:
+                await bus.put_snapshot("{s}:snap", beyond, b"ahead", lease=lease, log="{s}:log")
+            message = str(refused.value)
+            assert "{s}:snap" in message and "{s}:log" in message
+            assert "last is 2" in message and f"log_seq {beyond}" in message
+        assert await bus.get_snapshot("{s}:snap") == (2, b"two")
+        assert await bus.last("{s}:log") == 2
+        # without `log`, nothing is checked against the log (as before)
+        await bus.put_snapshot("{s}:snap", 3, b"unchecked", lease=lease)
+        assert await bus.get_snapshot("{s}:snap") == (3, b"unchecked")
+
+    @aio
+    async def test_snapshot_checked_against_a_log_without_entries_is_refused(
+        self, bus: Bus
+    ) -> None:
+        lease = await acquired(bus, "L", "a")
+        for log_seq in (1, 2, 1000):
+            with pytest.raises(FencedError, match="last is 0"):
+                await bus.put_snapshot("{s}:snap", log_seq, b"x", lease=lease, log="{s}:log")
+        assert await bus.get_snapshot("{s}:snap") is None
+        assert await bus.last("{s}:log") == 0
+        await bus.put_snapshot("{s}:snap", 0, b"initial", lease=lease, log="{s}:log")
+        assert await bus.get_snapshot("{s}:snap") == (0, b"initial")
+
+    @aio
+    async def test_snapshot_checks_its_lease_before_its_log(
+        self, bus: Bus, clock: FakeClock
+    ) -> None:
+        a = await acquired(bus, "L", "a", ttl=1.0)
+        await bus.append("{s}:log", [b"a"], lease=a, expect_last=0)
+        clock.advance(1.5)
+        for log_seq in (1, 2):  # within and beyond the log: the lease refuses both
+            with pytest.raises(FencedError, match="not held"):
+                await bus.put_snapshot("{s}:snap", log_seq, b"x", lease=a, log="{s}:log")
+        assert await bus.get_snapshot("{s}:snap") is None
+
     # --- multi-stream appends, lease listing, identity, reader positions ------------------
 
     @aio

@@ -308,6 +308,56 @@ async def test_names_that_would_share_keys_are_refused(redis_url: str, prefix: s
         assert await bus.last("{a}:log") == 0
 
 
+@aio
+async def test_snapshot_log_must_share_the_snapshot_hash_tag(redis_url: str, prefix: str) -> None:
+    async with RedisBus(redis_url, key_prefix=prefix) as bus:
+        lease = await acquired(bus, "me:0", "a")
+        await bus.append("dex:{me:1}:events", [b"a"])
+        with pytest.raises(ValueError, match="hash tag"):
+            await bus.put_snapshot(
+                "dex:{me:0}:snapshot", 1, b"x", lease=lease, log="dex:{me:1}:events"
+            )
+        with pytest.raises(ValueError):  # the name checks apply to `log` too
+            await bus.put_snapshot(
+                "dex:{me:0}:snapshot", 1, b"x", lease=lease, log="dex:{me:0}:events#meta"
+            )
+        assert await bus.get_snapshot("dex:{me:0}:snapshot") is None
+        await bus.append("dex:{me:0}:events", [b"a"], lease=lease, expect_last=0)
+        await bus.put_snapshot("dex:{me:0}:snapshot", 1, b"x", lease=lease, log="dex:{me:0}:events")
+        assert await bus.get_snapshot("dex:{me:0}:snapshot") == (1, b"x")
+
+
+def test_snapshot_beyond_a_log_lost_in_a_restart_is_refused(server: RedisServer) -> None:
+    """The reason for `log=`: after a restart from an older AOF the log may end before the
+    position a shard snapshots at; the snapshot is refused instead of stored ahead of it."""
+    names = {"name": "dex:{me:0}:snapshot", "log": "dex:{me:0}:events"}
+
+    async def before() -> None:
+        async with RedisBus(server.url) as bus:
+            lease = await acquired(bus, "me:0", "a")
+            await bus.append(names["log"], [b"a"], lease=lease, expect_last=0)
+            await bus.put_snapshot(names["name"], 1, b"one", lease=lease, log=names["log"])
+
+    async def more() -> None:
+        async with RedisBus(server.url) as bus:
+            lease = await acquired(bus, "me:0", "a")
+            await bus.append(names["log"], [b"b", b"c"], lease=lease, expect_last=1)
+
+    async def after() -> None:
+        async with RedisBus(server.url) as bus:
+            lease = await acquired(bus, "me:0", "a")
+            assert await bus.last(names["log"]) == 1  # 2 and 3 were lost
+            with pytest.raises(FencedError, match="last is 1"):
+                await bus.put_snapshot(names["name"], 3, b"three", lease=lease, log=names["log"])
+            assert await bus.get_snapshot(names["name"]) == (1, b"one")
+
+    asyncio.run(before())
+    copy = server.snapshot_aof()
+    asyncio.run(more())
+    server.restart(from_aof=copy, kill=True)
+    asyncio.run(after())
+
+
 def test_hash_tag_follows_redis_cluster_rules() -> None:
     assert hash_tag("dex:{me:3}:events") == "me:3"
     assert hash_tag("dex:{me:3}:events#meta") == "me:3"

@@ -116,6 +116,25 @@ async def test_everything_survives_close_and_reopen(path: Path) -> None:
 
 
 @aio
+async def test_snapshot_refused_by_its_log_leaves_the_file_unchanged(path: Path) -> None:
+    clock = FakeClock()
+    with reopened(path, clock) as bus:
+        lease = await acquired(bus, "L", "a")
+        await bus.append("{0}:log", [b"a", b"b"], lease=lease, expect_last=0)
+        await bus.put_snapshot("{0}:snap", 2, b"two", lease=lease, log="{0}:log")
+        with pytest.raises(FencedError):
+            await bus.put_snapshot("{0}:snap", 3, b"three", lease=lease, log="{0}:log")
+        with pytest.raises(FencedError):
+            await bus.put_snapshot("{0}:new", 1, b"one", lease=lease, log="{0}:empty")
+    assert rows(path, "SELECT name, log_seq, data FROM snapshots") == [("{0}:snap", 2, b"two")]
+    assert rows(path, "SELECT name FROM streams") == [("{0}:log",)]  # the check made no stream
+    with reopened(path, clock) as bus:
+        assert await bus.get_snapshot("{0}:snap") == (2, b"two")
+        assert await bus.get_snapshot("{0}:new") is None
+        assert await bus.last("{0}:log") == 2
+
+
+@aio
 async def test_trim_deletes_rows_from_the_file(path: Path) -> None:
     with reopened(path) as bus:
         await bus.append("s", [b"%d" % i for i in range(1, 101)])

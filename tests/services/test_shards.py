@@ -355,3 +355,73 @@ async def test_a_state_replaced_by_recovery_is_freed_despite_gc_freeze() -> None
     finally:
         await rep.stop()
         gc.unfreeze()
+
+
+# ---------------------------------------------------------------- snapshots in the background
+
+
+@aio
+async def test_a_background_snapshot_holds_the_state_at_its_start_while_the_shard_goes_on() -> None:
+    c = Cluster()
+    await c.start()
+    await c.setup_markets()
+    await c.fund()
+    await trading(c)
+    w = c.me[0]
+    at, state = w.last, w.engine.state_hash()
+    await w.take_snapshot(background=True)
+    assert w.snapshotting() and not w.snapshot_due()
+    for i in range(10):  # the shard goes on while the child serializes
+        a = ACCOUNTS[i % len(ACCOUNTS)]
+        await c.send(a, place(a, "buy", 199_000 - i, 500, client_order_id=f"later{i}"))
+    await c.pump()
+    assert w.last > at
+    await w.join_snapshot()
+    snap = await c.bus.get_snapshot(w.snapshot)
+    assert snap is not None and snap[0] == at == w.snap_seq
+    copy = MatchingShard(c.bus, 0, matching_shards=M, risk_shards=R)
+    copy.load_core(codec.decode_snapshot(snap[1]).core)
+    assert copy.engine.state_hash() == state != w.engine.state_hash()
+    again = Cluster(c.bus)  # snapshot + the log after it = the state now
+    await again.start()
+    assert again.hashes() == c.hashes()
+
+
+@aio
+async def test_a_background_snapshot_that_fails_is_reported_and_falls_due_again() -> None:
+    c = Cluster(snapshot_every=5)
+    await c.start()
+    await c.setup_markets()
+    await c.fund()
+    await trading(c)
+    w = c.me[1]
+    failures: list[tuple[int, str]] = []
+    w.on_snapshot_failed = lambda seq, why: failures.append((seq, why))
+    before = await c.bus.get_snapshot(w.snapshot)
+    assert w.lease is not None
+    await w.take_snapshot(background=True)
+    await c.bus.release(w.lease)  # lost before the bytes arrive: the store is fenced off
+    await w.join_snapshot()
+    assert failures and failures[0][0] == w.last and "FencedError" in failures[0][1]
+    assert await c.bus.get_snapshot(w.snapshot) == before
+    assert w.snapshot_due()
+
+
+@aio
+async def test_a_snapshot_child_that_dies_stores_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    c = Cluster()
+    await c.start()
+    await c.setup_markets()
+    await trading(c)
+    w = c.risk[0]
+    failures: list[str] = []
+    w.on_snapshot_failed = lambda seq, why: failures.append(why)
+
+    def broken() -> bytes:
+        raise MemoryError("no room")
+
+    monkeypatch.setattr(w, "dump_core", broken)  # the forked child inherits it
+    await w.take_snapshot(background=True)
+    await w.join_snapshot()
+    assert failures == ["RuntimeError: the snapshot process exited with 1"]
+    assert await c.bus.get_snapshot(w.snapshot) is None

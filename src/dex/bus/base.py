@@ -8,9 +8,10 @@ Owns the contract every bus implementation (in-memory, Redis Streams) must honou
 - A lease's `epoch` comes from a per-name counter that never expires and only grows, so a
   later holder always has a higher epoch than any earlier one.
 - A fenced write (append with a lease, snapshot) happens only while its lease is the current,
-  unexpired one and, for appends, the stream's last `log_seq` is the one the caller expects;
-  otherwise `FencedError` is raised and nothing is written. A paused replica whose lease was
-  lost therefore can never write.
+  unexpired one and, for appends, the stream's last `log_seq` is the one the caller expects
+  (for a snapshot given its `log`, that log holds the snapshot's `log_seq`); otherwise
+  `FencedError` is raised and nothing is written. A paused replica whose lease was lost
+  therefore can never write.
 - A reader is never silently moved forward: reading from below the trimmed point raises
   `TrimmedError`.
 """
@@ -41,7 +42,8 @@ class BusError(Exception):
 
 
 class FencedError(BusError):
-    """A fenced write was refused: lease lost, stale epoch or unexpected last `log_seq`."""
+    """A fenced write was refused: lease lost, stale epoch, unexpected last `log_seq`, or a
+    snapshot's `log_seq` beyond the end of its log."""
 
 
 class TrimmedError(BusError):
@@ -110,10 +112,22 @@ class Bus(ABC):
         """Delete the lease on `lease.name` only if `lease` is still the one held."""
 
     @abstractmethod
-    async def put_snapshot(self, name: str, log_seq: int, data: bytes, *, lease: Lease) -> None:
+    async def put_snapshot(
+        self, name: str, log_seq: int, data: bytes, *, lease: Lease, log: str | None = None
+    ) -> None:
         """Store `data` taken at `log_seq` as the snapshot `name`, fenced by `lease`.
 
-        Raises `FencedError` and stores nothing unless `lease` is still held with its epoch.
+        Raises `FencedError` and stores nothing (the previous snapshot stays) unless `lease`
+        is still held with its epoch. The lease is checked first.
+
+        `log` names the stream the snapshot's `log_seq` is a position of. When given, the
+        snapshot is also refused (`FencedError`, naming the snapshot, the stream, its last
+        and `log_seq`; nothing stored) unless that stream already holds `log_seq`, i.e. its
+        `last(log) >= log_seq` (a stream never appended to has last 0). The check and the
+        write are one atomic step. A bus server restarted from an older copy of its data may
+        have lost the end of the log; a snapshot stored beyond it would make every later
+        recovery load a state ahead of the log. `log` must be a stream of the same shard as
+        the snapshot (on Redis: the same hash tag, else `ValueError`).
         """
 
     @abstractmethod

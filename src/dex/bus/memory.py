@@ -36,6 +36,11 @@ class _Held:
     expires_at: float
 
 
+def _beyond_log(name: str, log: str, last: int, log_seq: int) -> str:
+    """The message of a snapshot refused because its log does not hold its `log_seq`."""
+    return f"snapshot {name}: log {log} last is {last}, before the snapshot's log_seq {log_seq}"
+
+
 def _check_ttl(ttl: float) -> None:
     if not ttl > 0:
         raise ValueError(f"ttl must be positive, got {ttl!r}")
@@ -168,10 +173,17 @@ class MemoryBus(Bus):
         if self._is_held(lease):
             del self._held[lease.name]
 
-    async def put_snapshot(self, name: str, log_seq: int, data: bytes, *, lease: Lease) -> None:
+    async def put_snapshot(
+        self, name: str, log_seq: int, data: bytes, *, lease: Lease, log: str | None = None
+    ) -> None:
         """See `Bus.put_snapshot`."""
         if not self._is_held(lease):
             raise FencedError(f"snapshot {name}: lease {lease.name} epoch {lease.epoch} not held")
+        if log is not None:
+            s = self._streams.get(log)  # not `_stream`: a check creates no stream
+            last = 0 if s is None else s.last
+            if last < log_seq:
+                raise FencedError(_beyond_log(name, log, last, log_seq))
         self._snapshots[name] = (log_seq, data)
 
     async def get_snapshot(self, name: str) -> tuple[int, bytes] | None:

@@ -26,8 +26,10 @@ shard streams with a tag (`dex:{me:3}:events`) and name the shard's lease after 
 (`me:3`), so a fenced append touches one Cluster slot. Stream and snapshot names that end in a
 reserved suffix (`#meta`, `#positions`, `#snapshot`) or look like lease keys are refused with
 `ValueError`, so no two names share a key. Streams passed as `also` must have the main
-stream's hash tag (`ValueError` otherwise), as they would need on a Cluster. `leases()` uses
-SCAN and therefore sees one node only: it is for a single Redis, not a Cluster.
+stream's hash tag (`ValueError` otherwise), as they would need on a Cluster; likewise a snapshot
+and the `log` stream it is checked against (`put_snapshot(..., log=)`, e.g. `dex:{me:0}:snapshot`
+and `dex:{me:0}:events`). `leases()` uses SCAN and therefore sees one node only: it is for a
+single Redis, not a Cluster.
 
 Invariants: `trimmed <= last`; entries `trimmed + 1 .. last` are in the stream; epoch counters
 only grow; a refused script writes nothing.
@@ -187,16 +189,24 @@ return 0
 """
 )
 
-# KEYS: lease, snapshot. ARGV: owner, epoch, offset_ms, log_seq, data. Returns 1 or 0.
+# KEYS: lease, snapshot, [log_meta] (the `#meta` of the stream the snapshot must not be
+#       beyond; absent = unchecked). ARGV: owner, epoch, offset_ms, log_seq, data.
+# Returns {1}, {0, 'lease'} or {0, 'log', log_last} (log_last < log_seq).
 _PUT_SNAPSHOT = (
     "#!lua\n"
     + _LUA_LEASE
     + """
 if not held(KEYS[1], ARGV[1], ARGV[2], now_ms(ARGV[3])) then
-  return 0
+  return {0, 'lease'}
+end
+if #KEYS >= 3 then
+  local last = tonumber(redis.call('HGET', KEYS[3], 'last') or '0')
+  if last < tonumber(ARGV[4]) then
+    return {0, 'log', last}
+  end
 end
 redis.call('HSET', KEYS[2], 'seq', ARGV[4], 'data', ARGV[5])
-return 1
+return {1}
 """
 )
 
@@ -534,12 +544,27 @@ class RedisBus(Bus):
         _check_name("snapshot", name)
         return self._prefix + name + "#snapshot"
 
-    async def put_snapshot(self, name: str, log_seq: int, data: bytes, *, lease: Lease) -> None:
-        """See `Bus.put_snapshot`: written by a script that checks the lease first."""
+    async def put_snapshot(
+        self, name: str, log_seq: int, data: bytes, *, lease: Lease, log: str | None = None
+    ) -> None:
+        """See `Bus.put_snapshot`: written by a script that checks the lease first, then that
+        `log` (its `#meta` key, which must share the snapshot's hash tag) holds `log_seq`."""
         keys = [self._lease_key(lease.name), self._snapshot_key(name)]
+        if log is not None:
+            _, meta = self._stream_keys(log)
+            if hash_tag(meta) != hash_tag(keys[1]):
+                raise ValueError(f"{log}: a snapshot's log must share {name}'s hash tag")
+            keys.append(meta)
         _, scripts = self._redis()
-        if await _run(scripts.put_snapshot, keys, [*self._lease_args(lease), log_seq, data]) != 1:
+        result = await _run(scripts.put_snapshot, keys, [*self._lease_args(lease), log_seq, data])
+        if result[0] == 1:
+            return
+        if result[1] == b"lease":
             raise FencedError(f"snapshot {name}: lease {lease.name} epoch {lease.epoch} not held")
+        raise FencedError(
+            f"snapshot {name}: log {log} last is {int(result[2])},"
+            f" before the snapshot's log_seq {log_seq}"
+        )
 
     async def get_snapshot(self, name: str) -> tuple[int, bytes] | None:
         """See `Bus.get_snapshot`."""

@@ -284,10 +284,14 @@ class SqliteBus(MemoryBus):
             raise
         return lease
 
-    async def put_snapshot(self, name: str, log_seq: int, data: bytes, *, lease: Lease) -> None:
-        """See `Bus.put_snapshot`."""
+    async def put_snapshot(
+        self, name: str, log_seq: int, data: bytes, *, lease: Lease, log: str | None = None
+    ) -> None:
+        """See `Bus.put_snapshot`; a refused snapshot (lease or `log`) never reaches the file."""
         old = self._snapshots.get(name)
-        await super().put_snapshot(name, log_seq, data, lease=lease)
+        # MemoryBus checks the lease and `log` and stores in memory in one step (no await
+        # between them); a refusal raises before memory or the file is touched.
+        await super().put_snapshot(name, log_seq, data, lease=lease, log=log)
         try:
             with self._write() as db:
                 db.execute(

@@ -197,16 +197,11 @@ def _sharded(
         "snapshot_every": settings.snapshot_every,
     }
 
-    def make(index: int) -> ShardWorker:
-        w = new(index, **common)
-        w.on_bad_entry = replica.bad_entry_reporter(w.tag)
-        return w
-
     replica = ShardReplica(
         bus,
         service,
         count,
-        make,
+        lambda index: new(index, **common),
         owner=resolved_replica_id(settings),
         ttl=settings.lease_ttl_ms / 1000,
         max_shards=settings.max_shards_per_replica,

@@ -98,6 +98,9 @@ class ShardReplica:
             "divergence_alert", "bool", "1 when re-applying the log gave other events", ["shard"]
         )
         self.m_bad = m.counter("bad_entries", "total", "entries that did not decode", ["stream"])
+        self.m_snapshot_failures = m.counter(
+            "snapshot_failures", "total", "background snapshots not stored", ["shard"]
+        )
         self.m_restarts = m.counter("bus_restarts", "total", "bus server identity changes seen")
         self.m_mismatch = m.gauge(
             "holds_mismatch",
@@ -203,6 +206,8 @@ class ShardReplica:
             if shard in self.workers:
                 continue
             w = self.make(shard)
+            w.on_bad_entry = self.bad_entry_reporter(w.tag)
+            w.on_snapshot_failed = self.snapshot_failure_reporter(w.tag)
             lease = await self.bus.acquire(w.tag, self.owner, self.ttl)
             if lease is None:
                 continue
@@ -284,7 +289,7 @@ class ShardReplica:
                     self.m_batches.labels(w.tag).inc()
                     self.m_batch.observe(n)
                 if w.snapshot_due() and not w.dirty:  # dirty: the bus restarted mid-step
-                    await w.take_snapshot()
+                    await w.take_snapshot(background=True)
                 halted = getattr(w, "halted", None)
                 if halted:
                     self.health.set_not_ready(key, f"halted: {halted}")
@@ -312,6 +317,13 @@ class ShardReplica:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.stopped.wait(), backoff)
                 backoff = min(backoff * 2, 2.0)
+
+    def snapshot_failure_reporter(self, tag: str) -> Callable[[int, str], None]:
+        def report(log_seq: int, message: str) -> None:
+            self.m_snapshot_failures.labels(tag).inc()
+            self.log.warning("snapshot_failed", shard=tag, log_seq=log_seq, error=message)
+
+        return report
 
     def bad_entry_reporter(self, tag: str) -> Callable[[str, int, str], None]:
         def report(stream: str, log_seq: int, message: str) -> None:

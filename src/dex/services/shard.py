@@ -19,6 +19,9 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import gc
+import os
+import signal
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -29,6 +32,13 @@ from dex.services.layout import snapshot_name
 
 SNAPSHOT_VERSION = 1
 COMMIT_INTERVAL = 0.05  # seconds between two commits of our input positions (for trimming)
+FORK_SNAPSHOTS = hasattr(os, "fork")  # periodic snapshots are serialized by a forked child
+
+
+def _read_all(fd: int) -> bytes:
+    """Everything written to a pipe until its writer closes it; closes `fd`."""
+    with os.fdopen(fd, "rb") as pipe:
+        return pipe.read()
 
 
 class Divergence(RuntimeError):
@@ -68,6 +78,9 @@ class ShardWorker(ABC):
         # called with (stream, log_seq, message) for an entry that does not decode; the
         # replica sets it to log and count it
         self.on_bad_entry: Callable[[str, int, str], None] | None = None
+        # called with (log_seq, error) when a snapshot written in the background failed
+        self.on_snapshot_failed: Callable[[int, str], None] | None = None
+        self._background: asyncio.Task[None] | None = None
         self.items_total = 0
         self.recovered_items = 0
         self.committed_inputs: tuple[str, ...] = ()  # inputs whose readers' positions we record
@@ -201,23 +214,97 @@ class ShardWorker(ABC):
         return n
 
     def snapshot_due(self) -> bool:
-        return self.since_snapshot >= self.snapshot_every
+        return self.since_snapshot >= self.snapshot_every and not self.snapshotting()
 
-    async def take_snapshot(self) -> None:
-        """Store the core at `self.last` through the fenced write, then trim the log."""
+    def snapshotting(self) -> bool:
+        """True while a snapshot taken in the background is still being written."""
+        return self._background is not None and not self._background.done()
+
+    async def take_snapshot(self, *, background: bool = False) -> None:
+        """Store the core at `self.last` through the fenced write, then trim the log.
+
+        With `background` (the periodic snapshots of a running shard) and where the system
+        can fork, the state is captured by forking: a child process serializes its copy of
+        the state and hands the bytes over a pipe while this process goes on applying
+        batches; the snapshot is stored and the log trimmed when the bytes have arrived. A
+        large book takes a second or more to serialize, which the shard would otherwise spend
+        not applying anything. One snapshot at a time: a foreground snapshot first waits for
+        one in the background. The store is refused (`FencedError`) unless our log still
+        holds the snapshot's position (a bus restored from an older copy may have lost it).
+        """
+        if background and self.snapshotting():
+            return
+        await self.join_snapshot()
         async with self.applying:
             assert self.lease is not None and not self.dirty
-            core = self.dump_core()
-            env = codec.SnapshotEnvelope(SNAPSHOT_VERSION, core, dict(self.pos), self.ts)
-            await self.bus.put_snapshot(
-                self.snapshot, self.last, codec.encode(env), lease=self.lease
-            )
-            self.snap_seq = self.last
+            seq = self.last
+            if background and FORK_SNAPSHOTS:
+                self._background = asyncio.create_task(self._finish_forked(*self._fork(), seq))
+                self.since_snapshot = 0
+                return
+            data = self._snapshot_bytes()
+            await self._store_snapshot(seq, data)
             self.since_snapshot = 0
-        await self.trim()
+            await self.trim()
+
+    async def join_snapshot(self) -> None:
+        """Wait for a snapshot being written in the background, if any."""
+        task, self._background = self._background, None
+        if task is not None:
+            await task
+
+    def _snapshot_bytes(self) -> bytes:
+        env = codec.SnapshotEnvelope(SNAPSHOT_VERSION, self.dump_core(), dict(self.pos), self.ts)
+        return codec.encode(env)
+
+    async def _store_snapshot(self, seq: int, data: bytes) -> None:
+        assert self.lease is not None
+        await self.bus.put_snapshot(self.snapshot, seq, data, lease=self.lease, log=self.log_stream)
+        self.snap_seq = max(self.snap_seq, seq)
+
+    def _fork(self) -> tuple[int, int]:
+        """Fork a child that writes the snapshot bytes of the current state to a pipe and
+        exits; return (child pid, read end). Called with `applying` held."""
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: never returns into the event loop
+            code = 1
+            try:
+                os.close(read_end)
+                signal.set_wakeup_fd(-1)  # a signal here must not wake the parent's loop
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    signal.signal(sig, signal.SIG_DFL)
+                gc.disable()  # collecting would copy every page of the shared state
+                view = memoryview(self._snapshot_bytes())
+                while view:
+                    view = view[os.write(write_end, view) :]
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(write_end)
+        return pid, read_end
+
+    async def _finish_forked(self, pid: int, read_end: int, seq: int) -> None:
+        """Collect a forked child's snapshot, store it, trim; a failure is reported to
+        `on_snapshot_failed` (the next periodic snapshot tries again)."""
+        try:
+            data = await asyncio.to_thread(_read_all, read_end)
+            _, status = await asyncio.to_thread(os.waitpid, pid, 0)
+            code = os.waitstatus_to_exitcode(status)
+            if code != 0 or not data:
+                raise RuntimeError(f"the snapshot process exited with {code}")
+            await self._store_snapshot(seq, data)
+            async with self.applying:  # positions are ahead of the log while a batch is out
+                await self.trim()
+        except Exception as e:
+            self.since_snapshot = max(self.since_snapshot, self.snapshot_every)  # due again
+            if self.on_snapshot_failed is not None:
+                self.on_snapshot_failed(seq, f"{type(e).__name__}: {e}")
 
     async def trim(self) -> None:
-        """Drop log entries no one needs: below the snapshot and every expected reader."""
+        """Drop log entries no one needs: below the snapshot and every expected reader.
+        Called with `applying` held: a batch being appended has moved the input positions
+        past what the log holds, and inputs are trimmed by those positions."""
         below = self.snap_seq + 1
         known = await self.bus.positions(self.log_stream)
         for reader in self.log_readers:
