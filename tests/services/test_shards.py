@@ -5,6 +5,7 @@ backpressure, GTD ticks, and lease takeover between replicas."""
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Callable
 
 import pytest
@@ -20,7 +21,7 @@ from dex.runtime.metrics import ServiceMetrics
 from dex.services import codec, layout
 from dex.services.matching import MatchingShard
 from dex.services.replica import ShardReplica
-from dex.services.shard import Divergence, ShardWorker
+from dex.services.shard import SNAPSHOT_STATE_SHARE, Divergence, ShardWorker
 from tests.bus.contract import aio
 from tests.services.inproc import ACCOUNTS, ETH, Cluster, M, R, place, trading
 
@@ -425,3 +426,27 @@ async def test_a_snapshot_child_that_dies_stores_nothing(monkeypatch: pytest.Mon
     await w.join_snapshot()
     assert failures == ["RuntimeError: the snapshot process exited with 1"]
     assert await c.bus.get_snapshot(w.snapshot) is None
+
+
+@aio
+async def test_a_large_state_is_snapshotted_less_often_than_every_n_inputs() -> None:
+    c = Cluster(snapshot_every=5)
+    await c.start()
+    await c.setup_markets()
+    await c.fund()
+    await trading(c)
+    w = c.me[0]
+    size = w.state_size()
+    assert size == sum(len(m.orders) + len(m.stops) for m in w.engine.markets.values()) > 0
+    need = math.ceil(size * SNAPSHOT_STATE_SHARE)
+    assert need > 1, size
+    w.snapshot_every = 1
+    w.since_snapshot = need - 1
+    assert not w.snapshot_due()  # every input would be due by snapshot_every alone
+    w.since_snapshot = need
+    assert w.snapshot_due()
+    w.snapshot_every = need + 1  # and never more often than snapshot_every
+    assert not w.snapshot_due()
+    r = c.risk[0]
+    led = r.ledger
+    assert r.state_size() == len(led.orders) + len(led.closed) + len(led.accounts) > 0

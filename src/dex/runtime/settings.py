@@ -59,7 +59,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     risk_shards: int = 2
     max_shards_per_replica: int = 0  # 0: no limit
     lease_ttl_ms: int = 3000
-    snapshot_every: int = 10000  # bus entries between two snapshots
+    snapshot_every: int = 10000  # inputs between two snapshots (more for a large state)
     max_lag: int = 10000
     batch_size: int = 1000
     admin_token: str = ""  # empty: admin endpoints refuse everything

@@ -76,6 +76,9 @@ class MatchingShard(ShardWorker):
     def state_hash(self) -> str:
         return self.engine.state_hash()
 
+    def state_size(self) -> int:
+        return sum(len(m.orders) + len(m.stops) for m in self.engine.markets.values())
+
     def owns(self, market: str) -> bool:
         return shard_for(market, self.matching_shards) == self.m
 

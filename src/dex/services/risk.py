@@ -88,6 +88,10 @@ class RiskShard(ShardWorker):
     def state_hash(self) -> str:
         return self.ledger.state_hash()
 
+    def state_size(self) -> int:
+        led = self.ledger
+        return len(led.orders) + len(led.closed) + len(led.accounts)
+
     async def recover(self) -> None:
         await super().recover()
         for m, stream in enumerate(self.to_streams):

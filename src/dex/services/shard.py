@@ -33,6 +33,7 @@ from dex.services.layout import snapshot_name
 SNAPSHOT_VERSION = 1
 COMMIT_INTERVAL = 0.05  # seconds between two commits of our input positions (for trimming)
 FORK_SNAPSHOTS = hasattr(os, "fork")  # periodic snapshots are serialized by a forked child
+SNAPSHOT_STATE_SHARE = 0.25  # inputs between two snapshots, at least, per record of state
 
 
 def _read_all(fd: int) -> bytes:
@@ -213,8 +214,20 @@ class ShardWorker(ABC):
         await self.after_append()
         return n
 
+    def state_size(self) -> int:
+        """About how many records a snapshot of the core holds (orders, accounts)."""
+        return 0
+
     def snapshot_due(self) -> bool:
-        return self.since_snapshot >= self.snapshot_every and not self.snapshotting()
+        """Every `snapshot_every` inputs, but no more often than every `SNAPSHOT_STATE_SHARE`
+        of the state's size in inputs: a snapshot costs time in proportion to the state, so
+        a large book would otherwise be serialized over and over (at 10,000 inputs a
+        snapshot, a book of a million orders would be written out every half second), while
+        recovery replays at most that share of the state's size after loading it."""
+        n = self.since_snapshot
+        if n < self.snapshot_every or self.snapshotting():
+            return False
+        return n >= self.state_size() * SNAPSHOT_STATE_SHARE
 
     def snapshotting(self) -> bool:
         """True while a snapshot taken in the background is still being written."""
