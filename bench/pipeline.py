@@ -49,6 +49,7 @@ from dex.services.replica import ShardReplica
 from dex.services.risk import RiskShard
 
 ETH = 10**9
+OFF = 10**9  # --snapshot-every: no snapshot during a run
 USDC = 10**6
 N_ACCOUNTS = 200
 
@@ -203,7 +204,7 @@ def replica(bus: Bus, service: str, count: int, make: Any) -> ShardReplica:
 async def bench_memory(args: argparse.Namespace) -> None:
     bus = MemoryBus()
     m_n, r_n = args.matching_shards, args.risk_shards
-    kw = {"matching_shards": m_n, "risk_shards": r_n, "snapshot_every": 10**9}
+    kw = {"matching_shards": m_n, "risk_shards": r_n, "snapshot_every": args.snapshot_every}
     me = replica(bus, "matching-engine", m_n, lambda m: MatchingShard(bus, m, **kw))
     risk = replica(bus, "risk-engine", r_n, lambda r: RiskShard(bus, r, max_lag=10**9, **kw))
     await add_demo_markets(bus)
@@ -289,7 +290,7 @@ async def _bench_redis(args: argparse.Namespace, url: str) -> None:
             "DEX_MATCHING_SHARDS": str(args.matching_shards),
             "DEX_RISK_SHARDS": str(args.risk_shards),
             "DEX_LOG_LEVEL": "warning",
-            "DEX_SNAPSHOT_EVERY": str(10**9),
+            "DEX_SNAPSHOT_EVERY": str(args.snapshot_every),
             "DEX_MAX_LAG": str(10**9),
         }
         ports = {}
@@ -443,6 +444,7 @@ def report(title: str, figs: list[dict[str, float]], args: argparse.Namespace) -
     print(
         f"{title}: {args.runs} runs of {args.orders:,} orders, {args.risk_shards} risk x "
         f"{args.matching_shards} matching shards, pack {args.pack}, window {args.window}"
+        + (f", snapshots every {args.snapshot_every:,} inputs" if args.snapshot_every < OFF else "")
     )
     for fig in figs:
         print(
@@ -465,6 +467,13 @@ def main() -> None:
     p.add_argument("--pack", type=int, default=200, help="orders per append")
     p.add_argument("--window", type=int, default=500, help="orders in flight at most")
     p.add_argument("--runs", type=int, default=3, help="timed runs (after one warm-up)")
+    p.add_argument(
+        "--snapshot-every",
+        type=int,
+        default=OFF,
+        help="the shards' DEX_SNAPSHOT_EVERY (default: none during the run; the services' "
+        "default is 10000)",
+    )
     p.add_argument("--matching-shards", type=int, default=1)
     p.add_argument("--risk-shards", type=int, default=1)
     p.add_argument("--resting", type=int, default=1_000_000)
