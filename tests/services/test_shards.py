@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 from collections.abc import Callable
 
 import pytest
@@ -450,3 +451,26 @@ async def test_a_large_state_is_snapshotted_less_often_than_every_n_inputs() -> 
     r = c.risk[0]
     led = r.ledger
     assert r.state_size() == len(led.orders) + len(led.closed) + len(led.accounts) > 0
+
+
+@aio
+async def test_a_snapshot_that_cannot_fork_is_taken_in_place(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    c = Cluster()
+    await c.start()
+    await c.setup_markets()
+    await trading(c)
+    w = c.me[0]
+    notes: list[str] = []
+    w.on_snapshot_failed = lambda seq, why: notes.append(why)
+
+    def no_fork() -> int:
+        raise OSError(12, "Cannot allocate memory")
+
+    monkeypatch.setattr(os, "fork", no_fork)
+    await w.take_snapshot(background=True)
+    assert not w.snapshotting()
+    assert len(notes) == 1 and notes[0].startswith("cannot fork")
+    snap = await c.bus.get_snapshot(w.snapshot)
+    assert snap is not None and snap[0] == w.last == w.snap_seq

@@ -232,7 +232,9 @@ class ShardReplica:
         if w.lease is not None:
             try:
                 if not w.dirty:
-                    await w.take_snapshot()
+                    await w.take_snapshot()  # after one running in the background, if any
+                else:
+                    await w.join_snapshot()
                 await self.bus.release(w.lease)
             except Exception as e:
                 self.log.warning("release_failed", shard=w.tag, error=str(e))

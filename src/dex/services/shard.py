@@ -252,9 +252,15 @@ class ShardWorker(ABC):
             assert self.lease is not None and not self.dirty
             seq = self.last
             if background and FORK_SNAPSHOTS:
-                self._background = asyncio.create_task(self._finish_forked(*self._fork(), seq))
-                self.since_snapshot = 0
-                return
+                try:
+                    pid, read_end = self._fork()
+                except OSError as e:  # no memory or processes to fork: write it here instead
+                    if self.on_snapshot_failed is not None:
+                        self.on_snapshot_failed(seq, f"cannot fork ({e}); snapshot taken in place")
+                else:
+                    self._background = asyncio.create_task(self._finish_forked(pid, read_end, seq))
+                    self.since_snapshot = 0
+                    return
             data = self._snapshot_bytes()
             await self._store_snapshot(seq, data)
             self.since_snapshot = 0
@@ -279,7 +285,12 @@ class ShardWorker(ABC):
         """Fork a child that writes the snapshot bytes of the current state to a pipe and
         exits; return (child pid, read end). Called with `applying` held."""
         read_end, write_end = os.pipe()
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError:
+            os.close(read_end)
+            os.close(write_end)
+            raise
         if pid == 0:  # the child: never returns into the event loop
             code = 1
             try:
