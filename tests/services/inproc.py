@@ -107,6 +107,19 @@ def place(account: str, side: str, price: int, size: int, **kw: Any) -> rc.Place
     )
 
 
+async def open_cluster(*, fund: bool = True, trade: bool = True, **kw: Any) -> Cluster:
+    """A started `Cluster(**kw)` with the demo markets, its accounts funded and (`trade`)
+    `trading` done."""
+    c = Cluster(**kw)
+    await c.start()
+    await c.setup_markets()
+    if fund:
+        await c.fund()
+    if trade:
+        await trading(c)
+    return c
+
+
 async def trading(c: Cluster, n: int = 40) -> None:
     for i in range(n):
         a = ACCOUNTS[i % len(ACCOUNTS)]

@@ -24,16 +24,12 @@ from dex.services.matching import MatchingShard
 from dex.services.replica import ShardReplica
 from dex.services.shard import SNAPSHOT_STATE_SHARE, Divergence, ShardWorker
 from tests.bus.contract import aio
-from tests.services.inproc import ACCOUNTS, ETH, Cluster, M, R, place, trading
+from tests.services.inproc import ACCOUNTS, ETH, Cluster, M, R, open_cluster, place, trading
 
 
 @aio
 async def test_orders_flow_and_every_request_gets_one_answer() -> None:
-    c = Cluster()
-    await c.start()
-    await c.setup_markets()
-    await c.fund()
-    await trading(c)
+    c = await open_cluster()
     answered: dict[tuple[str, int], int] = {}
     for r in range(R):
         for _, data in await c.bus.read(layout.risk_log(r), 0, limit=10**6):
@@ -59,11 +55,7 @@ async def test_orders_flow_and_every_request_gets_one_answer() -> None:
 
 @aio
 async def test_recovery_from_log_and_from_snapshot_gives_the_same_state() -> None:
-    c = Cluster(snapshot_every=7)
-    await c.start()
-    await c.setup_markets()
-    await c.fund()
-    await trading(c)
+    c = await open_cluster(snapshot_every=7)
     before = c.hashes()
     # a fresh incarnation of every shard, recovering from what is on the bus
     again = Cluster(c.bus)
@@ -79,10 +71,7 @@ async def test_recovery_from_log_and_from_snapshot_gives_the_same_state() -> Non
 
 @aio
 async def test_a_tampered_log_is_a_divergence() -> None:
-    c = Cluster()
-    await c.start()
-    await c.setup_markets()
-    await c.fund()
+    c = await open_cluster(trade=False)
     await trading(c, 10)
     stream = layout.me_log(0)
     entries = await c.bus.read(stream, 0, limit=10**6)
@@ -160,9 +149,7 @@ async def test_bad_entries_are_reported_and_change_nothing() -> None:
 
 @aio
 async def test_a_refused_append_leaves_the_state_to_be_rebuilt() -> None:
-    c = Cluster()
-    await c.start()
-    await c.setup_markets()
+    c = await open_cluster(fund=False, trade=False)
     await c.pump()
     w = c.me[0]
     assert w.lease is not None
@@ -184,10 +171,7 @@ async def test_a_refused_append_leaves_the_state_to_be_rebuilt() -> None:
 
 @aio
 async def test_a_reader_whose_next_entry_was_trimmed_stops() -> None:
-    c = Cluster()
-    await c.start()
-    await c.setup_markets()
-    await c.fund()
+    c = await open_cluster(trade=False)
     await c.pump()
     a = next(x for x in ACCOUNTS if layout.shard_for(x, R) == 0)
     for i in range(3):
@@ -205,10 +189,7 @@ async def test_a_reader_whose_next_entry_was_trimmed_stops() -> None:
 @aio
 async def test_gtd_expiry_on_an_idle_shard_is_a_logged_tick() -> None:
     now = [1_000_000_000_000]
-    c = Cluster(clock_ns=lambda: now[0])
-    await c.start()
-    await c.setup_markets()
-    await c.fund()
+    c = await open_cluster(clock_ns=lambda: now[0], trade=False)
     a = ACCOUNTS[0]
     await c.send(a, place(a, "sell", 200_000, 1000, tif=TimeInForce.GTD, expires_at=now[0] + 5_000))
     await c.pump()
@@ -229,10 +210,7 @@ async def test_gtd_expiry_on_an_idle_shard_is_a_logged_tick() -> None:
 
 @aio
 async def test_backpressure_rejects_new_orders_while_matching_lags() -> None:
-    c = Cluster(max_lag=3)
-    await c.start()
-    await c.setup_markets()
-    await c.fund()
+    c = await open_cluster(max_lag=3, trade=False)
     await c.pump()
     a = next(x for x in ACCOUNTS if layout.shard_for(x, R) == 0)
     for i in range(8):  # matching does not run: its input grows
@@ -302,10 +280,7 @@ async def test_replicas_spread_shards_and_take_over_a_dead_one() -> None:
 
 @aio
 async def test_idle_audit_finds_holds_equal_to_the_engine_and_flags_a_difference() -> None:
-    c = Cluster()
-    await c.start()
-    await c.setup_markets()
-    await c.fund()
+    c = await open_cluster(trade=False)
     await trading(c, 30)
     for w in c.me:
         await w.take_snapshot()
@@ -325,10 +300,7 @@ async def test_idle_audit_finds_holds_equal_to_the_engine_and_flags_a_difference
 
 @aio
 async def test_idle_audit_skips_a_shard_with_orders_in_flight() -> None:
-    c = Cluster()
-    await c.start()
-    await c.setup_markets()
-    await c.fund()
+    c = await open_cluster(trade=False)
     await c.pump()
     for w in c.me:
         await w.take_snapshot()
@@ -364,11 +336,7 @@ async def test_a_state_replaced_by_recovery_is_freed_despite_gc_freeze() -> None
 
 @aio
 async def test_a_background_snapshot_holds_the_state_at_its_start_while_the_shard_goes_on() -> None:
-    c = Cluster()
-    await c.start()
-    await c.setup_markets()
-    await c.fund()
-    await trading(c)
+    c = await open_cluster()
     w = c.me[0]
     at, state = w.last, w.engine.state_hash()
     await w.take_snapshot(background=True)
@@ -391,11 +359,7 @@ async def test_a_background_snapshot_holds_the_state_at_its_start_while_the_shar
 
 @aio
 async def test_a_background_snapshot_that_fails_is_reported_and_falls_due_again() -> None:
-    c = Cluster(snapshot_every=5)
-    await c.start()
-    await c.setup_markets()
-    await c.fund()
-    await trading(c)
+    c = await open_cluster(snapshot_every=5)
     w = c.me[1]
     failures: list[tuple[int, str]] = []
     w.on_snapshot_failed = lambda seq, why: failures.append((seq, why))
@@ -411,10 +375,7 @@ async def test_a_background_snapshot_that_fails_is_reported_and_falls_due_again(
 
 @aio
 async def test_a_snapshot_child_that_dies_stores_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
-    c = Cluster()
-    await c.start()
-    await c.setup_markets()
-    await trading(c)
+    c = await open_cluster(fund=False)
     w = c.risk[0]
     failures: list[str] = []
     w.on_snapshot_failed = lambda seq, why: failures.append(why)
@@ -431,11 +392,7 @@ async def test_a_snapshot_child_that_dies_stores_nothing(monkeypatch: pytest.Mon
 
 @aio
 async def test_a_large_state_is_snapshotted_less_often_than_every_n_inputs() -> None:
-    c = Cluster(snapshot_every=5)
-    await c.start()
-    await c.setup_markets()
-    await c.fund()
-    await trading(c)
+    c = await open_cluster(snapshot_every=5)
     w = c.me[0]
     size = w.state_size()
     assert size == sum(len(m.orders) + len(m.stops) for m in w.engine.markets.values()) > 0
@@ -457,10 +414,7 @@ async def test_a_large_state_is_snapshotted_less_often_than_every_n_inputs() -> 
 async def test_a_snapshot_that_cannot_fork_is_taken_in_place(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    c = Cluster()
-    await c.start()
-    await c.setup_markets()
-    await trading(c)
+    c = await open_cluster(fund=False)
     w = c.me[0]
     notes: list[str] = []
     w.on_snapshot_failed = lambda seq, why: notes.append(why)

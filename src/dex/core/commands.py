@@ -25,7 +25,7 @@ class InputRef(msgspec.Struct, frozen=True, gc=False):
     log_seq: int
 
 
-class _Command(
+class CommandStruct(
     msgspec.Struct,
     frozen=True,
     gc=False,
@@ -34,6 +34,13 @@ class _Command(
     tag_field="cmd",
     omit_defaults=True,
 ):
+    """The wire form of every command, the core's and risk's: a map tagged by `cmd`, unknown
+    fields refused, fields at their default value left out (commands are logged and passed
+    on many times). `kw_only` applies to the fields of the class that sets it: each base
+    that declares fields sets it again."""
+
+
+class _Command(CommandStruct, frozen=True, kw_only=True):
     ts: int = 0
     v: int = SCHEMA_VERSION
 

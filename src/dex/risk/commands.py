@@ -15,20 +15,13 @@ import msgspec
 
 from dex.core.commands import AddAsset as AddAsset  # shared with matching
 from dex.core.commands import AddMarket as AddMarket
+from dex.core.commands import CommandStruct
 from dex.core.enums import STP, OrderType, Side, TimeInForce
 
 SCHEMA_VERSION = 1
 
 
-class _Command(
-    msgspec.Struct,
-    frozen=True,
-    gc=False,
-    kw_only=True,
-    forbid_unknown_fields=True,
-    tag_field="cmd",
-    omit_defaults=True,  # as the core's commands: logged and passed on many times
-):
+class _Command(CommandStruct, frozen=True, kw_only=True):
     ts: int = 0
     v: int = SCHEMA_VERSION
 
