@@ -121,6 +121,7 @@ async def drive(
     pack: int,
     window: int,
     tag: str = "run",
+    wall: dict[str, list[int]] | None = None,
 ) -> dict[str, float]:
     """Submit n orders, wait for every outcome; return throughput and latency figures.
 
@@ -161,6 +162,8 @@ async def drive(
                         t0 = sent.pop(cid, None) if cid else None
                         if t0 is not None:
                             lat.append(now - t0)
+                            if wall is not None:
+                                wall[cid].append(time.time_ns())
                             seen += 1
                             in_flight -= 1
             if in_flight + pack <= window:
@@ -177,6 +180,9 @@ async def drive(
         t = time.perf_counter()  # before the append: an outcome can arrive while it is awaited
         for cid in cids:
             sent[cid] = t
+        if wall is not None:
+            stamp = time.time_ns()
+            wall.update((cid, [stamp]) for cid in cids)
         for s, entries in by_stream.items():
             await bus.append(s, entries)
     await asyncio.wait_for(done.wait(), 600)
@@ -325,6 +331,7 @@ async def _bench_redis(args: argparse.Namespace, url: str) -> None:
             window=args.window,
             tag="warm",
         )
+        wall: dict[str, list[int]] | None = {} if args.trace else None
         figs = [
             await drive(
                 bus,
@@ -334,10 +341,13 @@ async def _bench_redis(args: argparse.Namespace, url: str) -> None:
                 pack=args.pack,
                 window=args.window,
                 tag=f"run{i}-",
+                wall=wall,
             )
             for i in range(args.runs)
         ]
         report("Redis bus, risk + matching as separate processes (AOF, fsync always)", figs, args)
+        if wall is not None:
+            await print_stages(bus, wall, args)
         for service, port in ports.items():
             print(f"  {service}: {step_stats(port, service)}")
         await bus.close()
@@ -427,6 +437,40 @@ async def _bench_recovery(args: argparse.Namespace, bus: Bus) -> None:
     )
 
 
+async def print_stages(bus: Bus, wall: dict[str, list[int]], args: argparse.Namespace) -> None:
+    """Where an order's time goes (`--trace`), from the time stamps the shards logged: submit
+    -> risk's stamp on the request -> matching's stamp on the order -> outcome seen by the
+    bench. All are wall-clock nanoseconds of this machine."""
+    risk_ts: dict[str, int] = {}
+    for r in range(args.risk_shards):
+        for _, data in await bus.read(layout.risk_log(r), 0, limit=10**7):
+            for item in codec.decode_risk_entry(data).items:
+                cid = getattr(item.cmd, "client_order_id", None)
+                if cid in wall:
+                    risk_ts[cid] = item.ts
+    me_ts: dict[str, int] = {}
+    for m in range(args.matching_shards):
+        for _, data in await bus.read(layout.me_log(m), 0, limit=10**7):
+            for mitem in codec.decode_match_entry(data).items:
+                cid = getattr(mitem.cmd, "client_order_id", None)
+                if cid in wall:
+                    me_ts[cid] = mitem.cmd.ts
+    stages: list[list[float]] = [[], [], []]
+    for cid, (sent, seen) in ((c, t) for c, t in wall.items() if len(t) == 2):
+        if cid in risk_ts and cid in me_ts:
+            stages[0].append((risk_ts[cid] - sent) / 1e6)
+            stages[1].append((me_ts[cid] - risk_ts[cid]) / 1e6)
+            stages[2].append((seen - me_ts[cid]) / 1e6)
+    names = ("submit -> risk stamp", "risk stamp -> matching stamp", "matching stamp -> seen")
+    for name, values in zip(names, stages, strict=True):
+        values.sort()
+        if values:
+            print(
+                f"  {name}: p50 {values[len(values) // 2]:.1f} ms   "
+                f"p90 {values[int(len(values) * 0.9)]:.1f} ms   ({len(values):,} orders)"
+            )
+
+
 def step_stats(port: int, service: str) -> str:
     """Mean batch size and step time from the service's own /metrics."""
     import httpx
@@ -474,6 +518,11 @@ def main() -> None:
     p.add_argument("--pack", type=int, default=200, help="orders per append")
     p.add_argument("--window", type=int, default=500, help="orders in flight at most")
     p.add_argument("--runs", type=int, default=3, help="timed runs (after one warm-up)")
+    p.add_argument(
+        "--trace",
+        action="store_true",
+        help="redis: also print where an order's time goes, stage by stage",
+    )
     p.add_argument(
         "--snapshot-every",
         type=int,
