@@ -428,3 +428,13 @@ async def test_a_snapshot_that_cannot_fork_is_taken_in_place(
     assert len(notes) == 1 and notes[0].startswith("cannot fork")
     snap = await c.bus.get_snapshot(w.snapshot)
     assert snap is not None and snap[0] == w.last == w.snap_seq
+
+
+@aio
+async def test_snapshots_without_fork_are_taken_in_place() -> None:
+    c = await open_cluster(snapshot_fork=False)
+    w = c.me[0]
+    await w.take_snapshot(background=True)
+    assert not w.snapshotting()
+    snap = await c.bus.get_snapshot(w.snapshot)
+    assert snap is not None and snap[0] == w.last == w.snap_seq

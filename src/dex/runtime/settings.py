@@ -60,6 +60,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_shards_per_replica: int = 0  # 0: no limit
     lease_ttl_ms: int = 3000
     snapshot_every: int = 10000  # inputs between two snapshots (more for a large state)
+    snapshot_fork: bool = True  # periodic snapshots serialized by a forked child process
     max_lag: int = 10000
     batch_size: int = 1000
     admin_token: str = ""  # empty: admin endpoints refuse everything

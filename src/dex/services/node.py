@@ -195,6 +195,7 @@ def _sharded(
         "risk_shards": settings.risk_shards,
         "batch_size": settings.batch_size,
         "snapshot_every": settings.snapshot_every,
+        "snapshot_fork": settings.snapshot_fork,
     }
 
     replica = ShardReplica(

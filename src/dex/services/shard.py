@@ -59,6 +59,7 @@ class ShardWorker(ABC):
         snapshot_every: int = 10_000,
         clock_ns: Callable[[], int] = time.time_ns,
         log_readers: tuple[str, ...] = (),
+        snapshot_fork: bool = True,
     ) -> None:
         self.bus = bus
         self.tag = tag
@@ -68,6 +69,7 @@ class ShardWorker(ABC):
         self.snapshot_every = snapshot_every
         self.clock_ns = clock_ns
         self.log_readers = log_readers
+        self.snapshot_fork = snapshot_fork and FORK_SNAPSHOTS
         self.lease: Lease | None = None
         self.last = 0  # last log_seq of our log
         self.pos: dict[str, int] = {}  # input stream -> last position applied
@@ -236,14 +238,15 @@ class ShardWorker(ABC):
     async def take_snapshot(self, *, background: bool = False) -> None:
         """Store the core at `self.last` through the fenced write, then trim the log.
 
-        With `background` (the periodic snapshots of a running shard) and where the system
-        can fork, the state is captured by forking: a child process serializes its copy of
-        the state and hands the bytes over a pipe while this process goes on applying
-        batches; the snapshot is stored and the log trimmed when the bytes have arrived. A
-        large book takes a second or more to serialize, which the shard would otherwise spend
-        not applying anything. One snapshot at a time: a foreground snapshot first waits for
-        one in the background. The store is refused (`FencedError`) unless our log still
-        holds the snapshot's position (a bus restored from an older copy may have lost it).
+        With `background` (the periodic snapshots of a running shard), `snapshot_fork` set
+        (`DEX_SNAPSHOT_FORK`, default true) and where the system can fork, the state is
+        captured by forking: a child process serializes its copy of the state and hands the
+        bytes over a pipe while this process goes on applying batches; the snapshot is stored
+        and the log trimmed when the bytes have arrived. A large book takes a second or more
+        to serialize, which the shard would otherwise spend not applying anything. One
+        snapshot at a time: a foreground snapshot first waits for one in the background. The
+        store is refused (`FencedError`) unless our log still holds the snapshot's position
+        (a bus restored from an older copy may have lost it).
         """
         if background and self.snapshotting():
             return
@@ -251,7 +254,7 @@ class ShardWorker(ABC):
         async with self.applying:
             assert self.lease is not None and not self.dirty
             seq = self.last
-            if background and FORK_SNAPSHOTS:
+            if background and self.snapshot_fork:
                 try:
                     pid, read_end = self._fork()
                 except OSError as e:  # no memory or processes to fork: write it here instead
