@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import math
 import os
+import signal
 from collections.abc import Callable
 
 import pytest
@@ -20,6 +21,7 @@ from dex.runtime.health import Health
 from dex.runtime.logging import get_logger
 from dex.runtime.metrics import ServiceMetrics
 from dex.services import codec, layout
+from dex.services import shard as shard_module
 from dex.services.matching import MatchingShard
 from dex.services.replica import ShardReplica
 from dex.services.shard import SNAPSHOT_STATE_SHARE, Divergence, ShardWorker
@@ -438,3 +440,25 @@ async def test_snapshots_without_fork_are_taken_in_place() -> None:
     assert not w.snapshotting()
     snap = await c.bus.get_snapshot(w.snapshot)
     assert snap is not None and snap[0] == w.last == w.snap_seq
+
+
+@aio
+async def test_a_snapshot_child_that_hangs_is_killed_and_reported(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    c = await open_cluster(fund=False)
+    w = c.me[0]
+    failures: list[str] = []
+    w.on_snapshot_failed = lambda seq, why: failures.append(why)
+
+    def stuck() -> bytes:
+        signal.pause()  # the child waits for a signal that only its kill brings
+        return b""
+
+    monkeypatch.setattr(w, "dump_core", stuck)
+    monkeypatch.setattr(shard_module, "SNAPSHOT_CHILD_TIMEOUT", 0.5)
+    await w.take_snapshot(background=True)
+    await w.join_snapshot()
+    assert failures == ["RuntimeError: the snapshot process took over 0.5 s and was killed"]
+    assert await c.bus.get_snapshot(w.snapshot) is None
+    assert w.snapshot_due()  # falls due again

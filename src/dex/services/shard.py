@@ -34,6 +34,7 @@ SNAPSHOT_VERSION = 1
 COMMIT_INTERVAL = 0.05  # seconds between two commits of our input positions (for trimming)
 FORK_SNAPSHOTS = hasattr(os, "fork")  # periodic snapshots are serialized by a forked child
 SNAPSHOT_STATE_SHARE = 0.25  # inputs between two snapshots, at least, per record of state
+SNAPSHOT_CHILD_TIMEOUT = 600.0  # seconds a forked snapshot may take before it is killed
 
 
 def _read_all(fd: int) -> bytes:
@@ -315,7 +316,16 @@ class ShardWorker(ABC):
         """Collect a forked child's snapshot, store it, trim; a failure is reported to
         `on_snapshot_failed` (the next periodic snapshot tries again)."""
         try:
-            data = await asyncio.to_thread(_read_all, read_end)
+            try:
+                data = await asyncio.wait_for(
+                    asyncio.to_thread(_read_all, read_end), SNAPSHOT_CHILD_TIMEOUT
+                )
+            except TimeoutError:
+                os.kill(pid, signal.SIGKILL)  # its pipe closes, so the reading thread ends too
+                await asyncio.to_thread(os.waitpid, pid, 0)
+                raise RuntimeError(
+                    f"the snapshot process took over {SNAPSHOT_CHILD_TIMEOUT:g} s and was killed"
+                ) from None
             _, status = await asyncio.to_thread(os.waitpid, pid, 0)
             code = os.waitstatus_to_exitcode(status)
             if code != 0 or not data:
