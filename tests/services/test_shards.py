@@ -336,6 +336,13 @@ async def test_a_state_replaced_by_recovery_is_freed_despite_gc_freeze() -> None
 # ---------------------------------------------------------------- snapshots in the background
 
 
+def _failures(w: ShardWorker) -> list[str]:
+    """What `w` reports as failed snapshots (`on_snapshot_failed`), as they come."""
+    out: list[str] = []
+    w.on_snapshot_failed = lambda seq, why: out.append(why)
+    return out
+
+
 @aio
 async def test_a_background_snapshot_holds_the_state_at_its_start_while_the_shard_goes_on() -> None:
     c = await open_cluster()
@@ -379,8 +386,7 @@ async def test_a_background_snapshot_that_fails_is_reported_and_falls_due_again(
 async def test_a_snapshot_child_that_dies_stores_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
     c = await open_cluster(fund=False)
     w = c.risk[0]
-    failures: list[str] = []
-    w.on_snapshot_failed = lambda seq, why: failures.append(why)
+    failures = _failures(w)
 
     def broken() -> bytes:
         raise MemoryError("no room")
@@ -418,8 +424,7 @@ async def test_a_snapshot_that_cannot_fork_is_taken_in_place(
 ) -> None:
     c = await open_cluster(fund=False)
     w = c.me[0]
-    notes: list[str] = []
-    w.on_snapshot_failed = lambda seq, why: notes.append(why)
+    notes = _failures(w)
 
     def no_fork() -> int:
         raise OSError(12, "Cannot allocate memory")
@@ -448,8 +453,7 @@ async def test_a_snapshot_child_that_hangs_is_killed_and_reported(
 ) -> None:
     c = await open_cluster(fund=False)
     w = c.me[0]
-    failures: list[str] = []
-    w.on_snapshot_failed = lambda seq, why: failures.append(why)
+    failures = _failures(w)
 
     def stuck() -> bytes:
         signal.pause()  # the child waits for a signal that only its kill brings
@@ -462,3 +466,21 @@ async def test_a_snapshot_child_that_hangs_is_killed_and_reported(
     assert failures == ["RuntimeError: the snapshot process took over 0.5 s and was killed"]
     assert await c.bus.get_snapshot(w.snapshot) is None
     assert w.snapshot_due()  # falls due again
+
+
+@aio
+async def test_a_failed_background_snapshot_with_no_listener_is_raised_where_joined(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    c = await open_cluster(fund=False)
+    w = c.me[0]
+    assert w.on_snapshot_failed is None
+
+    def broken() -> bytes:
+        raise MemoryError("no room")
+
+    monkeypatch.setattr(w, "dump_core", broken)
+    await w.take_snapshot(background=True)
+    with pytest.raises(RuntimeError, match="exited with 1"):
+        await w.join_snapshot()
+    assert await c.bus.get_snapshot(w.snapshot) is None

@@ -398,9 +398,7 @@ class RedisBus(Bus):
     async def read(
         self, stream: str, after: int, *, limit: int = 1000, timeout: float = 0.0
     ) -> list[tuple[int, bytes]]:
-        """See `Bus.read`: one transaction per batch; a blocking XREAD waits when caught up."""
-        if after < 0 or limit < 1:
-            raise ValueError(f"need after >= 0 and limit >= 1, got {after=} {limit=}")
+        """See `Bus.read`: `read_many` of one stream (which checks the arguments)."""
         return (await self.read_many({stream: after}, limit=limit, timeout=timeout)).get(stream, [])
 
     async def read_many(

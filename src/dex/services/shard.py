@@ -314,7 +314,8 @@ class ShardWorker(ABC):
 
     async def _finish_forked(self, pid: int, read_end: int, seq: int) -> None:
         """Collect a forked child's snapshot, store it, trim; a failure is reported to
-        `on_snapshot_failed` (the next periodic snapshot tries again)."""
+        `on_snapshot_failed` (the next periodic snapshot tries again), or raised from
+        `join_snapshot` when nothing listens."""
         try:
             try:
                 data = await asyncio.wait_for(
@@ -335,8 +336,9 @@ class ShardWorker(ABC):
                 await self.trim()
         except Exception as e:
             self.since_snapshot = max(self.since_snapshot, self.snapshot_every)  # due again
-            if self.on_snapshot_failed is not None:
-                self.on_snapshot_failed(seq, f"{type(e).__name__}: {e}")
+            if self.on_snapshot_failed is None:
+                raise  # no one to tell: it surfaces where the snapshot is joined
+            self.on_snapshot_failed(seq, f"{type(e).__name__}: {e}")
 
     async def trim(self) -> None:
         """Drop log entries no one needs: below the snapshot and every expected reader.
