@@ -228,6 +228,30 @@ async def test_backpressure_rejects_new_orders_while_matching_lags() -> None:
     assert type(last).__name__ == "OrderAcceptedForMatching"
 
 
+@aio
+async def test_backpressure_turns_on_above_the_lag_and_off_at_half_of_it() -> None:
+    c = await open_cluster(max_lag=4, trade=False)
+    await c.pump()
+    r = c.risk[0]
+    m = layout.shard_for("ETH-USDC", M)
+    n = sum(layout.shard_for(s, M) == m for s in r.ledger.markets)  # markets on shard m
+
+    def at_lag(lag: int) -> list[bool]:
+        """Set matching shard m's lag behind this risk shard; the switches it logs."""
+        r.to_applied[m] = r.to_last[m] - lag
+        return [bool(i.cmd.on) for i in r._backpressure() if isinstance(i.cmd, rc.SetBackpressure)]
+
+    assert at_lag(4) == []  # at the bound: still off
+    assert r.ledger.markets["ETH-USDC"].backpressure is False
+    assert at_lag(5) == [True] * n  # above it: on, for every market of the shard
+    assert r.ledger.markets["ETH-USDC"].backpressure is True
+    assert at_lag(4) == []  # still on at the full lag ...
+    assert at_lag(3) == []  # ... and above half of it
+    assert at_lag(2) == [False] * n  # off at half the lag
+    assert r.ledger.markets["ETH-USDC"].backpressure is False
+    assert at_lag(4) == []
+
+
 def _replica(bus: Bus, owner: str, ttl: float, make: Callable[[int], ShardWorker]) -> ShardReplica:
     metrics = ServiceMetrics("matching-engine")
     return ShardReplica(

@@ -243,19 +243,30 @@ def test_distributed_dex_up_trades_and_stops_cleanly(
     assert out.count("started matching-engine replica") == 2
 
 
-def test_distributed_refuses_a_redis_that_may_lose_writes(tmp_path: Path) -> None:
-    url = os.environ.get("DEX_REDIS_URL")
-    if not url:
-        pytest.skip("DEX_REDIS_URL (a Redis without appendfsync always) is not set")
-    proc = subprocess.run(
-        [sys.executable, "-m", "dex.cli", "up", "--distributed"],
-        env={**os.environ, "DEX_REDIS_URL": url},
-        cwd=tmp_path,
-        capture_output=True,
-        timeout=60,
-    )
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"appendonly": "no"},
+        {"appendfsync": "everysec"},
+        {"maxmemory-policy": "allkeys-lru"},
+    ],
+    ids=["no-aof", "fsync-everysec", "evicting"],
+)
+def test_distributed_refuses_a_redis_that_may_lose_writes(
+    tmp_path: Path, config: dict[str, str]
+) -> None:
+    with private_redis_or_skip(config) as redis_server:
+        proc = subprocess.run(
+            [sys.executable, "-m", "dex.cli", "up", "--distributed"],
+            env={**os.environ, "DEX_REDIS_URL": redis_server.url},
+            cwd=tmp_path,
+            capture_output=True,
+            timeout=60,
+        )
     assert proc.returncode == 2
-    assert b"appendfsync" in proc.stderr and b"--allow-unsafe-redis" in proc.stderr
+    assert b"--allow-unsafe-redis" in proc.stderr
+    [(setting, value)] = config.items()
+    assert f"{setting} is {value!r}".encode() in proc.stderr  # it names what is unsafe
 
 
 def test_a_second_dex_up_on_the_same_data_folder_stops_with_one_line(
