@@ -633,6 +633,27 @@ def test_contract_errors_change_nothing(desk: Desk) -> None:
     assert led.snapshot() == before
 
 
+def test_a_place_that_raises_changes_nothing_even_when_client_ids_fall_due(desk: Desk) -> None:
+    """A malformed place arriving when remembered client order ids are 24 hours old raises
+    before the ledger forgets them: the snapshot is byte-identical, and the ids are still
+    forgotten by the next valid place."""
+    desk.do(place(A, "buy", 90, 5, client_order_id="k"))
+    desk.do(rc.Cancel(market=M, account=A, client_order_id="k"))
+    end_ts = desk.ts
+    led = desk.ledger
+    before = led.snapshot()
+    bad = place(A, "buy", 10, 0, client_order_id="k", ts=end_ts + DAY)  # size 0
+    with pytest.raises(CommandError):
+        led.apply(bad, InputRef("x", 1))
+    assert led.snapshot() == before
+    [acc] = of(
+        desk.do(place(A, "buy", 95, 1, client_order_id="k"), ts=end_ts + DAY),
+        OrderAcceptedForMatching,
+    )
+    assert acc.order_id == 2
+    assert led.snapshot() != before
+
+
 def test_accounts_of_other_shards_are_a_contract_error() -> None:
     shard0 = Ledger(0, 2)
     foreign = next(

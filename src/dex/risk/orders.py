@@ -89,7 +89,18 @@ class _OrderDesk(_Core):
 
     # ------------------------------------------------------------------ place
 
-    def _place(self, cmd: Place, src: InputRef, ts: int) -> list[RiskEvent]:
+    def _place(
+        self, cmd: Place, src: InputRef, ts: int, horizon: int | None = None
+    ) -> list[RiskEvent]:
+        """Place an order; `horizon` is set (by this method itself) when client order ids
+        that ended at or before it fall due to be forgotten: they count as forgotten here,
+        and are forgotten only once the place is known not to raise, so a malformed place
+        (CommandError) changes nothing."""
+        closed = self.closed
+        if horizon is None and closed and closed[0].ts <= ts - DAY_NS:
+            events = self._place(cmd, src, ts, ts - DAY_NS)
+            self._forget_closed(ts)
+            return events
         addr = cmd.account
         symbol = cmd.market
         cid = cmd.client_order_id
@@ -109,13 +120,17 @@ class _OrderDesk(_Core):
                     src,
                 )
             addr = acct.addr
-        closed = self.closed
-        if closed and closed[0].ts <= ts - DAY_NS:
-            self._forget_closed(ts)
         key = None
         if cid is not None:
             key = (addr, symbol, cid)
             prior = self.cids.get(key)
+            if (
+                horizon is not None
+                and prior is not None
+                and prior.ts <= horizon
+                and prior.oid not in self.orders
+            ):
+                prior = None  # ended a day ago: forgotten once this place is done
             if prior is not None:  # an open order, or an ended one (detail set when it ended)
                 self.log_seq += 1
                 return [
