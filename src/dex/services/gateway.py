@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import time
 from collections import OrderedDict
 from decimal import Decimal
@@ -39,6 +38,7 @@ from dex.runtime.health import Health
 from dex.runtime.http import ApiError
 from dex.runtime.metrics import ServiceMetrics
 from dex.services import codec
+from dex.services.ids import new_credit_tx_id
 from dex.services.layout import ADMIN_STREAM, me_log, risk_in, risk_log, shard_for
 
 WAIT = 10.0  # seconds a request waits for its outcome
@@ -146,7 +146,6 @@ class Gateway:
         self.pos: dict[str, int] = {}
         self._identity: str | None = None
         self._task: asyncio.Task[None] | None = None
-        self._faucet_ids = itertools.count(time.time_ns())
         self._http = httpx.AsyncClient(timeout=5.0)
         self.persistence_url = persistence_url.rstrip("/")
         self.market_data_url = market_data_url.rstrip("/")
@@ -426,7 +425,7 @@ class Gateway:
             account=account,
             asset=asset.symbol,
             amount=amount,
-            tx_id=f"faucet:{next(self._faucet_ids)}",
+            tx_id=new_credit_tx_id(),
         )
         error, events = await self.submit(account, cmd)
         if error is not None:
