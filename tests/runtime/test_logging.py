@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
+import os
 from datetime import UTC, datetime, timedelta
 
+import httpx
 import pytest
 import structlog
 
-from dex.runtime.logging import configure_logging, get_logger, reset_logging
+from dex.runtime.logging import LIBRARY_LOGGERS, configure_logging, get_logger, reset_logging
+from dex.runtime.server import HttpServer
 from tests.runtime.conftest import LogLines
+from tests.runtime.test_server import ping_app
 
 
 def test_each_line_is_one_json_object_with_the_standard_keys(log_lines: LogLines) -> None:
@@ -119,7 +124,7 @@ def test_configuring_again_replaces_the_previous_configuration(log_lines: LogLin
 
     configure_logging("persistence", "info", second)
     log.info("after")
-    logging.getLogger("uvicorn").info("stdlib after")
+    logging.getLogger("uvicorn").warning("stdlib after")
 
     assert log_lines() == []  # nothing went to the first stream any more
     lines = [json.loads(line) for line in second.getvalue().splitlines()]
@@ -133,3 +138,79 @@ def test_configuring_again_replaces_the_previous_configuration(log_lines: LogLin
 def test_an_unknown_level_is_refused() -> None:
     with pytest.raises(ValueError, match="trace"):
         configure_logging("gateway", "trace", io.StringIO())
+
+
+def test_library_records_pass_at_warning_by_default(log_lines: LogLines) -> None:
+    names = [*LIBRARY_LOGGERS, "some.other.library"]
+    for name in names:
+        library = logging.getLogger(name)
+        library.debug("d")
+        library.info("i")
+        library.warning("w")
+    get_logger().debug("own debug")  # dex's own records follow the level (debug here)
+
+    lines = log_lines()
+    assert [(line["logger"], line["level"]) for line in lines if "logger" in line] == [
+        (name, "warning") for name in names
+    ]
+    assert [line["level"] for line in lines if "logger" not in line] == ["debug"]
+
+
+@pytest.mark.parametrize(
+    ("level", "library_level", "passing"),
+    [
+        ("info", "debug", ["info", "warning"]),  # never below the level
+        ("debug", "debug", ["debug", "info", "warning"]),
+        ("debug", "info", ["info", "warning"]),
+        ("error", "warning", []),
+    ],
+)
+def test_the_library_level_is_asked_for_and_never_below_the_level(
+    level: str, library_level: str, passing: list[str]
+) -> None:
+    stream = io.StringIO()
+    configure_logging("gateway", level, stream, library_level=library_level)
+    try:
+        for name in ("httpx", "uvicorn.error"):
+            library = logging.getLogger(name)
+            library.debug("d")
+            library.info("i")
+            library.warning("w")
+
+        lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+        assert [(line["logger"], line["level"]) for line in lines] == [
+            (name, lvl) for name in ("httpx", "uvicorn.error") for lvl in passing
+        ]
+    finally:
+        reset_logging()
+
+
+def test_an_unknown_library_level_is_refused() -> None:
+    with pytest.raises(ValueError, match="library log level"):
+        configure_logging("gateway", "info", io.StringIO(), library_level="verbose")
+
+
+def test_every_line_has_the_pid_unless_it_names_one(log_lines: LogLines) -> None:
+    get_logger().info("own")
+    get_logger().info("about a child", pid=1)
+    logging.getLogger("uvicorn.error").warning("library")
+
+    assert [line["pid"] for line in log_lines()] == [os.getpid(), 1, os.getpid()]
+
+
+def test_serving_and_proxying_http_adds_no_library_records(log_lines: LogLines) -> None:
+    """uvicorn's start lines and httpx's line per request are library INFO records."""
+
+    async def main() -> None:
+        server = HttpServer(ping_app())
+        await server.start("127.0.0.1", 0)
+        try:
+            async with httpx.AsyncClient() as client:
+                for _ in range(3):
+                    response = await client.get(f"http://127.0.0.1:{server.port}/ping")
+                    assert response.status_code == 200
+        finally:
+            await server.stop()
+
+    asyncio.run(main())
+    assert [line for line in log_lines() if "logger" in line] == []

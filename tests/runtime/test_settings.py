@@ -41,7 +41,7 @@ def test_defaults_with_an_empty_environment() -> None:
     assert (settings.snapshot_every, settings.max_lag, settings.batch_size) == (10000, 10000, 1000)
     assert settings.admin_token == ""
     assert settings.faucet is True
-    assert settings.log_level == "info"
+    assert (settings.log_level, settings.library_log_level) == ("info", "warning")
     assert settings.replica_id == ""
     assert (settings.idle_check_ms, settings.stop_timeout_ms) == (5000, 10000)
     assert settings.allow_unsafe_redis is False
@@ -68,6 +68,7 @@ def test_every_field_is_read_from_its_dex_variable() -> None:
         "DEX_ADMIN_TOKEN": "s3cret",
         "DEX_FAUCET": "no",
         "DEX_LOG_LEVEL": "DEBUG",
+        "DEX_LIBRARY_LOG_LEVEL": "Info",
         "DEX_REPLICA_ID": "me-1",
         "DEX_IDLE_CHECK_MS": "250",
         "DEX_STOP_TIMEOUT_MS": "0",
@@ -96,6 +97,7 @@ def test_every_field_is_read_from_its_dex_variable() -> None:
         "admin_token": "s3cret",
         "faucet": False,
         "log_level": "debug",
+        "library_log_level": "info",
         "replica_id": "me-1",
         "idle_check_ms": 250,
         "stop_timeout_ms": 0,
@@ -133,6 +135,11 @@ def test_booleans_accept_true_false_1_0_yes_no(text: str, expected: bool) -> Non
         ("DEX_ALLOW_UNSAFE_REDIS", "on", "must be true or false (or 1/0, yes/no), got 'on'"),
         ("DEX_ENV", "staging", "must be one of dev, test, production, got 'staging'"),
         ("DEX_LOG_LEVEL", "trace", "must be one of debug, info, warning, error, got 'trace'"),
+        (
+            "DEX_LIBRARY_LOG_LEVEL",
+            "all",
+            "must be one of debug, info, warning, error, got 'all'",
+        ),
         ("DEX_HOST", "", "must not be empty"),
         ("DEX_DATA_DIR", "", "must not be empty"),
         (

@@ -9,12 +9,14 @@ DEX_DATABASE_URL is set).
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -240,7 +242,9 @@ def test_distributed_dex_up_trades_and_stops_cleanly(
     finally:
         code, out = stop(proc)
     assert code == 0, out[-4000:]
-    assert out.count("started matching-engine replica") == 2
+    records = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    started = Counter(r["service"] for r in records if r["event"] == "child_started")
+    assert started == Counter({**dict.fromkeys(SERVICES, 1), "matching-engine": 2})
 
 
 @pytest.mark.parametrize(

@@ -6,14 +6,21 @@ structlog's contextvars (the HTTP layer binds `request_id` there). `service` is 
 default unless the logger's own context names one: in the embedded mode five services share
 the process, each with `get_logger(service=...)`. Before rendering, the value of every key
 whose name contains `token`, `secret` or `password`, or is `authorization` (also in nested
-dicts), is replaced by `***`. Stdlib records (uvicorn, litestar, asyncio) go through the same
-processors on a root handler. `configure_logging` may be called again: it replaces the
+dicts), is replaced by `***`. Every line also has `pid`, the id of the process that wrote it
+(unless the line names one itself, as the distributed supervisor's lines about a child do).
+
+Stdlib records all come from libraries (dex itself logs with structlog): uvicorn, httpx,
+httpcore, litestar, asyncio, aiosqlite, ... They go through the same processors on a root
+handler, at `library_level` (warning by default) or `level`, whichever is higher, so that a
+proxied GET adds no httpx line and uvicorn prints no "Started server process" per port; the
+services log their own start line. `configure_logging` may be called again: it replaces the
 previous configuration, and loggers from `get_logger` follow it since they resolve lazily.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Mapping
 from typing import IO, Any, TextIO, cast
@@ -31,18 +38,44 @@ LEVELS: dict[str, int] = {
 _HANDLER_NAME = "dex-json"
 _SECRET_PARTS = ("token", "secret", "password")
 _FIRST_KEYS = ("ts", "level", "service", "event")
-_STDLIB_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "litestar")
+# Library loggers whose handlers and levels we take over (any other stdlib logger follows
+# the root logger, which has the same level).
+LIBRARY_LOGGERS = (
+    "aiosqlite",
+    "asyncio",
+    "asyncpg",
+    "httpcore",
+    "httpx",
+    "litestar",
+    "redis",
+    "sqlalchemy",
+    "uvicorn",
+    "uvicorn.access",
+    "uvicorn.error",
+)
 
 
-def configure_logging(service: str, level: str = "info", stream: IO[str] | None = None) -> None:
-    """Send structlog and stdlib logs as JSON lines to `stream` (stdout by default)."""
-    if level not in LEVELS:
-        raise ValueError(f"log level must be one of {', '.join(LEVELS)}, got {level!r}")
+def configure_logging(
+    service: str,
+    level: str = "info",
+    stream: IO[str] | None = None,
+    library_level: str = "warning",
+) -> None:
+    """Send structlog and stdlib logs as JSON lines to `stream` (stdout by default).
+
+    `level` filters dex's own logs; stdlib (library) records pass at `library_level` or
+    `level`, whichever is higher.
+    """
+    for what, value in (("log level", level), ("library log level", library_level)):
+        if value not in LEVELS:
+            raise ValueError(f"{what} must be one of {', '.join(LEVELS)}, got {value!r}")
+    stdlib_level = max(LEVELS[level], LEVELS[library_level])
     out = cast(TextIO, stream if stream is not None else sys.stdout)
     shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         _DefaultService(service),
+        _add_pid,
         structlog.processors.TimeStamper(fmt="iso", utc=True, key="ts"),
         mask_secrets,
         structlog.processors.format_exc_info,
@@ -69,13 +102,13 @@ def configure_logging(service: str, level: str = "info", stream: IO[str] | None 
     )
     root = logging.getLogger()
     root.addHandler(handler)
-    root.setLevel(LEVELS[level])
-    for name in _STDLIB_LOGGERS:
+    root.setLevel(stdlib_level)
+    for name in LIBRARY_LOGGERS:
         # Drop handlers a library (or uvicorn's default log config) put there: one output.
         named = logging.getLogger(name)
         named.handlers.clear()
         named.propagate = True
-        named.setLevel(logging.NOTSET)
+        named.setLevel(stdlib_level)
 
 
 def reset_logging() -> None:
@@ -122,6 +155,12 @@ class _DefaultService:
     def __call__(self, _logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
         event_dict.setdefault("service", self.service)
         return event_dict
+
+
+def _add_pid(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
+    """structlog processor: `pid` of the writing process, unless the line names one."""
+    event_dict.setdefault("pid", os.getpid())
+    return event_dict
 
 
 def _first_keys(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:

@@ -5,7 +5,9 @@ there with `BindError` naming host:port (uvicorn would `sys.exit`), port 0 works
 the port the kernel chose) and `start` returns only once the app's lifespan startup ran and
 the socket accepts connections. uvicorn's own signal handlers are never installed (the
 process's lifecycle code owns SIGTERM/SIGINT); uvicorn's log config is not applied (its loggers
-go through `dex.runtime.logging`) and uvicorn's access log is off.
+go through `dex.runtime.logging`, at the library level: its "Started server process" lines
+are not shown by default), uvicorn's access log is off, and the server logs its port at debug
+level only: the service logs its own start line.
 """
 
 from __future__ import annotations
@@ -94,7 +96,7 @@ class HttpServer:
             await task  # raises the startup failure
             raise RuntimeError(f"the HTTP server on {host}:{port} stopped during startup")
         self._server, self._task, self._sock = server, task, sock
-        get_logger().info("http server listening", host=host, port=self.port)
+        get_logger().debug("http server listening", host=host, port=self.port)
 
     async def stop(self) -> None:
         """Stop accepting, let open requests finish (up to `stop_timeout`), run shutdown.

@@ -66,6 +66,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     admin_token: str = ""  # empty: admin endpoints refuse everything
     faucet: bool = True
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # library loggers (uvicorn, httpx, litestar, asyncio, ...): this level or log_level,
+    # whichever is higher
+    library_log_level: Literal["debug", "info", "warning", "error"] = "warning"
     replica_id: str = ""  # empty: hostname-pid
     idle_check_ms: int = 5000
     stop_timeout_ms: int = 10000

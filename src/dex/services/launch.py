@@ -5,23 +5,25 @@
 - `serve`: one service against Redis; refuses a Redis without `appendonly yes` and
   `appendfsync always` unless `DEX_ALLOW_UNSAFE_REDIS` / `--allow-unsafe-redis`.
 - Distributed: checks Redis, adds the demo markets, starts every service (with `--replicas`)
-  as `dex serve` child processes, forwards SIGTERM/SIGINT to them and waits.
+  as `dex serve` child processes and supervises them (`Supervisor`): every exit is reaped and
+  logged, the child restarted with back-off; SIGTERM/SIGINT stops them all, exit 0.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
-import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import click
 import msgspec
 
-from dex.runtime.logging import configure_logging
+from dex.runtime.logging import configure_logging, get_logger
 from dex.runtime.settings import DEFAULT_PORTS, SERVICES, Settings
 from dex.services.node import BUILDERS, Running, add_demo_markets, run_units
 
@@ -37,7 +39,7 @@ def service_ports(base: int, replica: int = 0) -> dict[str, int]:
 
 
 def configure(settings: Settings, service: str) -> None:
-    configure_logging(service, settings.log_level)
+    configure_logging(service, settings.log_level, library_level=settings.library_log_level)
 
 
 def parse_replicas(specs: tuple[str, ...]) -> dict[str, int]:
@@ -192,12 +194,12 @@ def run_distributed(settings: Settings, counts: dict[str, int]) -> int:
 
     asyncio.run(demo())
     base = settings.port
-    children: list[tuple[str, subprocess.Popen[bytes]]] = []
+    ports = service_ports(base)
+    children: list[Child] = []
     for service in SERVICES:
         for i in range(counts[service]):
-            env = dict(os.environ)
             port = service_ports(base, i)[service]
-            ports = service_ports(base)
+            env = dict(os.environ)
             env.update(
                 DEX_PORT=str(port),
                 DEX_PERSISTENCE_URL=f"http://127.0.0.1:{ports['persistence']}",
@@ -208,24 +210,130 @@ def run_distributed(settings: Settings, counts: dict[str, int]) -> int:
             )
             if settings.database_url:
                 env["DEX_DATABASE_URL"] = settings.database_url
-            cmd = [sys.executable, "-m", "dex.cli", "serve", service]
-            children.append((service, subprocess.Popen(cmd, env=env)))
-            click.echo(f"  started {service} replica {i} (pid {children[-1][1].pid}) on :{port}")
-    stopping = False
+            cmd = (sys.executable, "-m", "dex.cli", "serve", service)
+            children.append(Child(service, i, port, cmd, env))
+    # a child gets stop_timeout for its service and again for its HTTP server
+    kill_after = 2 * settings.stop_timeout_ms / 1000 + KILL_GRACE
+    asyncio.run(Supervisor(children, kill_after=kill_after).run())
+    return 0
 
-    def forward(signum: int, _frame: object) -> None:
-        nonlocal stopping
-        stopping = True
-        for _, child in children:
-            if child.poll() is None:
-                child.send_signal(signal.SIGTERM)
 
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    status = 0
-    for service, child in children:
-        code = child.wait()
-        if code and not stopping:
-            status = code
-            click.echo(f"  {service} (pid {child.pid}) exited with {code}", err=True)
-    return status
+# ---------------------------------------------------------------------- supervisor
+
+BACKOFF_FIRST = 0.5  # seconds before the first restart of a child that exited
+BACKOFF_CAP = 30.0  # the delay doubles on each quick exit, up to this
+BACKOFF_RESET = 60.0  # a child up this long is healthy again: its next restart waits FIRST
+KILL_GRACE = 5.0  # seconds past a child's own stop timeouts before it gets SIGKILL
+
+
+@dataclass
+class Child:
+    """One supervised `dex serve` process: what to run, and how often it was restarted."""
+
+    service: str
+    replica: int
+    port: int
+    cmd: tuple[str, ...]
+    env: dict[str, str]
+    restarts: int = 0
+
+
+class Supervisor:
+    """Runs every child of `dex up --distributed` until SIGTERM/SIGINT.
+
+    Each child has a keeper task that starts it, waits for it (which reaps it: no zombie),
+    logs its exit (`child_exited` with service, replica, pid, status and signal) and starts it
+    again after a back-off: BACKOFF_FIRST, doubling up to BACKOFF_CAP on each exit, back to
+    BACKOFF_FIRST once a child stayed up BACKOFF_RESET seconds. Every start is logged
+    (`child_started`, with the child's restart count). On SIGTERM/SIGINT nothing is restarted
+    any more, every child gets SIGTERM and `kill_after` seconds to exit, then SIGKILL.
+    """
+
+    def __init__(
+        self,
+        children: list[Child],
+        *,
+        kill_after: float,
+        backoff: tuple[float, float, float] = (BACKOFF_FIRST, BACKOFF_CAP, BACKOFF_RESET),
+    ) -> None:
+        self.children = children
+        self.kill_after = kill_after
+        self.first, self.cap, self.reset_after = backoff
+        self.stopping = asyncio.Event()
+        self.log = get_logger()
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stop, sig)
+        try:
+            await asyncio.gather(*(self._keep(child) for child in self.children))
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+        self.log.info("supervisor_stopped")
+
+    def _stop(self, sig: signal.Signals) -> None:
+        if not self.stopping.is_set():
+            self.log.info("supervisor_stopping", signal=sig.name)
+        self.stopping.set()
+
+    async def _keep(self, child: Child) -> None:
+        """Run `child` again and again until the supervisor stops."""
+        delay = self.first
+        loop = asyncio.get_running_loop()
+        while not self.stopping.is_set():
+            started = loop.time()
+            await self._run_once(child)
+            if self.stopping.is_set():
+                return
+            if loop.time() - started >= self.reset_after:
+                delay = self.first
+            child.restarts += 1
+            self.log.warning(
+                "child_restarting",
+                service=child.service,
+                replica=child.replica,
+                restarts=child.restarts,
+                delay_s=delay,
+            )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), delay)
+            delay = min(delay * 2, self.cap)
+
+    async def _run_once(self, child: Child) -> None:
+        """Start `child`, wait for its exit (or stop it on a stop request), log the exit."""
+        try:
+            proc = await asyncio.create_subprocess_exec(*child.cmd, env=child.env)
+        except OSError as e:
+            self.log.error("child_start_failed", service=child.service, error=str(e))
+            return
+        where = {"service": child.service, "replica": child.replica, "pid": proc.pid}
+        self.log.info("child_started", **where, port=child.port, restarts=child.restarts)
+        exited = asyncio.ensure_future(proc.wait())
+        stop = asyncio.ensure_future(self.stopping.wait())
+        await asyncio.wait({exited, stop}, return_when=asyncio.FIRST_COMPLETED)
+        stop.cancel()
+        if not exited.done():
+            proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(asyncio.shield(exited), self.kill_after)
+            except TimeoutError:
+                self.log.error("child_killed", **where, after_s=self.kill_after)
+                proc.kill()
+        status = await exited
+        fields = {**where, "status": status, "signal": _signal_name(status)}
+        if self.stopping.is_set():
+            self.log.info("child_exited", **fields)
+        else:
+            self.log.error("child_exited", **fields)
+
+
+def _signal_name(returncode: int) -> str | None:
+    """The name of the signal that ended a process (negative return code), else None."""
+    if returncode >= 0:
+        return None
+    try:
+        return signal.Signals(-returncode).name
+    except ValueError:
+        return f"signal {-returncode}"
