@@ -312,21 +312,30 @@ class Supervisor:
         self.log.info("child_started", **where, port=child.port, restarts=child.restarts)
         exited = asyncio.ensure_future(proc.wait())
         stop = asyncio.ensure_future(self.stopping.wait())
-        await asyncio.wait({exited, stop}, return_when=asyncio.FIRST_COMPLETED)
-        stop.cancel()
-        if not exited.done():
-            proc.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(asyncio.shield(exited), self.kill_after)
-            except TimeoutError:
-                self.log.error("child_killed", **where, after_s=self.kill_after)
-                proc.kill()
-        status = await exited
+        try:
+            await asyncio.wait({exited, stop}, return_when=asyncio.FIRST_COMPLETED)
+            if not exited.done():
+                _send(proc, signal.SIGTERM)
+                try:
+                    await asyncio.wait_for(asyncio.shield(exited), self.kill_after)
+                except TimeoutError:
+                    self.log.error("child_killed", **where, after_s=self.kill_after)
+                    _send(proc, signal.SIGKILL)
+            status = await exited
+        finally:
+            stop.cancel()
+            if proc.returncode is None:  # cancelled (the supervisor failed): leave no child
+                _send(proc, signal.SIGKILL)
         fields = {**where, "status": status, "signal": _signal_name(status)}
         if self.stopping.is_set():
             self.log.info("child_exited", **fields)
         else:
             self.log.error("child_exited", **fields)
+
+
+def _send(proc: asyncio.subprocess.Process, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError):  # it has just exited
+        proc.send_signal(sig)
 
 
 def _signal_name(returncode: int) -> str | None:
