@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import sys
-from typing import IO, Any
+from typing import IO, Any, NoReturn
 
 import click
 
@@ -91,12 +92,146 @@ def up_cmd(
     type=click.Choice(["gateway", "matching-engine", "market-data", "risk-engine", "persistence"]),
 )
 def serve_cmd(service: str) -> None:
-    """Run one service against Redis (DEX_REDIS_URL), as the Dockerfiles do."""
+    """Run one service against Redis (DEX_REDIS_URL): what each container of a deployment
+    runs."""
     from dex.services import launch
 
     settings = _settings()
     launch.configure(settings, service)
     sys.exit(launch.run_service(settings, service))
+
+
+# ---------------------------------------------------------------------- talking to a server
+
+
+def _fail(message: str) -> NoReturn:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(1)
+
+
+def _first_line(text: str, limit: int = 200) -> str:
+    line = text.strip().splitlines()[0] if text.strip() else "(empty body)"
+    return line if len(line) <= limit else line[:limit] + "..."
+
+
+def _call(
+    method: str, url: str, *, body: object = None, token: str | None = None, raw: bool = False
+) -> Any:
+    """One request; its JSON reply. An unreachable server, an error status or a reply that is
+    not JSON: one line on stderr and exit 1 (`raw`: an error's JSON body on stdout instead)."""
+    import httpx
+
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        resp = httpx.request(method, url, json=body, headers=headers, timeout=30)
+    except (httpx.HTTPError, httpx.InvalidURL) as e:
+        _fail(f"{url}: {type(e).__name__}: {e}")
+    try:
+        data = resp.json()
+    except ValueError:
+        _fail(f"HTTP {resp.status_code} from {url}, not JSON: {_first_line(resp.text)}")
+    if resp.status_code < 400:
+        return data
+    if raw:
+        click.echo(json.dumps(data, indent=2))
+        sys.exit(1)
+    err = data.get("error") if isinstance(data, dict) else None
+    if isinstance(err, dict) and "code" in err:
+        field = f" (field: {err['field']})" if err.get("field") else ""
+        _fail(f"HTTP {resp.status_code} {err['code']}: {err.get('message', '')}{field}")
+    _fail(f"HTTP {resp.status_code} from {url}: {_first_line(resp.text)}")
+
+
+def _cell(value: Any) -> Any:
+    from rich.text import Text
+
+    if value is None:
+        return Text("")
+    if isinstance(value, (dict, list)):
+        return Text(json.dumps(value, separators=(",", ":")))
+    return Text(str(value))
+
+
+def _print_table(title: str, rows: list[dict[str, Any]], first: tuple[str, ...] = ()) -> None:
+    """`rows` as a table: the `first` columns, then every other key in the order seen."""
+    from rich.console import Console
+    from rich.table import Table
+
+    columns = list(dict.fromkeys([*first, *(k for r in rows for k in r)]))
+    table = Table(title=title, title_justify="left")
+    for c in columns:
+        numeric = all(isinstance(r.get(c), int) and not isinstance(r.get(c), bool) for r in rows)
+        table.add_column(c, justify="right" if rows and numeric else "left")
+    for r in rows:
+        table.add_row(*(_cell(r.get(c)) for c in columns))
+    console = Console()
+    if not console.is_terminal:  # piped: do not squeeze the columns into 80 characters
+        console = Console(width=max(console.width, 200))
+    console.print(table)
+
+
+def _show(body: Any, key: str, title: str, as_json: bool) -> None:
+    rows = body.get(key) if isinstance(body, dict) else body
+    if as_json or not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        click.echo(json.dumps(body, indent=2))
+    else:
+        _print_table(title, rows)
+
+
+# ---------------------------------------------------------------------- trader-facing views
+
+_json_option = click.option("--json", "as_json", is_flag=True, help="Print the raw JSON reply.")
+_gateway_option = click.option(
+    "--gateway-url",
+    envvar="DEX_GATEWAY_URL",
+    default="http://127.0.0.1:8080",
+    show_default=True,
+    help="The gateway (DEX_GATEWAY_URL).",
+)
+
+
+@main.command("balances")
+@click.argument("account")
+@_gateway_option
+@_json_option
+def balances_cmd(account: str, gateway_url: str, as_json: bool) -> None:
+    """An account's balances (in asset units) as a table."""
+    url = f"{gateway_url.rstrip('/')}/v1/accounts/{account}/balances"
+    _show(_call("GET", url), "balances", f"balances of {account}", as_json)
+
+
+@main.command("orders")
+@click.argument("account")
+@_gateway_option
+@_json_option
+def orders_cmd(account: str, gateway_url: str, as_json: bool) -> None:
+    """An account's latest orders as a table."""
+    url = f"{gateway_url.rstrip('/')}/v1/accounts/{account}/orders"
+    _show(_call("GET", url), "orders", f"orders of {account}", as_json)
+
+
+@main.command("shards")
+@click.option("--matching-url", default="http://127.0.0.1:8081", show_default=True)
+@click.option("--risk-url", default="http://127.0.0.1:8083", show_default=True)
+@_json_option
+def shards_cmd(matching_url: str, risk_url: str, as_json: bool) -> None:
+    """The shards each service's replica writes: owner, lease epoch, log position."""
+    got = {
+        service: _call("GET", f"{url.rstrip('/')}/internal/shards")
+        for service, url in (("matching-engine", matching_url), ("risk-engine", risk_url))
+    }
+    if as_json:
+        click.echo(json.dumps(got, indent=2))
+        return
+    rows = [
+        {"service": service, "shard": tag, **info}
+        for service, body in got.items()
+        for tag, info in sorted((body.get("shards") or {}).items())
+    ]
+    _print_table("shards", rows, first=("service", "shard"))
+
+
+# ---------------------------------------------------------------------- operators
 
 
 @main.group("admin")
@@ -105,28 +240,31 @@ def serve_cmd(service: str) -> None:
 )
 @click.option("--matching-url", default="http://127.0.0.1:8081", show_default=True)
 @click.option("--risk-url", default="http://127.0.0.1:8083", show_default=True)
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="On an error reply, print the server's JSON body instead of one line.",
+)
 @click.pass_context
-def admin(ctx: click.Context, token: str, matching_url: str, risk_url: str) -> None:
-    """Operator controls: markets, snapshots, kill switches, test funds."""
-    ctx.obj = {"token": token, "matching": matching_url.rstrip("/"), "risk": risk_url.rstrip("/")}
+def admin(ctx: click.Context, token: str, matching_url: str, risk_url: str, as_json: bool) -> None:
+    """Operator controls: markets, snapshots, kill switches, test funds.
+
+    Each prints the server's JSON answer; a refusal prints one line with its reason (or,
+    with --json, the JSON body) and exits 1."""
+    ctx.obj = {
+        "token": token,
+        "matching": matching_url.rstrip("/"),
+        "risk": risk_url.rstrip("/"),
+        "json": as_json,
+    }
 
 
 def _admin_call(ctx: click.Context, service: str, path: str, body: object = None) -> None:
-    import json
-
-    import httpx
-
-    url = ctx.obj[service] + path
-    try:
-        resp = httpx.post(
-            url, json=body, headers={"Authorization": f"Bearer {ctx.obj['token']}"}, timeout=10
-        )
-    except httpx.HTTPError as e:
-        click.echo(f"error: {url}: {type(e).__name__}: {e}", err=True)
-        sys.exit(1)
-    click.echo(json.dumps(resp.json(), indent=2))
-    if resp.status_code >= 400:
-        sys.exit(1)
+    got = _call(
+        "POST", ctx.obj[service] + path, body=body, token=ctx.obj["token"], raw=ctx.obj["json"]
+    )
+    click.echo(json.dumps(got, indent=2))
 
 
 @admin.command("add-market")
@@ -134,8 +272,6 @@ def _admin_call(ctx: click.Context, service: str, path: str, body: object = None
 @click.pass_context
 def admin_add_market(ctx: click.Context, spec_json: str) -> None:
     """Add a market: SPEC_JSON like {"market": "SOL-USDC", "base": "SOL", ...}."""
-    import json
-
     try:
         spec = json.loads(spec_json)
     except json.JSONDecodeError as e:
@@ -211,21 +347,40 @@ def admin_resume(ctx: click.Context) -> None:
 @click.argument("account")
 @click.argument("asset")
 @click.argument("amount")
+@click.option(
+    "--tx-id",
+    default=None,
+    help="The chain transaction of a deposit credited by hand (default: a new test-funds id).",
+)
+@click.option(
+    "--log-index", type=click.IntRange(min=0), default=0, show_default=True, help="With --tx-id."
+)
 @click.pass_context
-def admin_credit(ctx: click.Context, account: str, asset: str, amount: str) -> None:
-    """Credit test funds (where the environment allows the faucet)."""
-    _admin_call(
-        ctx, "risk", f"/admin/accounts/{account}/credit", {"asset": asset, "amount": amount}
-    )
+def admin_credit(
+    ctx: click.Context, account: str, asset: str, amount: str, tx_id: str | None, log_index: int
+) -> None:
+    """Credit funds (where the environment allows the faucet) and print the ledger's answer.
+
+    A deposit is credited once per (tx id, log index): crediting the same --tx-id again is
+    refused as a duplicate (exit 1)."""
+    body: dict[str, object] = {"asset": asset, "amount": amount}
+    if tx_id is not None:
+        body |= {"tx_id": tx_id, "log_index": log_index}
+    _admin_call(ctx, "risk", f"/admin/accounts/{account}/credit", body)
 
 
-@admin.command("fees")
+@admin.command("fees", context_settings={"ignore_unknown_options": True})
 @click.argument("market")
 @click.argument("maker_bps", type=int)
 @click.argument("taker_bps", type=int)
 @click.pass_context
 def admin_fees(ctx: click.Context, market: str, maker_bps: int, taker_bps: int) -> None:
-    """Set a market's maker and taker fee rates (basis points)."""
+    """Set a market's maker and taker fee rates (basis points).
+
+    A negative rate (a maker rebate) is written as it is, no quoting or "--" needed:
+
+    \b
+        dex admin fees ETH-USDC -5 10"""
     _admin_call(
         ctx,
         "risk",

@@ -47,13 +47,18 @@ def exchange(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, int
         assert code == 0, out[-3000:]
 
 
-def admin(ports: dict[str, int], *args: str, token: str = TOKEN) -> tuple[int, Any]:
+def admin(
+    ports: dict[str, int], *args: str, token: str = TOKEN, raw: bool = True
+) -> tuple[int, Any]:
+    """Run `dex admin ...`: (exit code, the JSON it printed, or what it wrote to stderr).
+    `raw`: with `--json`, so an error reply is printed as the server's JSON body."""
     proc = subprocess.run(
         [
             sys.executable,
             "-m",
             "dex.cli",
             "admin",
+            *(["--json"] if raw else []),
             "--matching-url",
             f"http://127.0.0.1:{ports['matching-engine']}",
             "--risk-url",
@@ -173,3 +178,95 @@ def test_kill_switches_market_status_and_new_markets_take_effect(exchange: dict[
     info = shards(exchange, "matching-engine")["shards"]
     for tag, seq in out["snapshots"].items():
         assert info[tag]["snapshot_log_seq"] >= seq
+
+
+def usdc_units(ports: dict[str, int], account: str) -> int:
+    body = httpx.get(
+        f"http://127.0.0.1:{ports['gateway']}/v1/accounts/{account}/balances", timeout=5
+    ).json()
+    return sum(b["available_units"] for b in body["balances"] if b["asset"] == "USDC")
+
+
+def test_admin_commands_refuse_an_unknown_market_with_the_reason(exchange: dict[str, int]) -> None:
+    commands = [
+        ("fees", "NOPE-USDC", "10", "20"),
+        ("market-status", "NOPE-USDC", "halted"),
+        ("disable", ALICE, "--market", "NOPE-USDC"),
+        ("enable", ALICE, "--market", "NOPE-USDC"),
+    ]
+    for args in commands:
+        code, out = admin(exchange, *args)
+        assert code == 1, (args, out)
+        assert out["error"]["code"] == "unknown_market" and out["error"]["field"] == "market"
+        assert "NOPE-USDC" in out["error"]["message"], out
+        # without --json: one line naming the market, on stderr
+        code, line = admin(exchange, *args, raw=False)
+        assert code == 1 and isinstance(line, str), (args, line)
+        assert len(line.strip().splitlines()) == 1 and "NOPE-USDC" in line, line
+    # the same commands on a known market still pass
+    assert admin(exchange, "fees", "ETH-USDC", "-1", "5")[0] == 0
+    assert admin(exchange, "disable", ALICE, "--market", "BTC-USDC")[0] == 0
+    assert admin(exchange, "enable", ALICE, "--market", "BTC-USDC")[0] == 0
+    assert admin(exchange, "fees", "ETH-USDC", "0", "0")[0] == 0
+
+
+def test_a_repeated_chain_deposit_is_reported_as_a_duplicate(exchange: dict[str, int]) -> None:
+    carol = "0x" + "c" * 40
+    tx = "0x" + "5e" * 32
+    code, out = admin(exchange, "credit", carol, "USDC", "5", "--tx-id", tx)
+    assert code == 0 and out["accepted"] is True and out["available_units"] == 5_000_000, out
+    assert out["cmd"]["tx_id"] == tx
+    code, out = admin(exchange, "credit", carol, "USDC", "5", "--tx-id", tx)
+    assert code == 1 and out["error"]["code"] == "duplicate_deposit", out
+    assert tx in out["error"]["message"]
+    # another log index of the same transaction is another deposit
+    code, out = admin(exchange, "credit", carol, "USDC", "5", "--tx-id", tx, "--log-index", "1")
+    assert code == 0 and out["available_units"] == 10_000_000, out
+    wait_until("the history shows 10 USDC", lambda: usdc_units(exchange, carol) == 10_000_000)
+    # an operator's transaction id is checked at the edge
+    url = f"http://127.0.0.1:{exchange['risk-engine']}/admin/accounts/{carol}/credit"
+    for bad in ("", "a\x00b", "0xab\n", "x" * 200, "faucet:12ab", "faucet:１２"):
+        r = httpx.post(
+            url,
+            json={"asset": "USDC", "amount": "5", "tx_id": bad},
+            headers={"Authorization": f"Bearer {TOKEN}"},
+            timeout=15,
+        )
+        assert r.status_code == 400 and r.json()["error"]["field"] == "tx_id", (bad, r.text)
+    code, out = admin(exchange, "credit", carol, "USDC", "5", "--tx-id", "faucet:12ab")
+    assert code == 1 and out["error"]["field"] == "tx_id", out
+
+
+def test_credits_count_across_a_restart_on_the_same_data_folder(tmp_path: Any) -> None:
+    dave = "0x" + "d" * 40
+    base = free_base()
+    ports = {s: base + i for i, s in enumerate(SERVICES)}
+    answers = []
+    for _ in range(2):
+        proc = start(
+            ["up", "--data-dir", str(tmp_path / "data")],
+            {"DEX_PORT": str(base), "DEX_ADMIN_TOKEN": TOKEN},
+            tmp_path,
+        )
+        try:
+            for s in SERVICES:
+                wait_until(
+                    f"{s} ready",
+                    lambda s=s: (
+                        httpx.get(f"http://127.0.0.1:{ports[s]}/readyz", timeout=2).status_code
+                        == 200
+                    ),
+                )
+            code, out = admin(ports, "credit", dave, "USDC", "7")
+            assert code == 0, out
+            answers.append(out)
+            want = 7_000_000 * len(answers)
+            wait_until(
+                f"the history shows {want} units",
+                lambda want=want: usdc_units(ports, dave) == want,
+            )
+        finally:
+            code, log = stop(proc)
+            assert code == 0, log[-3000:]
+    assert [a["available_units"] for a in answers] == [7_000_000, 14_000_000]
+    assert answers[0]["cmd"]["tx_id"] != answers[1]["cmd"]["tx_id"]

@@ -10,17 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from litestar import get, post
 
-from dex.bus import Bus
+from dex.bus import Bus, TrimmedError
 from dex.core import commands as mc
 from dex.core.enums import MarketStatus
 from dex.core.errors import CommandError
@@ -29,11 +30,13 @@ from dex.core.markets import (
     Asset,
     MarketParams,
     MarketSpec,
+    check_asset,
     check_market_symbol,
     needed_decimals,
 )
 from dex.core.numbers import to_steps
 from dex.risk import commands as rc
+from dex.risk import events as rev
 from dex.risk.address import canonical_address
 from dex.runtime.health import Health
 from dex.runtime.http import ApiError, build_app
@@ -43,7 +46,8 @@ from dex.runtime.server import HttpServer
 from dex.runtime.settings import DEFAULT_PORTS, Settings, port_for, resolved_replica_id
 from dex.services import codec
 from dex.services.gateway import Gateway
-from dex.services.layout import ADMIN_STREAM, MATCHING, RISK, risk_in, shard_for
+from dex.services.ids import CREDIT_PREFIX, new_credit_tx_id
+from dex.services.layout import ADMIN_STREAM, MATCHING, RISK, risk_in, risk_log, shard_for
 from dex.services.matching import MatchingShard
 from dex.services.replica import ShardReplica
 from dex.services.risk import RiskShard
@@ -105,8 +109,13 @@ class DisableRequest(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class CreditRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """Test funds (no `tx_id`: the exchange makes a new one), or a chain deposit the operator
+    credits by hand (`tx_id`, `log_index`): credited once, a repeat is a 409."""
+
     asset: str
     amount: str
+    tx_id: str | None = None
+    log_index: Annotated[int, msgspec.Meta(ge=0, lt=2**32)] = 0
 
 
 class LimitsRequest(msgspec.Struct, forbid_unknown_fields=True):
@@ -153,6 +162,101 @@ def _admin_account(raw: str) -> str:
 async def _admin_append(bus: Bus, stream: str, cmd: Any) -> dict[str, Any]:
     seq = await bus.append(stream, [codec.encode(cmd)])
     return {"accepted": True, "stream": stream, "log_seq": seq, "cmd": msgspec.to_builtins(cmd)}
+
+
+class AdminView:
+    """The markets and assets named on the admin stream, read to its end when a check needs
+    it: what every engine will know, whichever shards this replica holds (a standby holds
+    none). Mirrors the engines: a market or asset they refuse is not added."""
+
+    def __init__(self, bus: Bus) -> None:
+        self.bus = bus
+        self.pos = 0
+        self.markets: set[str] = set()
+        self.assets: dict[str, Asset] = {}
+        self._lock = asyncio.Lock()
+
+    async def refresh(self) -> None:
+        async with self._lock:
+            while got := await self.bus.read(ADMIN_STREAM, self.pos, limit=1000):
+                for seq, data in got:
+                    self.pos = seq
+                    with contextlib.suppress(codec.BadEntry):
+                        self._apply(codec.decode_admin(data))
+
+    def _apply(self, cmd: Any) -> None:
+        if isinstance(cmd, mc.AddAsset):
+            with contextlib.suppress(CommandError):
+                self.assets.setdefault(cmd.asset.symbol, check_asset(cmd.asset))
+        elif isinstance(cmd, mc.AddMarket) and cmd.spec.market not in self.markets:
+            try:
+                params = check_spec(cmd.spec, self.assets)
+            except ApiError:
+                return
+            self.assets.setdefault(params.base.symbol, params.base)
+            self.assets.setdefault(params.quote.symbol, params.quote)
+            self.markets.add(cmd.spec.market)
+
+    async def market(self, symbol: str) -> str:
+        """`symbol` if it names a market; else a 404 naming it."""
+        if symbol not in self.markets:
+            await self.refresh()
+        if symbol not in self.markets:
+            raise ApiError(404, "unknown_market", f"no market {symbol!r}", "market")
+        return symbol
+
+    async def asset(self, symbol: str, field: str) -> Asset:
+        """The asset `symbol`; else a 400 naming `field`."""
+        if symbol not in self.assets:
+            await self.refresh()
+        asset = self.assets.get(symbol)
+        if asset is None:
+            raise ApiError(400, "unknown_asset", f"no asset {symbol!r}", field)
+        return asset
+
+
+CREDIT_WAIT = 10.0  # seconds a credit waits for the ledger's answer
+_TX_ID = re.compile(r"[A-Za-z0-9._:-]{1,100}")
+
+
+def _operator_tx_id(raw: str) -> str:
+    if _TX_ID.fullmatch(raw) is None:
+        raise ApiError(
+            400, "invalid_request", "1 to 100 characters of A-Z a-z 0-9 . _ : -", "tx_id"
+        )
+    rest = raw[len(CREDIT_PREFIX) :]
+    if raw.startswith(CREDIT_PREFIX) and not rest.isdigit():
+        raise ApiError(
+            400, "invalid_request", f"{CREDIT_PREFIX} must be followed by digits", "tx_id"
+        )
+    return raw
+
+
+async def _risk_outcome(
+    bus: Bus, log: str, after: int, stream: str, seq: int
+) -> codec.RiskItem | None:
+    """Risk's answer to the command at (`stream`, `seq`): the item of its log entries after
+    `after` that names it; None if none came within `CREDIT_WAIT`."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + CREDIT_WAIT
+    while (left := end - loop.time()) > 0:
+        try:
+            got = await bus.read(log, after, limit=1000, timeout=min(left, 1.0))
+        except TrimmedError:
+            return None
+        for pos, data in got:
+            after = pos
+            try:
+                entry: codec.RiskEntry = codec.decode_risk_entry(data)
+            except codec.BadEntry:
+                continue
+            for item in entry.items:
+                if item.cmd is not None and (item.input.stream, item.input.log_seq) == (
+                    stream,
+                    seq,
+                ):
+                    return item
+    return None
 
 
 def check_spec(spec: MarketSpec, known: dict[str, Asset] | None = None) -> MarketParams:
@@ -223,6 +327,8 @@ def matching_unit(bus: Bus, settings: Settings) -> Unit:
         lambda m, **kw: MatchingShard(bus, m, **kw),
     )
 
+    view = AdminView(bus)
+
     @post("/admin/markets", opt={"admin": True}, status_code=200)
     async def add_market(data: MarketSpec) -> dict[str, Any]:
         known: dict[str, Asset] = {}
@@ -235,6 +341,7 @@ def matching_unit(bus: Bus, settings: Settings) -> Unit:
 
     @post("/admin/markets/{market:str}/status", opt={"admin": True}, status_code=200)
     async def set_status(market: str, data: StatusRequest) -> dict[str, Any]:
+        await view.market(market)
         return await _admin_append(
             bus, ADMIN_STREAM, mc.SetMarketStatus(market=market, status=data.status)
         )
@@ -269,6 +376,8 @@ def risk_unit(bus: Bus, settings: Settings) -> Unit:
         lambda r, **kw: RiskShard(bus, r, max_lag=settings.max_lag, **kw),
     )
 
+    view = AdminView(bus)
+
     def to_shard(account: str) -> str:
         return risk_in(shard_for(account, settings.risk_shards))
 
@@ -285,6 +394,8 @@ def risk_unit(bus: Bus, settings: Settings) -> Unit:
     @post("/admin/accounts/{account:str}/disable", opt={"admin": True}, status_code=200)
     async def disable(account: str, data: DisableRequest) -> dict[str, Any]:
         a = _admin_account(account)
+        if data.market is not None:
+            await view.market(data.market)
         return await _admin_append(
             bus, to_shard(a), rc.DisableTrading(account=a, market=data.market)
         )
@@ -292,28 +403,57 @@ def risk_unit(bus: Bus, settings: Settings) -> Unit:
     @post("/admin/accounts/{account:str}/enable", opt={"admin": True}, status_code=200)
     async def enable(account: str, data: DisableRequest) -> dict[str, Any]:
         a = _admin_account(account)
+        if data.market is not None:
+            await view.market(data.market)
         return await _admin_append(
             bus, to_shard(a), rc.EnableTrading(account=a, market=data.market)
         )
 
     @post("/admin/accounts/{account:str}/credit", opt={"admin": True}, status_code=200)
     async def credit(account: str, data: CreditRequest) -> dict[str, Any]:
+        """Append the deposit and answer with the ledger's outcome: credited (200), a
+        deposit it already credited (409 duplicate_deposit), refused (400)."""
         if not settings.faucet:
             raise ApiError(403, "faucet_disabled", "crediting test funds is disabled here")
         a = _admin_account(account)
-        decimals = _asset_decimals(data.asset)
-        if decimals is None:
-            raise ApiError(400, "unknown_asset", f"no asset {data.asset!r}", "asset")
+        asset = await view.asset(data.asset, "asset")
         try:
             amount = to_steps(
-                data.amount, Decimal(1).scaleb(-decimals), "amount", unit=f"{data.asset} units"
+                data.amount,
+                Decimal(1).scaleb(-asset.decimals),
+                "amount",
+                unit=f"{asset.symbol} units",
             )
         except CommandError as e:
             raise ApiError(400, "invalid_request", e.message, e.field) from None
+        tx_id = new_credit_tx_id() if data.tx_id is None else _operator_tx_id(data.tx_id)
         cmd = rc.Deposit(
-            account=a, asset=data.asset, amount=amount, tx_id=f"faucet:{next(_credit_ids)}"
+            account=a, asset=asset.symbol, amount=amount, tx_id=tx_id, log_index=data.log_index
         )
-        return await _admin_append(bus, to_shard(a), cmd)
+        stream, log = to_shard(a), risk_log(shard_for(a, settings.risk_shards))
+        after = await bus.last(log)
+        answer = await _admin_append(bus, stream, cmd)
+        item = await _risk_outcome(bus, log, after, stream, answer["log_seq"])
+        if item is None:
+            raise ApiError(
+                504,
+                "timeout",
+                f"no answer from risk within {CREDIT_WAIT:g} s; the deposit is logged "
+                f"(log_seq {answer['log_seq']}) and will be applied",
+            )
+        if item.error is not None:
+            raise ApiError(400, "invalid_request", item.error)
+        for ev in item.events:
+            if isinstance(ev, rev.DepositCredited):
+                return {**answer, "available_units": ev.available, "locked_units": ev.locked}
+            if isinstance(ev, rev.RequestRejected):
+                raise ApiError(400, str(ev.code), ev.message)
+        raise ApiError(
+            409,
+            "duplicate_deposit",
+            f"deposit {tx_id} (log index {data.log_index}) was already credited; nothing changed",
+            "tx_id",
+        )
 
     @post("/admin/halt", opt={"admin": True}, status_code=200)
     async def halt() -> dict[str, Any]:
@@ -325,6 +465,7 @@ def risk_unit(bus: Bus, settings: Settings) -> Unit:
 
     @post("/admin/fees", opt={"admin": True}, status_code=200)
     async def fees(data: FeesRequest) -> dict[str, Any]:
+        await view.market(data.market)
         if (
             not -10_000 <= data.maker_bps <= 10_000
             or not -10_000 <= data.taker_bps <= 10_000
@@ -345,13 +486,14 @@ def risk_unit(bus: Bus, settings: Settings) -> Unit:
         if data.max_open_orders < 0:
             raise ApiError(400, "invalid_request", "must not be negative", "max_open_orders")
         notional: dict[str, int] = {}
-        for asset, text in data.max_order_notional.items():
-            decimals = _asset_decimals(asset)
-            if decimals is None:
-                raise ApiError(400, "unknown_asset", f"no asset {asset!r}", "max_order_notional")
+        for symbol, text in data.max_order_notional.items():
+            asset = await view.asset(symbol, "max_order_notional")
             try:
-                notional[asset] = to_steps(
-                    text, Decimal(1).scaleb(-decimals), "max_order_notional", unit=f"{asset} units"
+                notional[symbol] = to_steps(
+                    text,
+                    Decimal(1).scaleb(-asset.decimals),
+                    "max_order_notional",
+                    unit=f"{symbol} units",
                 )
             except CommandError as e:
                 raise ApiError(400, "invalid_request", e.message, e.field) from None
@@ -359,13 +501,6 @@ def risk_unit(bus: Bus, settings: Settings) -> Unit:
             account=a, max_open_orders=data.max_open_orders, max_order_notional=notional
         )
         return await _admin_append(bus, ADMIN_STREAM, cmd)
-
-    def _asset_decimals(symbol: str) -> int | None:
-        for w in replica.workers.values():
-            asset = w.ledger.assets.get(symbol)  # type: ignore[attr-defined]
-            if asset is not None:
-                return int(asset.decimals)
-        return None
 
     routes = [freeze, unfreeze, disable, enable, credit, halt, resume, fees, limits]
     routes.append(shards_route(replica))
@@ -379,9 +514,6 @@ def risk_unit(bus: Bus, settings: Settings) -> Unit:
         replica.stop,
         extra={"replica": replica},
     )
-
-
-_credit_ids = iter(range(10**15, 10**18))
 
 
 def gateway_unit(bus: Bus, settings: Settings) -> Unit:
