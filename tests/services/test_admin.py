@@ -225,7 +225,7 @@ def test_a_repeated_chain_deposit_is_reported_as_a_duplicate(exchange: dict[str,
     wait_until("the history shows 10 USDC", lambda: usdc_units(exchange, carol) == 10_000_000)
     # an operator's transaction id is checked at the edge
     url = f"http://127.0.0.1:{exchange['risk-engine']}/admin/accounts/{carol}/credit"
-    for bad in ("", "a\x00b", "0xab\n", "x" * 200, "faucet:12ab", "faucet:１２"):
+    for bad in ("", "a\x00b", "0xab\n", "x" * 200, "faucet:12ab", "faucet:\uff11\uff12"):
         r = httpx.post(
             url,
             json={"asset": "USDC", "amount": "5", "tx_id": bad},
