@@ -9,6 +9,7 @@ import math
 import os
 import signal
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -16,6 +17,7 @@ from dex.bus import Bus, FencedError, MemoryBus
 from dex.core import commands as mc
 from dex.core.enums import TimeInForce
 from dex.core.events import Accepted, Expired, Trade
+from dex.matching import Engine
 from dex.risk import commands as rc
 from dex.runtime.health import Health
 from dex.runtime.logging import get_logger
@@ -355,6 +357,57 @@ async def test_a_state_replaced_by_recovery_is_freed_despite_gc_freeze() -> None
     finally:
         await rep.stop()
         gc.unfreeze()
+
+
+@aio
+async def test_an_input_that_makes_the_core_raise_halts_its_shard(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A failure of the core is deterministic: rebuilding and retrying would fail the same way
+    forever. The shard stops at that input (not ready, alert), as on a divergence; the
+    other shard goes on."""
+    real = Engine._add_market
+
+    def poisoned(self: Engine, cmd: mc.AddMarket, src: mc.InputRef) -> list[Any]:
+        if cmd.spec.market == "BTC-USDC":
+            raise RuntimeError("the core cannot take this")
+        return real(self, cmd, src)
+
+    monkeypatch.setattr(Engine, "_add_market", poisoned)
+    bus = MemoryBus()
+    await Cluster(bus).setup_markets()
+    poison = next(
+        seq
+        for seq, data in await bus.read(layout.ADMIN_STREAM, 0)
+        if isinstance(cmd := codec.decode_admin(data), mc.AddMarket)
+        and cmd.spec.market == "BTC-USDC"
+    )
+    make = lambda m: MatchingShard(bus, m, matching_shards=M, risk_shards=R)  # noqa: E731
+    rep = _replica(bus, "a", 5.0, make)
+    bad = layout.shard_for("BTC-USDC", M)
+    tag = layout.me_tag(bad)
+    good = layout.me_tag(1 - bad)
+    await rep.start()
+    try:
+        await _until(lambda: bad in rep.tasks and rep.tasks[bad].done(), "the shard stopped")
+        sample = rep.m_input_failed.labels(tag)._value.get()  # type: ignore[attr-defined]
+        assert sample == 1
+        reasons = rep.health.reasons()
+        assert not rep.health.ready and f"shard {tag}" in reasons
+        assert f"{layout.ADMIN_STREAM}#{poison}" in reasons[f"shard {tag}"]
+        assert rep.m_recoveries.labels(tag)._value.get() <= 2  # type: ignore[attr-defined]
+        assert await bus.last(layout.me_log(bad)) == 0 or all(
+            codec.decode_match_entry(d).pos.get(layout.ADMIN_STREAM, 0) < poison
+            for _, d in await bus.read(layout.me_log(bad), 0)
+        )
+        # the other shard is not held up
+        ok = rep.workers[1 - bad]
+        await _until(lambda: ok.pos.get(layout.ADMIN_STREAM, 0) >= poison, "the other shard")
+        assert f"shard {good}" not in rep.health.reasons()
+        # it keeps its lease, so no other replica takes the shard and fails the same way
+        assert tag in {lease.name for lease in await bus.leases("me:") if lease.owner == "a"}
+    finally:
+        await rep.stop()
 
 
 # ---------------------------------------------------------------- snapshots in the background

@@ -31,7 +31,7 @@ from dex.services.layout import (
     risk_to,
     shard_for,
 )
-from dex.services.shard import Divergence, ShardWorker
+from dex.services.shard import Divergence, InputFailed, ShardWorker
 
 TICK_INPUT = InputRef("tick", 0)
 
@@ -91,6 +91,8 @@ class MatchingShard(ShardWorker):
             events = self.engine.apply(cmd, src)
         except CommandError as e:
             return codec.MatchItem(src, cmd, [], str(e))
+        except Exception as e:  # not a refusal: the shard must stop here (InputFailed)
+            raise InputFailed(self.tag, f"{src.stream}#{src.log_seq}", e) from e
         return codec.MatchItem(src, cmd, events)
 
     def replay(self, log_seq: int, entry: bytes) -> int:

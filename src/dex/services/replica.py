@@ -8,8 +8,9 @@ Redis `run_id` may mean lost writes: every shard rebuilds from the log) and reba
 
 Per shard: recovery -> ready -> steps. A refused append (`FencedError`) means the lease is
 gone: the shard is dropped without writing anything more. A trimmed input or a divergence
-stops the shard and keeps the replica not-ready (with an alert metric); any other error
-(the bus is down) makes it not-ready, then it rebuilds from the log and goes on.
+stops the shard and keeps the replica not-ready (with an alert metric), and so does an input
+whose application raised (`InputFailed`) twice, before and after a rebuild from the log; any
+other error (the bus is down) makes it not-ready, then it rebuilds from the log and goes on.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from dex.bus import Bus, FencedError, TrimmedError
 from dex.runtime.health import Health
 from dex.runtime.metrics import ServiceMetrics
 from dex.services.layout import member_prefix
-from dex.services.shard import Divergence, ShardWorker
+from dex.services.shard import Divergence, InputFailed, ShardWorker
 
 STEP_WAIT = 0.1  # seconds a step waits for input, which bounds how fast a stop is seen
 
@@ -96,6 +97,12 @@ class ShardReplica:
         self.m_recovery_s = m.histogram("recovery", "seconds", "time to recover a shard")
         self.m_divergence = m.gauge(
             "divergence_alert", "bool", "1 when re-applying the log gave other events", ["shard"]
+        )
+        self.m_input_failed = m.gauge(
+            "input_failed_alert",
+            "bool",
+            "1 when applying an input raised twice, before and after a rebuild (shard stopped)",
+            ["shard"],
         )
         self.m_bad = m.counter("bad_entries", "total", "entries that did not decode", ["stream"])
         self.m_snapshot_failures = m.counter(
@@ -259,6 +266,7 @@ class ShardReplica:
     async def _run(self, shard: int, w: ShardWorker) -> None:
         key = f"shard {w.tag}"
         backoff = 0.05
+        failed_at: str | None = None  # the input whose application raised, until one succeeds
         # `self.workers.get(shard) is w`: a dropped shard's task ends even if its cancellation
         # was lost (Python 3.11's wait_for, which redis-py uses for every send, can swallow one)
         while (
@@ -285,6 +293,7 @@ class ShardReplica:
                     self.health.set_ready(key)
                 started = time.perf_counter()
                 n = await w.step(STEP_WAIT)
+                failed_at = None
                 if n:
                     self.m_step.observe(time.perf_counter() - started)
                     self.m_items.labels(w.tag).inc(n)
@@ -311,6 +320,20 @@ class ShardReplica:
                 self.health.set_not_ready(key, f"divergence: {e}")
                 self.m_divergence.labels(w.tag).set(1)
                 self.log.error("divergence", shard=w.tag, error=str(e))
+                return
+            except InputFailed as e:
+                w.dirty = True
+                if e.where != failed_at:  # perhaps a passing fault: rebuild, try once more
+                    failed_at = e.where
+                    self.health.set_not_ready(key, f"input failed, retrying: {e}")
+                    self.log.warning(
+                        "input_failed_retrying", shard=w.tag, input=e.where, error=str(e)
+                    )
+                    continue
+                # the same input failed again on the rebuilt state: it always will
+                self.health.set_not_ready(key, f"input failed: {e}")
+                self.m_input_failed.labels(w.tag).set(1)
+                self.log.error("input_failed", shard=w.tag, input=e.where, error=str(e))
                 return
             except Exception as e:  # bus down or a bad state: rebuild from the log, retry
                 w.dirty = True

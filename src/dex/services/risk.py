@@ -43,7 +43,7 @@ from dex.services.layout import (
     shard_for,
     snapshot_name,
 )
-from dex.services.shard import Divergence, ShardWorker
+from dex.services.shard import Divergence, InputFailed, ShardWorker
 
 
 class RiskShard(ShardWorker):
@@ -117,6 +117,8 @@ class RiskShard(ShardWorker):
             events = self.ledger.apply(item, src, ts)
         except (CommandError, LedgerHalted) as e:
             return codec.RiskItem(src, ts, cmd, mev, [], str(e))
+        except Exception as e:  # not a refusal: the shard must stop here (InputFailed)
+            raise InputFailed(self.tag, f"{src.stream}#{src.log_seq}", e) from e
         return codec.RiskItem(src, ts, cmd, mev, events)
 
     def replay(self, log_seq: int, entry: bytes) -> int:

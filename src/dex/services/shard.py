@@ -7,8 +7,9 @@ turn a batch of input entries into one log entry (plus entries for streams they 
 
 Invariants:
 - State in memory equals the fold of the log up to `self.last`. `process` moves the state
-  ahead of the log; if the append that follows fails for any reason, the state is thrown
-  away (`dirty`) and rebuilt from the log before anything else happens.
+  ahead of the log; if it raises, or the append that follows fails for any reason, the
+  state is thrown away (`dirty`) and rebuilt from the log before anything else happens. An
+  input whose application raises (not a refusal) is reported as `InputFailed`, naming it.
 - Input positions are recorded inside each log entry, so a restart resumes every input
   exactly where the last written entry left it: nothing is applied twice or skipped.
 - Recovery re-applies the logged inputs and requires exactly the logged events; any
@@ -45,6 +46,19 @@ def _read_all(fd: int) -> bytes:
 
 class Divergence(RuntimeError):
     """Re-applying the log did not give the logged events: the shard must not go on."""
+
+
+class InputFailed(RuntimeError):
+    """Applying an input raised something other than a refusal (`CommandError`). The cores are
+    deterministic, so a rebuild from the log meets the same failure at the same input: the
+    replica retries once, then stops the shard (`dex.services.replica`).
+
+    `where` names the input (`<stream>#<log_seq>`, or the positions a failed batch was read
+    after when the failure is not in one input's application)."""
+
+    def __init__(self, tag: str, where: str, error: BaseException) -> None:
+        super().__init__(f"{tag}: applying {where} raised {type(error).__name__}: {error}")
+        self.where = where
 
 
 class ShardWorker(ABC):
@@ -187,7 +201,12 @@ class ShardWorker(ABC):
             if not got:
                 break
             for seq, entry in got:
-                replayed += self.replay(seq, entry)
+                try:
+                    replayed += self.replay(seq, entry)
+                except (Divergence, InputFailed):
+                    raise
+                except Exception as e:  # the logged entry itself: retrying cannot help
+                    raise InputFailed(self.tag, f"{self.log_stream}#{seq}", e) from e
                 last = seq
         self.last = last
         self.since_snapshot = replayed
@@ -196,11 +215,19 @@ class ShardWorker(ABC):
 
     async def step(self, timeout: float) -> int:
         """Read one batch (waiting up to `timeout`), apply it and append the outcome."""
-        got = await self.bus.read_many(self.inputs(), limit=self.batch_size, timeout=timeout)
+        start = self.inputs()
+        got = await self.bus.read_many(start, limit=self.batch_size, timeout=timeout)
         if not got and not self.idle():
             return 0
         async with self.applying:
-            out = self.process(got)
+            try:
+                out = self.process(got)
+            except Exception as e:  # the state is partly applied: rebuild it before going on
+                self.dirty = True
+                if isinstance(e, InputFailed):
+                    raise
+                after = ", ".join(f"{s}#{p}" for s, p in sorted(start.items()))
+                raise InputFailed(self.tag, f"the batch after {after}", e) from e
             if out is None:
                 return 0
             entry, also, n = out
