@@ -17,8 +17,8 @@ from dex.core.numbers import MAX_INT, Scale, check_int, decimals_of, parse_decim
         ("2000.00", "0.01", 200000),
         ("1.5", "0.0001", 15000),
         ("0", "1", 0),
-        (".5", "0.5", 1),
-        ("7.", "1", 7),
+        ("1.5", "0.5", 3),
+        ("7.00", "1", 7),
     ],
 )
 def test_to_steps_exact(text: str, step: str, steps: int) -> None:
@@ -44,6 +44,48 @@ def test_to_steps_refuses(text: str, message: str) -> None:
         to_steps(text, Decimal("0.01") if "." in text else Decimal(1), "size")
     assert info.value.field == "size"
     assert message in info.value.message
+
+
+# Amounts are ASCII `[0-9]+(\.[0-9]+)?`: `\d`, `$`, `int()` and `Decimal()` all take more.
+NOT_ASCII_DECIMALS = [
+    "\uff10.\uff10\uff11",  # fullwidth 0.01
+    "\u0660.\u0660\u0661",  # Arabic-Indic 0.01
+    "\u06f1",  # extended Arabic-Indic 1
+    "\u0967",  # Devanagari 1
+    "1\uff10",  # an ASCII digit then a fullwidth one
+    " 1",
+    "1 ",
+    "1\n",
+    "\n1",
+    "1\r\n",
+    "1\t",
+    "1\u00a0",  # no-break space
+    "+1",
+    "1e3",
+    "1E3",
+    "1.",
+    ".5",
+    "1..5",
+    "1.5.",
+    "1_000",
+    "",
+    ".",
+    "-",
+    "Infinity",
+    "0x10",
+]
+
+
+@pytest.mark.parametrize("text", NOT_ASCII_DECIMALS)
+def test_only_ascii_digits_with_an_optional_fraction_are_amounts(text: str) -> None:
+    for convert in (
+        lambda: parse_decimal(text, "price"),
+        lambda: to_steps(text, Decimal("0.01"), "price", allow_zero=True),
+    ):
+        with pytest.raises(CommandError) as info:
+            convert()
+        assert info.value.field == "price"
+        assert "decimal string" in info.value.message
 
 
 def test_parse_decimal_rejects_non_strings() -> None:
@@ -123,7 +165,14 @@ def test_market_refused(kw: dict[str, object], base: Asset, quote: Asset, field:
 
 @pytest.mark.parametrize(
     ("kw", "field"),
-    [({"base": "eth"}, "base"), ({"quote": "ETH"}, "quote"), ({"market": "ETHUSDC"}, "market")],
+    [
+        ({"base": "eth"}, "base"),
+        ({"quote": "ETH"}, "quote"),
+        ({"market": "ETHUSDC"}, "market"),
+        ({"base": "ETH\n", "market": "ETH\n-USDC"}, "base"),  # `$` matches before a newline
+        ({"quote": "USDC\n", "market": "ETH-USDC\n"}, "quote"),
+        ({"base": "ETH\uff11", "market": "ETH\uff11-USDC"}, "base"),  # fullwidth 1
+    ],
 )
 def test_market_symbol_refused(kw: dict[str, object], field: str) -> None:
     with pytest.raises(CommandError) as info:
@@ -133,7 +182,11 @@ def test_market_symbol_refused(kw: dict[str, object], field: str) -> None:
 
 @pytest.mark.parametrize(
     ("asset", "field"),
-    [(Asset(symbol="e", decimals=2), "symbol"), (Asset(symbol="E", decimals=10), "decimals")],
+    [
+        (Asset(symbol="e", decimals=2), "symbol"),
+        (Asset(symbol="E\n", decimals=2), "symbol"),
+        (Asset(symbol="E", decimals=10), "decimals"),
+    ],
 )
 def test_asset_refused(asset: Asset, field: str) -> None:
     with pytest.raises(CommandError) as info:

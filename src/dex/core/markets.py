@@ -18,7 +18,7 @@ from dex.core.errors import CommandError
 from dex.core.numbers import MAX_INT, Scale, decimals_of, parse_decimal, to_steps
 
 MAX_DECIMALS = 9
-_SYMBOL_RE = re.compile(r"^[A-Z][A-Z0-9]{0,15}$")
+_SYMBOL_RE = re.compile(r"[A-Z][A-Z0-9]{0,15}")  # fullmatch: `$` would take a final newline
 
 
 class Asset(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -27,7 +27,7 @@ class Asset(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
 
 
 def check_asset(asset: Asset) -> Asset:
-    if not _SYMBOL_RE.match(asset.symbol):
+    if not _SYMBOL_RE.fullmatch(asset.symbol):
         raise CommandError(
             "symbol", f"must be 1-16 upper-case letters or digits, got {asset.symbol!r}"
         )
@@ -130,7 +130,7 @@ class MarketParams:
 
 def check_market_symbol(spec: MarketSpec) -> None:
     for field, symbol in (("base", spec.base), ("quote", spec.quote)):
-        if not _SYMBOL_RE.match(symbol):
+        if not _SYMBOL_RE.fullmatch(symbol):
             raise CommandError(field, f"must be 1-16 upper-case letters or digits, got {symbol!r}")
     if spec.base == spec.quote:
         raise CommandError("quote", "must differ from base")

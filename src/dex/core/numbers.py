@@ -1,8 +1,9 @@
 """Exact conversion between decimal strings and integers.
 
-Money never passes through a float: text is parsed with `Decimal`, checked to be a whole
-number of the step (tick, lot or asset unit) and scaled to an integer. Every integer is kept
-below 2**63 so that it fits a signed 64-bit column anywhere downstream.
+Money never passes through a float: text is checked to be plain ASCII digits (which `Decimal`
+alone does not check), parsed with `Decimal`, checked to be a whole number of the step (tick,
+lot or asset unit) and scaled to an integer. Every integer is kept below 2**63 so that it
+fits a signed 64-bit column anywhere downstream.
 """
 
 from __future__ import annotations
@@ -13,16 +14,23 @@ from decimal import Decimal, localcontext
 from dex.core.errors import CommandError
 
 MAX_INT = 2**63 - 1
-_DECIMAL_RE = re.compile(r"^-?(?:\d+(?:\.\d*)?|\.\d+)$")
+# ASCII digits only, a fraction only with digits on both sides of the point. Not `\d` (any
+# Unicode digit), not `$` (it matches before a final newline): `fullmatch` on `[0-9]`.
+_DECIMAL_RE = re.compile(r"[0-9]+(?:\.[0-9]+)?")
 
 
 def parse_decimal(text: str, field: str) -> Decimal:
-    """Parse a plain decimal string (no exponent, no spaces, no NaN/inf)."""
-    if not isinstance(text, str) or not _DECIMAL_RE.match(text) or len(text) > 64:
-        raise CommandError(field, f"must be a decimal string like '12.5', got {text!r}")
-    with localcontext() as ctx:
-        ctx.prec = 80
-        return Decimal(text)  # the regex admits only text Decimal accepts
+    """Parse a non-negative decimal string: ASCII `[0-9]+(\\.[0-9]+)?`, at most 64 characters
+    (no sign, exponent, spaces, underscores, NaN/inf or non-ASCII digits, all of which
+    `Decimal` itself would take)."""
+    if isinstance(text, str) and len(text) <= 64 and _DECIMAL_RE.fullmatch(text):
+        with localcontext() as ctx:
+            ctx.prec = 80
+            return Decimal(text)  # the pattern admits only text Decimal reads exactly
+    negative = isinstance(text, str) and len(text) <= 65 and text[:1] == "-"
+    if negative and _DECIMAL_RE.fullmatch(text[1:]):
+        raise CommandError(field, f"must not be negative, got {text}")
+    raise CommandError(field, f"must be a decimal string like '12.5', got {text!r}")
 
 
 def decimals_of(step: Decimal) -> int:
@@ -37,9 +45,7 @@ def to_steps(
 ) -> int:
     """Convert text to a whole number of `step`s (called `unit` in errors: ticks, lots...);
     reject negatives, fractions and overflow."""
-    value = parse_decimal(text, field)
-    if value < 0:
-        raise CommandError(field, f"must not be negative, got {text}")
+    value = parse_decimal(text, field)  # never negative
     if value == 0 and not allow_zero:
         raise CommandError(field, f"must be positive, got {text}")
     with localcontext() as ctx:

@@ -7,6 +7,7 @@ their shape again. Nothing here looks at state.
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
 
 from dex.core.enums import STP, OrderType, Side, TimeInForce
@@ -25,11 +26,21 @@ _INT_FIELDS = (
     "max_price",
     "min_price",
 )
+# What a client may choose as a client order id (the gateway and risk enforce it; the core's
+# own contract below is looser, so logs written before the rule still decode). ASCII only,
+# matched whole: no whitespace, no NUL (which PostgreSQL cannot store), no look-alikes.
+CLIENT_ORDER_ID_RULE = "1 to 36 characters of A-Z a-z 0-9 . _ : -"
+_CLIENT_ORDER_ID = re.compile(r"[A-Za-z0-9._:-]{1,36}")
 _MARKET_TIFS = (TimeInForce.IOC, TimeInForce.FOK)
 _LIMIT = OrderType.LIMIT
 _MARKET = OrderType.MARKET
 _GTC = TimeInForce.GTC
 _IOC = TimeInForce.IOC
+
+
+def client_order_id_ok(cid: object) -> bool:
+    """Whether `cid` is a client order id a client may choose (`CLIENT_ORDER_ID_RULE`)."""
+    return type(cid) is str and _CLIENT_ORDER_ID.fullmatch(cid) is not None
 
 
 def check_enums(cmd: object, **expected: type) -> None:

@@ -1,9 +1,10 @@
 """Account addresses: validation, the canonical form and the shard an account belongs to.
 
-An address is `0x` followed by 40 hex digits. All-lower or all-upper hex digits are accepted
-as they are; a mixed-case address must carry a valid EIP-55 checksum (the case of each letter
-is set by the keccak-256 of the lower-case hex). The canonical form is lower case; accounts
-are compared, stored and sharded in that form only.
+An address is exactly `0x` followed by 40 ASCII hex digits, nothing before or after (no
+whitespace, no newline, no look-alike characters). All-lower or all-upper hex digits are
+accepted as they are; a mixed-case address must carry a valid EIP-55 checksum (the case of
+each letter is set by the keccak-256 of the lower-case hex). The canonical form is lower
+case; accounts are compared, stored and sharded in that form only.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ import zlib
 
 from Crypto.Hash import keccak
 
-_ADDRESS_RE = re.compile(r"^0x[0-9a-fA-F]{40}$")
+# Matched with `fullmatch`: `re.match` with `$` takes a final newline ("0x...\n" would be
+# another account). `[0-9a-fA-F]` in a str pattern is ASCII only (no look-alike digits).
+_ADDRESS_RE = re.compile(r"0x[0-9a-fA-F]{40}")
 
 
 def keccak256(data: bytes) -> bytes:
@@ -32,7 +35,7 @@ def checksum_address(address: str) -> str:
 
 def canonical_address(address: str) -> str | None:
     """The lower-case form of a valid address, or None if it is not one."""
-    if not isinstance(address, str) or not _ADDRESS_RE.match(address):
+    if not isinstance(address, str) or not _ADDRESS_RE.fullmatch(address):
         return None
     digits = address[2:]
     lower = digits.lower()

@@ -12,6 +12,7 @@ class RiskCode(StrEnum):
     """Why risk refused a request (an order, an amend, a withdrawal, an admin change)."""
 
     INVALID_ADDRESS = "invalid_address"  # not `0x` + 40 hex, or a bad EIP-55 checksum
+    INVALID_CLIENT_ORDER_ID = "invalid_client_order_id"  # not 1-36 of A-Z a-z 0-9 . _ : -
     INVALID_AMOUNT = "invalid_amount"  # not in [1, 2^63), or a balance would reach 2^63
     UNKNOWN_ASSET = "unknown_asset"
     GLOBAL_HALT = "global_halt"

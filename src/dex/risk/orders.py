@@ -1,13 +1,15 @@
 """Pre-trade: place, amend, cancel and cancel_all of a risk shard.
 
 A place passes these checks in order, each refusal an `order_rejected` with a stable code:
-the address; a client order id in use returns the earlier outcome (`order_duplicate`); the
-global halt; the market known and available; the account not frozen; trading not disabled;
-the account's notional and open-order limits; a reference price where one is needed; then
-the structural contract (the forwarded `dex.core` place validates itself on construction and
-raises CommandError) and enough available funds. An accepted order holds its
-funds at once and is forwarded to matching as a `dex.core` place with its id and protection
-price. Amend, cancel and cancel_all are resolved to this shard's open orders and forwarded.
+the address; the client order id's form (1 to 36 of A-Z a-z 0-9 . _ : -, else
+`invalid_client_order_id`); a client order id in use returns the earlier outcome
+(`order_duplicate`); the global halt; the market known and available; the account not
+frozen; trading not disabled; the account's notional and open-order limits; a reference
+price where one is needed; then the structural contract (the forwarded `dex.core` place
+validates itself on construction and raises CommandError) and enough available funds. An
+accepted order holds its funds at once and is forwarded to matching as a `dex.core` place
+with its id and protection price. Amend, cancel and cancel_all are resolved to this shard's
+open orders and forwarded.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from dex.core.commands import InputRef
 from dex.core.commands import Place as MatchPlace
 from dex.core.enums import CancelReason, OrderType, Side
 from dex.core.errors import CommandError
+from dex.core.validation import CLIENT_ORDER_ID_RULE, client_order_id_ok
 from dex.risk.address import canonical_address, shard_of
 from dex.risk.codes import RiskCode
 from dex.risk.commands import Amend, Cancel, CancelAll, Place
@@ -120,6 +123,18 @@ class _OrderDesk(_Core):
                     src,
                 )
             addr = acct.addr
+        if cid is not None and not client_order_id_ok(cid):  # commands come by other paths too
+            return self._refuse(
+                "place",
+                addr,
+                symbol,
+                None,
+                None,  # the refused text is not passed on
+                RiskCode.INVALID_CLIENT_ORDER_ID,
+                f"client_order_id must be {CLIENT_ORDER_ID_RULE}",
+                ts,
+                src,
+            )
         key = None
         if cid is not None:
             key = (addr, symbol, cid)

@@ -1,8 +1,10 @@
 """The gateway (thin until its own issue): the order path in, the engine's outcome out.
 
-Owns: the public REST endpoints for markets, orders, cancels and the faucet; turning decimal
-strings into integer ticks/lots/units with the market's steps (a bad value is a 400 naming
-the field, and nothing is sent); sending each request to the account's risk shard; and
+Owns: the public REST endpoints for markets, orders, cancels and the faucet; checking what
+clients name (an address is `0x` and 40 ASCII hex digits, a client order id 1 to 36 of
+`A-Z a-z 0-9 . _ : -`) and turning decimal strings (ASCII `[0-9]+(.[0-9]+)?` only) into
+integer ticks/lots/units with the market's steps (a bad value is a 400 naming the field,
+and nothing is sent); sending each request to the account's risk shard; and
 waiting for its outcome. It tails every risk log and every matching log from where they were
 when it started: risk's answer names the request by its input position, and an accepted
 order's outcome is the matching engine's events for its order id. History and balances are
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 from collections import OrderedDict
 from decimal import Decimal
@@ -29,7 +32,8 @@ from dex.core.commands import AddAsset, AddMarket
 from dex.core.enums import STP, OrderType, Side, TimeInForce
 from dex.core.errors import CommandError
 from dex.core.markets import Asset, MarketParams, check_market_symbol, needed_decimals
-from dex.core.numbers import to_steps
+from dex.core.numbers import MAX_INT, to_steps
+from dex.core.validation import CLIENT_ORDER_ID_RULE, client_order_id_ok
 from dex.matching.textform import render
 from dex.risk import commands as rc
 from dex.risk import events as rev
@@ -43,6 +47,7 @@ from dex.services.layout import ADMIN_STREAM, me_log, risk_in, risk_log, shard_f
 
 WAIT = 10.0  # seconds a request waits for its outcome
 RECENT = 50_000  # outcomes kept for waiters that register after the answer went by
+_ORDER_ID = re.compile(r"[0-9]{1,19}")  # fullmatch; then 1 to 2^63-1
 
 
 class OrderRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -102,6 +107,16 @@ class Markets:
 
 def _steps(text: str | None, step: Decimal, field: str, unit: str) -> int:
     return 0 if text is None else to_steps(text, step, field, unit=unit)
+
+
+def _order_id(raw: str) -> int:
+    """An order id from a path: ASCII digits only (`int()` would also take "+1", "1_0",
+    whitespace and any Unicode digit), between 1 and 2^63-1."""
+    if _ORDER_ID.fullmatch(raw) and 0 < int(raw) <= MAX_INT:
+        return int(raw)
+    raise ApiError(
+        400, "invalid_request", "order_id must be an integer from 1 to 2^63-1", "order_id"
+    )
 
 
 def _account(raw: str) -> str:
@@ -303,6 +318,13 @@ class Gateway:
     def build_place(self, req: OrderRequest) -> rc.Place:
         params = self.markets.get(req.market)
         account = _account(req.account)
+        if req.client_order_id is not None and not client_order_id_ok(req.client_order_id):
+            raise ApiError(
+                400,
+                "invalid_request",
+                f"client_order_id must be {CLIENT_ORDER_ID_RULE}",
+                "client_order_id",
+            )
         try:
             return rc.Place(
                 market=req.market,
@@ -474,9 +496,9 @@ class Gateway:
         async def place_order(data: OrderRequest) -> dict[str, Any]:
             return await gw.place(data)
 
-        @delete("/v1/orders/{order_id:int}", status_code=200)
-        async def cancel_order(order_id: int, market: str, account: str) -> dict[str, Any]:
-            return await gw.cancel(order_id, market, account)
+        @delete("/v1/orders/{order_id:str}", status_code=200)
+        async def cancel_order(order_id: str, market: str, account: str) -> dict[str, Any]:
+            return await gw.cancel(_order_id(order_id), market, account)
 
         @post("/v1/faucet", status_code=200)
         async def faucet(data: FaucetRequest) -> dict[str, Any]:
