@@ -11,20 +11,28 @@ import secrets
 from collections.abc import Iterator
 from typing import Any
 
+import msgspec
 import pytest
 from litestar.testing import AsyncTestClient
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from dex.core import commands as mc
 from dex.core import events as me
+from dex.core.commands import InputRef
+from dex.core.enums import OrderType, Side
+from dex.core.errors import RejectCode
+from dex.risk import events as re_
+from dex.risk.codes import RiskCode
 from dex.runtime.health import Health
 from dex.runtime.http import build_app
 from dex.runtime.metrics import ServiceMetrics
-from dex.services import layout
+from dex.services import codec, layout
 from dex.services.persistence import (
     PersistenceService,
     async_database_url,
     balances,
+    events,
     orders,
     trades,
 )
@@ -258,6 +266,200 @@ async def test_bad_entry_is_logged_counted_and_skipped(tmp_path: Any) -> None:
     assert (await store_balances(svc), await store_rows(svc, trades)) == before
     assert (await c.bus.positions(stream))[layout.PERSISTENCE_READER] == seq
     assert svc.health.ready
+    await svc.stop()
+
+
+NUL = "\x00"
+STRANGER = "0x" + "77" * 20  # an account no shard writes about in these tests
+
+
+def poisoned_match_entry(oid: int, cid: str, ts: int) -> bytes:
+    """A matching log entry as an old log (or a path around the gateway) may hold: an order
+    accepted with `cid` as its client order id, and one rejected with it."""
+    accepted = mc.Place(
+        ts=ts,
+        market=ETH_USDC,
+        account=STRANGER,
+        side=Side.BUY,
+        type=OrderType.LIMIT,
+        price=190_000,
+        size=10,
+        client_order_id=cid,
+        order_id=oid,
+    )
+    refused = msgspec.structs.replace(accepted, order_id=oid + 1)
+    where = InputRef("test", oid)
+    head: dict[str, Any] = {"v": 1, "market": ETH_USDC, "ts": ts, "input": where}
+    events: list[me.Event] = [
+        me.Accepted(**head, seq=1, log_seq=1, order_id=oid, order=accepted),
+        me.Rejected(
+            **head,
+            seq=2,
+            log_seq=2,
+            order_id=oid + 1,
+            client_order_id=cid,
+            account=STRANGER,
+            side=Side.BUY,
+            code=RejectCode.POST_ONLY_WOULD_TAKE,
+            message=f"message {cid}",
+        ),
+    ]
+    items = [
+        codec.MatchItem(where, accepted, events[:1]),
+        codec.MatchItem(where, refused, events[1:]),
+    ]
+    return codec.encode(codec.MatchEntry({"test": oid}, items))
+
+
+def poisoned_risk_entry(tx_id: str, available: int, ts: int) -> bytes:
+    """A risk log entry crediting STRANGER `available` USDC, its tx id and a refusal's text
+    taken as given."""
+    where = InputRef("test", available)
+    head: dict[str, Any] = {"v": 1, "ts": ts, "input": where}
+    events: list[re_.RiskEvent] = [
+        re_.DepositCredited(
+            **head,
+            log_seq=1,
+            account=STRANGER,
+            asset="USDC",
+            amount=5,
+            tx_id=tx_id,
+            log_index=0,
+            available=available,
+            locked=0,
+        ),
+        re_.OrderRejected(
+            **head,
+            log_seq=2,
+            request="place",
+            account=STRANGER,
+            market=ETH_USDC,
+            order_id=None,
+            client_order_id=tx_id,
+            code=RiskCode.INSUFFICIENT_FUNDS,
+            message=f"message {tx_id}",
+        ),
+    ]
+    return codec.encode(
+        codec.RiskEntry({"test": 1}, [codec.RiskItem(where, ts, None, None, events)])
+    )
+
+
+@aio
+async def test_text_the_store_cannot_hold_never_stops_the_history(database: Database) -> None:
+    """PostgreSQL refuses a NUL in text and in jsonb. An entry carrying one, put straight on
+    the logs, is stored with U+FFFD in its place, counted and logged with its position; the
+    entries after it are stored and the service stays ready, also after a restart."""
+    c = Cluster(matching_shards=3)
+    await c.start()
+    svc = service(c, database)
+    await svc.start()
+    await rich_trading(c)
+    await until(svc, lambda: caught_up(svc), "persistence to catch up")
+    me_stream = layout.me_log(2)  # the idle matching shard: no writer appends after us
+    risk_stream = layout.risk_log(0)  # its shard is not stepped again in this test
+    ts = 2 * 10**18
+    bad = f"a{NUL}b"
+    bad_me = await c.bus.append(me_stream, [poisoned_match_entry(10**12, bad, ts)])
+    good_me = await c.bus.append(me_stream, [poisoned_match_entry(10**12 + 2, "fine", ts + 1)])
+    bad_risk = await c.bus.append(risk_stream, [poisoned_risk_entry(f"tx{NUL}", 5, ts)])
+    good_risk = await c.bus.append(risk_stream, [poisoned_risk_entry("tx-ok", 12, ts + 1)])
+    await until(svc, lambda: caught_up(svc), "the entries after the bad ones to be stored")
+    assert svc.health.ready, svc.health.reasons()
+    for stream, seq in ((me_stream, bad_me), (risk_stream, bad_risk)):
+        assert metric(svc, "text_replaced_total", stream=stream) == 1
+        assert (stream, seq) in {
+            (r["stream"], r["log_seq"]) for r in svc.log.named("text_replaced")
+        }  # type: ignore[attr-defined]
+    assert metric(svc, "entries_dropped_total", stream=me_stream) == 0
+    assert (await c.bus.positions(me_stream))[layout.PERSISTENCE_READER] == good_me
+    assert (await c.bus.positions(risk_stream))[layout.PERSISTENCE_READER] == good_risk
+    # the bad entry is stored too, U+FFFD where the NUL was
+    stored = {o["order_id"]: o for o in await store_rows(svc, orders)}
+    assert stored[10**12]["client_order_id"] == "a\ufffdb"
+    assert stored[10**12]["status"] == "open"
+    assert stored[10**12 + 1]["client_order_id"] == "a\ufffdb"
+    assert stored[10**12 + 2]["client_order_id"] == "fine"
+    assert (await store_balances(svc))[STRANGER] == {"USDC": (12, 0)}
+    assert svc.engine is not None
+    async with svc.engine.connect() as conn:
+        rows = await conn.execute(
+            select(events.c.stream, events.c.log_seq, events.c.idx, events.c.body).where(
+                events.c.log_seq.in_([bad_me, bad_risk])
+            )
+        )
+        bodies = {(r.stream, r.log_seq, r.idx): r.body for r in rows}
+    assert bodies[(me_stream, bad_me, 0)]["order"]["client_order_id"] == "a\ufffdb"
+    assert bodies[(me_stream, bad_me, 1)]["message"] == "message a\ufffdb"
+    assert bodies[(risk_stream, bad_risk, 0)]["tx_id"] == "tx\ufffd"
+    assert bodies[(risk_stream, bad_risk, 1)]["client_order_id"] == "tx\ufffd"
+    await svc.stop()
+    # a new instance on the same store is ready and has nothing left to do
+    again = service(c, database)
+    await again.start()
+    await until(again, lambda: again.health.ready, "the restarted service to be ready")
+    assert again.pos == svc.pos
+    await again.stop()
+
+
+def trade_entry(trade_id: int, price: int, ts: int) -> bytes:
+    """A matching log entry holding one trade at `price` ticks (of orders no one knows)."""
+    where = InputRef("test", trade_id)
+    cmd = mc.Cancel(ts=ts, market=ETH_USDC, account=STRANGER, order_id=1)
+    trade = me.Trade(
+        **{"v": 1, "market": ETH_USDC, "seq": 1, "ts": ts, "log_seq": 1, "input": where},
+        trade_id=trade_id,
+        price=price,
+        size=1,
+        aggressor=Side.BUY,
+        maker_order_id=1,
+        maker_account=STRANGER,
+        maker_client_order_id=None,
+        maker_remaining=0,
+        taker_order_id=2,
+        taker_account=STRANGER,
+        taker_client_order_id=None,
+        taker_remaining=0,
+        taker_remaining_quote=None,
+    )
+    return codec.encode(
+        codec.MatchEntry({"test": trade_id}, [codec.MatchItem(where, cmd, [trade])])
+    )
+
+
+@aio
+async def test_an_entry_the_store_refuses_is_dropped_alone(database: Database) -> None:
+    """A value no column can hold (a price of 2^63 ticks, from no core of ours) must not
+    stop the history either: the batch is stored entry by entry, that entry alone is
+    skipped, counted and logged with its position, and the service stays ready."""
+    c = Cluster(matching_shards=3)
+    await c.start()
+    svc = service(c, database)
+    await svc.start()
+    await rich_trading(c)
+    await until(svc, lambda: caught_up(svc), "persistence to catch up")
+    stream = layout.me_log(2)  # the idle matching shard: no writer appends after us
+    ts = 2 * 10**18
+    last = await c.bus.append(
+        stream,
+        [
+            trade_entry(10**12, 190_000, ts),
+            trade_entry(10**12 + 1, 2**63, ts + 1),  # above BIGINT
+            trade_entry(10**12 + 2, 190_001, ts + 2),
+        ],
+    )
+    await until(svc, lambda: caught_up(svc), "the entries after the refused one to be stored")
+    assert svc.health.ready, svc.health.reasons()
+    assert metric(svc, "entries_dropped_total", stream=stream) == 1
+    refused = last - 1
+    assert (stream, refused) in {
+        (r["stream"], r["log_seq"]) for r in svc.log.named("entry_not_stored")
+    }  # type: ignore[attr-defined]
+    stored = {
+        t["trade_id"]: t["price"] for t in await store_rows(svc, trades) if t["trade_id"] >= 10**12
+    }
+    assert stored == {10**12: 190_000, 10**12 + 2: 190_001}
+    assert (await c.bus.positions(stream))[layout.PERSISTENCE_READER] == last
     await svc.stop()
 
 

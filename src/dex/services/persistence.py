@@ -30,6 +30,13 @@ Invariants:
   computed, so the store agrees with the ledger entry by entry. Orders come from the matching
   events only (their one authoritative life: accepted -> trades -> one terminal event).
 - A log entry that does not decode is logged, counted and skipped (`dex.services.reader`).
+- No entry can stop the history of everyone. Text is stored as the store can hold it: a NUL
+  (which PostgreSQL refuses in text and jsonb; old logs or other paths may carry one) is
+  stored as U+FFFD, the entry counted (`text_replaced_total`) and logged with its position.
+  A batch the store still refuses for a value (a data error, not an unreachable store) is
+  stored entry by entry, and the one entry that cannot be stored is skipped alone: nothing
+  of it is stored, its position is passed, it is counted (`entries_dropped_total`) and
+  logged with its position.
 """
 
 from __future__ import annotations
@@ -56,7 +63,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DataError, DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from dex.bus import Bus
@@ -195,6 +202,7 @@ class _Work:
         self.trades: list[dict[str, Any]] = []
         self.order_events: list[me.Event] = []
         self.events: list[dict[str, Any]] = []
+        self.scrubbed: list[tuple[str, int]] = []  # entries stored with U+FFFD for NUL
 
 
 class PersistenceService(LogReader):
@@ -236,6 +244,18 @@ class PersistenceService(LogReader):
         self.engine: AsyncEngine | None = None
         self.initialised = False
         self.m_rows = metrics.counter("rows_written", "total", "rows written", ["table"])
+        self.m_scrubbed = metrics.counter(
+            "text_replaced",
+            "total",
+            "log entries stored with U+FFFD for NUL characters (PostgreSQL cannot hold them)",
+            ["stream"],
+        )
+        self.m_dropped = metrics.counter(
+            "entries_dropped",
+            "total",
+            "log entries the store refused even alone: skipped, nothing of them stored",
+            ["stream"],
+        )
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -306,6 +326,26 @@ class PersistenceService(LogReader):
     # ------------------------------------------------------------------ applying
 
     async def apply(self, got: Batch) -> BadList:
+        try:
+            return await self._apply(got)
+        except Exception as e:
+            if not _unstorable(e):
+                raise
+            self.log.warning("batch_not_stored", error=_short(e), entries=_count(got))
+        # One entry holds a value the store refuses: store the batch entry by entry, and
+        # move past (drop) only the entry that still cannot be stored.
+        bad: BadList = []
+        for stream, entries in got.items():
+            for seq, data in entries:
+                try:
+                    bad += await self._apply({stream: [(seq, data)]})
+                except Exception as e:
+                    if not _unstorable(e):
+                        raise
+                    await self._drop(stream, seq, e)
+        return bad
+
+    async def _apply(self, got: Batch) -> BadList:
         work = _Work(self.markets)
         bad: BadList = []
         moved: dict[str, tuple[int, int]] = {}
@@ -318,9 +358,17 @@ class PersistenceService(LogReader):
                 last = seq
                 try:
                     if is_risk:
-                        self._risk_entry(work, stream, seq, codec.decode_risk_entry(data))
+                        risk_entry = codec.decode_risk_entry(data)
+                        if _holds_nul(risk_entry):
+                            risk_entry = _scrubbed(risk_entry)
+                            work.scrubbed.append((stream, seq))
+                        self._risk_entry(work, stream, seq, risk_entry)
                     else:
-                        self._match_entry(work, stream, seq, codec.decode_match_events(data))
+                        match_entry = codec.decode_match_events(data)
+                        if _holds_nul(match_entry):
+                            match_entry = _scrubbed(match_entry)
+                            work.scrubbed.append((stream, seq))
+                        self._match_entry(work, stream, seq, match_entry)
                 except codec.BadEntry as e:
                     bad.append((stream, seq, str(e)))
             if last != old:
@@ -340,7 +388,31 @@ class PersistenceService(LogReader):
         for table, n in written.items():
             if n:
                 self.m_rows.labels(table).inc(n)
+        for stream, seq in work.scrubbed:
+            self.m_scrubbed.labels(stream).inc()
+            self.log.warning(
+                "text_replaced",
+                stream=stream,
+                log_seq=seq,
+                error="NUL characters (the store cannot hold them) stored as U+FFFD",
+            )
         return bad
+
+    async def _drop(self, stream: str, seq: int, error: Exception) -> None:
+        """Move past one entry the store refuses, storing nothing of it (counted, logged)."""
+        old = self.pos[stream]
+        if seq <= old:
+            return
+        try:
+            async with self._engine().begin() as conn:
+                await self._write(conn, _Work(self.markets), {stream: (old, seq)})
+        except _PositionsMoved as e:  # another instance got there first: follow it
+            self.log.warning("positions_moved", error=str(e))
+            await self._load()
+            return
+        self.pos[stream] = seq
+        self.m_dropped.labels(stream).inc()
+        self.log.error("entry_not_stored", stream=stream, log_seq=seq, error=_short(error))
 
     def _risk_entry(self, work: _Work, stream: str, seq: int, entry: codec.RiskEntry) -> None:
         fee_account = self.fee_accounts[stream]
@@ -675,6 +747,66 @@ async def _store(query: Any) -> Any:
 def _event_row(stream: str, seq: int, idx: int, ev: Any) -> dict[str, Any]:
     body = msgspec.to_builtins(ev)
     return {"stream": stream, "log_seq": seq, "idx": idx, "kind": body["event"], "body": body}
+
+
+_NUL = "\x00"
+_REPLACEMENT = "\ufffd"
+_NUL_IN_JSON = b"\\u0000"  # JSON's NUL (a text that spells it out only costs a walk)
+_json = msgspec.json.Encoder().encode
+
+
+def _holds_nul(entry: codec.RiskEntry | codec.MatchEntryEvents) -> bool:
+    """Whether any text of the entry's events holds a NUL (one C-speed pass, no walk)."""
+    return _NUL_IN_JSON in _json([item.events for item in entry.items])
+
+
+def _scrubbed(entry: Any) -> Any:
+    """The entry with every NUL in the text of its events replaced by U+FFFD."""
+    items = [msgspec.structs.replace(i, events=_scrub(i.events)) for i in entry.items]
+    return msgspec.structs.replace(entry, items=items)
+
+
+def _scrub(value: Any) -> Any:
+    """`value` with each NUL in its text (strings, keys, nested structs) replaced by U+FFFD;
+    the same object where there is none. One character for one: lengths are kept."""
+    if isinstance(value, str):
+        return value.replace(_NUL, _REPLACEMENT) if _NUL in value else value
+    if isinstance(value, msgspec.Struct):
+        changes = {}
+        for name in value.__struct_fields__:
+            old = getattr(value, name)
+            new = _scrub(old)
+            if new is not old:
+                changes[name] = new
+        return msgspec.structs.replace(value, **changes) if changes else value
+    if isinstance(value, list):
+        items = [_scrub(v) for v in value]
+        return value if all(a is b for a, b in zip(items, value, strict=True)) else items
+    if isinstance(value, dict):
+        pairs = [(_scrub(k), _scrub(v)) for k, v in value.items()]
+        same = all(a is k and b is v for (a, b), (k, v) in zip(pairs, value.items(), strict=True))
+        return value if same else dict(pairs)
+    return value
+
+
+def _unstorable(error: Exception) -> bool:
+    """Whether the store refused a value (not itself: a connection, a lock): a PostgreSQL data
+    exception (SQLSTATE class 22: bad text, a number out of range, ...) or a SQLite integer
+    too large for its column."""
+    if isinstance(error, DataError | OverflowError):
+        return True
+    if isinstance(error, DBAPIError):
+        state = getattr(error.orig, "sqlstate", None) or getattr(error.orig, "pgcode", None)
+        return isinstance(state, str) and state.startswith("22")
+    return False
+
+
+def _short(error: Exception) -> str:
+    return f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"[:500]
+
+
+def _count(got: Batch) -> int:
+    return sum(len(entries) for entries in got.values())
 
 
 def _chunks(items: Sequence[int], size: int) -> Iterable[Sequence[int]]:
