@@ -50,6 +50,7 @@ from tests.services.reader_kit import (
     rich_trading,
     until,
 )
+from tests.services.test_gateway_input import answered, gateway, order, refused
 
 Database = tuple[str, str | None]  # (url, PostgreSQL schema)
 
@@ -461,6 +462,42 @@ async def test_an_entry_the_store_refuses_is_dropped_alone(database: Database) -
     assert stored == {10**12: 190_000, 10**12 + 2: 190_001}
     assert (await c.bus.positions(stream))[layout.PERSISTENCE_READER] == last
     await svc.stop()
+
+
+@aio
+async def test_a_nul_client_order_id_is_refused_on_every_path_and_history_goes_on(
+    database: Database,
+) -> None:
+    """The order that stopped the history (issue 9): refused by the gateway (400 naming the
+    field) and by risk when it comes another way (`invalid_client_order_id`, the id not
+    repeated); the store never sees it and keeps storing everyone's orders."""
+    bad = f"a{NUL}b"
+    async with gateway() as (c, client):
+        svc = service(c, database)
+        await svc.start()
+        try:
+            got = await answered(c, client.post("/v1/orders", json=order(client_order_id=bad)))
+            refused(got, "client_order_id")
+            stream, seq = await c.send(A, place(A, "buy", 195_000, 1000, client_order_id=bad))
+            ok = await answered(c, client.post("/v1/orders", json=order(client_order_id="ok-1")))
+            assert ok.json()["status"] == "open", ok.text
+            await c.pump()
+            await until(svc, lambda: caught_up(svc), "persistence to catch up")
+            assert svc.health.ready, svc.health.reasons()
+            assert [o["client_order_id"] for o in await svc.orders(A)] == ["ok-1"]
+            refusals = [
+                r["body"]
+                for r in await store_rows(svc, events)
+                if r["kind"] == "order_rejected"
+                and r["body"]["input"] == {"stream": stream, "log_seq": seq}
+            ]
+            assert [(b["code"], b["client_order_id"]) for b in refusals] == [
+                ("invalid_client_order_id", None)
+            ]
+            for s in svc.streams:
+                assert metric(svc, "text_replaced_total", stream=s) == 0
+        finally:
+            await svc.stop()
 
 
 @aio
