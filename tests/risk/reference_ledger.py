@@ -23,6 +23,7 @@ from dex.core.markets import MarketParams
 DAY = 24 * 3600 * 1_000_000_000
 MAX = 2**63 - 1
 HEX = set("0123456789abcdefABCDEF")
+CID_CHARS = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:-")
 
 
 def ceil_div(a: int, b: int) -> int:
@@ -249,6 +250,8 @@ class RefLedger:
         if acc is None:
             return ("rejected", "invalid_address")
         market, cid = c["market"], c.get("client_order_id")
+        if cid is not None and not (0 < len(cid) <= 36 and set(cid) <= CID_CHARS):
+            return ("rejected", "invalid_client_order_id")
         a = self.accounts.get(acc, RefAccount())
         if cid is not None:
             for o in self.orders.values():

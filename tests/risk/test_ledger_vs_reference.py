@@ -66,6 +66,7 @@ CANON = tuple(a.lower() for a in ACCOUNTS)
 MARKETS = {"T-USD": (90, 110), "E-USD": (190, 210)}  # price range in ticks
 ASSETS = ("T", "E", "USD")
 CIDS = (None, None, "k1", "k2", "k3")
+BAD_CID = "k 1"  # a space: not a client order id (invalid_client_order_id)
 
 ALL_KINDS = set(typing.get_args(RiskEvent)) - {Halted}  # Halted: tests/risk/test_ledger_rules
 SEEN_KINDS: set[type] = set()
@@ -255,7 +256,7 @@ class LedgerVsReference(RuleBasedStateMachine):
         kind = d(st.sampled_from([OrderType.LIMIT] * 4 + list(OrderType)))
         kw: dict[str, Any] = {
             "stp": d(st.sampled_from(list(STP))),
-            "client_order_id": d(st.sampled_from(CIDS)),
+            "client_order_id": d(st.sampled_from((*CIDS, BAD_CID))),
         }
         if kind in (OrderType.LIMIT, OrderType.STOP_LIMIT):
             kw["price"] = d(st.integers(lo, hi))
