@@ -253,3 +253,23 @@ async def test_an_order_id_in_a_path_is_ascii_digits_or_a_400() -> None:
         got = await answered(c, client.delete(f"/v1/orders/{oid}", params=params))
         assert got.status_code == 200, got.text
         assert got.json() == {"status": "cancel_sent", "order_id": oid}
+
+
+@aio
+async def test_a_faucet_deposit_credited_twice_is_a_409_duplicate(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from dex.services import gateway as gateway_module
+
+    monkeypatch.setattr(gateway_module, "new_credit_tx_id", lambda: "faucet:7")  # one id twice
+    async with gateway() as (c, client):
+        faucet = {"account": A, "asset": "USDC", "amount": "5"}
+        first = await answered(c, client.post("/v1/faucet", json=faucet))
+        assert first.status_code == 200, first.text
+        ledger = c.risk[layout.shard_for(A, len(c.risk))].ledger
+        credited = ledger.balance(A, "USDC")
+        assert credited[0] == first.json()["available_units"]
+        again = await answered(c, client.post("/v1/faucet", json=faucet))
+        assert again.status_code == 409, again.text
+        assert again.json()["error"]["code"] == "duplicate_deposit"
+        assert ledger.balance(A, "USDC") == credited  # credited once

@@ -463,7 +463,8 @@ class Gateway:
                 }
             if isinstance(ev, rev.RequestRejected):
                 raise ApiError(400, str(ev.code), ev.message)
-        raise ApiError(500, "internal_error", "risk gave no deposit outcome")
+        # the ledger credits a transaction id once and answers a repeat with nothing
+        raise ApiError(409, "duplicate_deposit", f"deposit {cmd.tx_id} was already credited")
 
     async def proxy(self, base: str, path: str, params: dict[str, Any]) -> Any:
         try:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import signal
 import sys
 from dataclasses import dataclass
@@ -42,11 +43,14 @@ def configure(settings: Settings, service: str) -> None:
     configure_logging(service, settings.log_level, library_level=settings.library_log_level)
 
 
+_SMALL_COUNT = re.compile(r"[1-9]|1[0-9]|20")  # ASCII only: str.isdigit() takes "٣" and "²"
+
+
 def parse_replicas(specs: tuple[str, ...]) -> dict[str, int]:
     counts = dict.fromkeys(SERVICES, 1)
     for spec in specs:
         name, sep, n = spec.partition("=")
-        if not sep or name not in counts or not n.isdigit() or not 1 <= int(n) <= 20:
+        if not sep or name not in counts or not _SMALL_COUNT.fullmatch(n):
             raise click.BadParameter(
                 f"{spec!r}: expected SERVICE=N with SERVICE one of {', '.join(SERVICES)} "
                 "and N from 1 to 20",
