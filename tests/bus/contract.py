@@ -243,10 +243,33 @@ class BusContract:
         clock.advance(4.0)  # 8s after acquire: alive only thanks to the renewal
         assert await bus.acquire("L", "b", 5.0) is None
         clock.advance(1.5)
-        assert not await bus.renew(a, 5.0)  # expired: renewal cannot resurrect it
-        b = await acquired(bus, "L", "b")
+        b = await acquired(bus, "L", "b")  # expired: anyone may take it
         assert not await bus.renew(a, 5.0)
         assert await bus.renew(b, 5.0)
+        await bus.release(b)
+        assert not await bus.renew(b, 5.0)
+
+    @aio
+    async def test_an_expired_lease_nobody_acquired_is_still_its_holders(
+        self, bus: Bus, clock: FakeClock
+    ) -> None:
+        """A stall that delays every renewal (a stopped server, a paused machine) costs no
+        lease: the epoch fences, expiry only lets someone else acquire."""
+        a = await acquired(bus, "L", "a", ttl=1.0)
+        clock.advance(5.0)
+        assert await bus.leases("L") == []  # expired: not listed as a live holder
+        assert await bus.append("s", [b"a1"], lease=a, expect_last=0) == 1
+        await bus.put_snapshot("snap", 1, b"A", lease=a)
+        assert await bus.renew(a, 1.0)  # renewed in place: same epoch
+        assert await bus.leases("L") == [a]
+        assert await bus.acquire("L", "b", 1.0) is None
+        clock.advance(1.5)
+        b = await acquired(bus, "L", "b")
+        assert b.epoch > a.epoch
+        with pytest.raises(FencedError):
+            await bus.append("s", [b"a2"], lease=a, expect_last=1)
+        assert not await bus.renew(a, 1.0)
+        assert await read_all(bus, "s") == [(1, b"a1")]
 
     @aio
     async def test_release_by_a_stale_lease_leaves_the_holder(
@@ -299,11 +322,12 @@ class BusContract:
         assert await bus.append("s", [b"b"], lease=b, expect_last=0) == 1
 
     @aio
-    async def test_fenced_append_refused_once_lease_expired(
+    async def test_fenced_append_refused_once_an_expired_lease_is_taken(
         self, bus: Bus, clock: FakeClock
     ) -> None:
         a = await acquired(bus, "L", "a", ttl=1.0)
         clock.advance(1.0)
+        await acquired(bus, "L", "b")
         with pytest.raises(FencedError):
             await bus.append("s", [b"a"], lease=a, expect_last=0)
         assert await bus.last("s") == 0
@@ -336,13 +360,15 @@ class BusContract:
         assert await bus.get_snapshot("other") is None
 
     @aio
-    async def test_snapshot_refused_for_stale_or_expired_lease(
+    async def test_snapshot_refused_for_a_released_or_taken_lease(
         self, bus: Bus, clock: FakeClock
     ) -> None:
         a = await acquired(bus, "L", "a", ttl=1.0)
-        clock.advance(1.5)
+        await bus.release(a)
         with pytest.raises(FencedError):
             await bus.put_snapshot("snap", 1, b"x", lease=a)
+        a = await acquired(bus, "L", "a", ttl=1.0)
+        clock.advance(1.5)
         b = await acquired(bus, "L", "b")
         with pytest.raises(FencedError):
             await bus.put_snapshot("snap", 1, b"x", lease=a)
@@ -403,6 +429,7 @@ class BusContract:
         a = await acquired(bus, "L", "a", ttl=1.0)
         await bus.append("{s}:log", [b"a"], lease=a, expect_last=0)
         clock.advance(1.5)
+        await acquired(bus, "L", "b")  # taken over
         for log_seq in (1, 2):  # within and beyond the log: the lease refuses both
             with pytest.raises(FencedError, match="not held"):
                 await bus.put_snapshot("{s}:snap", log_seq, b"x", lease=a, log="{s}:log")
@@ -427,6 +454,7 @@ class BusContract:
         with pytest.raises(FencedError):
             await bus.append("{s}:log", [b"l"], lease=lease, expect_last=5, also={"{s}:o": [b"x"]})
         clock.advance(2.0)
+        await acquired(bus, "L", "b")  # taken over
         with pytest.raises(FencedError):
             await bus.append("{s}:log", [b"l"], lease=lease, expect_last=0, also={"{s}:o": [b"x"]})
         assert await bus.last("{s}:log") == 0

@@ -5,7 +5,7 @@ Python 3.11 `wait_for` swallows a cancellation that arrives as the send complete
 then goes on as if never cancelled. Seen in the fault tests as a replica that, after Redis came
 back from an older AOF, lost its lease mid-recovery and never worked again: `_drop` cancelled
 the shard's task, the cancel was lost, and `_drop` awaited a task that kept looping, so the
-replica's maintenance loop (renewals, rebalancing) hung forever.
+replica's renewals (then part of its maintenance loop) hung forever.
 
 Here the loss is made certain: a shard whose `step` swallows every cancellation.
 """
@@ -69,7 +69,7 @@ async def test_a_dropped_shard_ends_even_if_its_cancellation_is_lost() -> None:
         assert w.lease is not None
         await bus.release(w.lease)  # another replica takes the shard
         assert await bus.acquire(w.tag, "b", 60) is not None
-        tick = asyncio.create_task(replica._tick())  # renewal fails: the shard is dropped
+        tick = asyncio.create_task(replica._renew())  # renewal fails: the shard is dropped
         done, _ = await asyncio.wait({tick}, timeout=10)
         if not done:
             replica.stopped.set()  # ends the deaf task's loop, so this test can finish

@@ -295,8 +295,9 @@ async def test_replicas_spread_shards_and_take_over_a_dead_one() -> None:
     a.stopped.set()
     for t in list(a.tasks.values()):
         t.cancel()
-    assert a._maintainer is not None
+    assert a._maintainer is not None and a._renewer is not None
     a._maintainer.cancel()
+    a._renewer.cancel()
     await _until(lambda: len(b.workers) == M, "b took over")
     for w in b.workers.values():
         assert w.lease is not None and w.lease.owner == "b"

@@ -7,11 +7,18 @@ Owns the contract every bus implementation (in-memory, Redis Streams) must honou
   is appended entirely or not at all.
 - A lease's `epoch` comes from a per-name counter that never expires and only grows, so a
   later holder always has a higher epoch than any earlier one.
-- A fenced write (append with a lease, snapshot) happens only while its lease is the current,
-  unexpired one and, for appends, the stream's last `log_seq` is the one the caller expects
-  (for a snapshot given its `log`, that log holds the snapshot's `log_seq`); otherwise
-  `FencedError` is raised and nothing is written. A paused replica whose lease was lost
+- A fenced write (append with a lease, snapshot) happens only while its lease is the current
+  one and, for appends, the stream's last `log_seq` is the one the caller expects (for a
+  snapshot given its `log`, that log holds the snapshot's `log_seq`); otherwise
+  `FencedError` is raised and nothing is written. A paused replica whose lease was taken over
   therefore can never write.
+- The epoch fences, the clock does not: a lease is current until it is released or another
+  acquire of its name succeeds. Expiry (`ttl` after the last acquire or renew, by the bus's
+  clock) only allows that acquire, by anyone. A holder whose lease expired while nobody
+  acquired it is still the holder: its renew succeeds and so do its fenced writes. So a stall
+  that delays every holder's renewal at once (the bus server not scheduled, a slow fsync, the
+  whole machine paused) costs no lease, while a dead holder's lease is taken over once expired.
+  (The Redis bus forgets a lease `LEASE_KEEP` seconds after it expired.)
 - A reader is never silently moved forward: reading from below the trimmed point raises
   `TrimmedError`.
 """
@@ -66,7 +73,8 @@ class Bus(ABC):
         """Append `entries` atomically, numbered after the stream's last; return the new last.
 
         With `lease`, `expect_last` is required and the append happens only if the lease is
-        still held with that epoch and the stream's last `log_seq` equals `expect_last`.
+        still the current one (see the module doc: expired but not acquired by anyone since
+        counts) and the stream's last `log_seq` equals `expect_last`.
         Without `lease`, a given `expect_last` is still checked. A refusal raises
         `FencedError` and writes nothing. An empty batch is a `ValueError`.
 
@@ -105,7 +113,8 @@ class Bus(ABC):
 
     @abstractmethod
     async def renew(self, lease: Lease, ttl: float) -> bool:
-        """Extend `lease` to `ttl` seconds from now; False if it is no longer held."""
+        """Extend `lease` to `ttl` seconds from now; False if it is no longer the current one
+        (released, or acquired by someone since). An expired lease nobody acquired is renewed."""
 
     @abstractmethod
     async def release(self, lease: Lease) -> None:
@@ -118,7 +127,7 @@ class Bus(ABC):
         """Store `data` taken at `log_seq` as the snapshot `name`, fenced by `lease`.
 
         Raises `FencedError` and stores nothing (the previous snapshot stays) unless `lease`
-        is still held with its epoch. The lease is checked first.
+        is still the current one (as for `append`). The lease is checked first.
 
         `log` names the stream the snapshot's `log_seq` is a position of. When given, the
         snapshot is also refused (`FencedError`, naming the snapshot, the stream, its last

@@ -66,15 +66,16 @@ class MemoryBus(Bus):
         return stream
 
     def _holder(self, name: str) -> _Held | None:
-        """The unexpired lease on `name`, dropping an expired one."""
+        """The unexpired lease on `name`: one that no other owner may acquire."""
         held = self._held.get(name)
         if held is not None and held.expires_at <= self._clock():
-            del self._held[name]
             return None
         return held
 
     def _is_held(self, lease: Lease) -> bool:
-        held = self._holder(lease.name)
+        """`lease` is the current one on its name: not released, and nobody has acquired the
+        name since (expired or not, see `Bus`)."""
+        held = self._held.get(lease.name)
         return held is not None and held.lease == lease
 
     async def append(

@@ -18,7 +18,9 @@ Key layout (`P` is the optional `key_prefix`, empty in production):
 - `P<stream>#positions`: hash, reader -> highest committed `log_seq`.
 - `P<snapshot>#snapshot`: hash, `seq` = the snapshot's `log_seq`, `data` = its bytes.
 - `Pdex:{<lease>}:lease`: hash, `owner`, `epoch` and `expires` (absolute, in milliseconds of
-  server time, see below); the key also carries a PEXPIREAT at `expires` for clean-up.
+  server time, see below); the key also carries a PEXPIREAT at `expires` + `LEASE_KEEP` for
+  clean-up (until then an expired lease nobody acquired is still its holder's, see
+  `dex.bus.base`).
 - `Pdex:{<lease>}:epoch`: the lease's epoch counter (INCR, never expires).
 
 Helper keys append a suffix to the stream's name, so they keep its hash tag: callers name
@@ -34,13 +36,15 @@ single Redis, not a Cluster.
 Invariants: `trimmed <= last`; entries `trimmed + 1 .. last` are in the stream; epoch counters
 only grow; a refused script writes nothing.
 
-Lease time is decided by the Redis server, never by this process's clock: every lease script
-reads `redis.call('TIME')` and compares it with the stored absolute `expires`; a lease is held
-while `expires > now`. For tests only, `clock_offset` (seconds, default none = 0) is added to
-the server's time in those comparisons and when computing `expires`, so a `FakeClock` can move
-lease time forward without sleeping. The key's PEXPIREAT is set to `expires` too; with a
-non-decreasing offset the key therefore never disappears before the lease has logically
-expired, so the stored `expires` stays authoritative.
+Lease time is decided by the Redis server, never by this process's clock: acquire and renew
+read `redis.call('TIME')`; another owner may acquire a lease once `expires <= now`. Fenced
+writes, renew and release check only that the key still names the caller's owner and epoch
+(the epoch fences, the clock does not: `dex.bus.base`), so a holder whose renewals all reached
+a stalled server late keeps its lease. For tests only, `clock_offset` (seconds, default none =
+0) is added to the server's time in those comparisons and when computing `expires`, so a
+`FakeClock` can move lease time forward without sleeping. The key's PEXPIREAT is `expires` +
+`LEASE_KEEP`; with a non-decreasing offset the key therefore never disappears before the lease
+has logically expired, so the stored `expires` stays authoritative.
 
 Reads: one MULTI/EXEC returns, per stream, the trimmed point and up to `limit` entries
 (XRANGE COUNT) in one round trip, so the check and the entries agree (plain commands: a Lua
@@ -76,16 +80,21 @@ _RESERVED_SUFFIXES = ("#meta", "#positions", "#snapshot")
 _LEASE_KEY = re.compile(r"dex:\{.*\}:(lease|epoch)", re.DOTALL)
 _GLOB_SPECIAL = re.compile(r"([*?\[\]\\])")
 _BLOCK_SLICE = 1.0  # longest single XREAD BLOCK, in seconds
+LEASE_KEEP = 600.0  # seconds a lease key outlives its expiry (an expired lease is renewable)
 
 # Shared Lua helpers, placed after each write script's shebang line.
-_LUA_LEASE = """
+_LUA_LEASE = f"""
+local KEEP_MS = {round(LEASE_KEEP * 1000)}
 local function now_ms(offset)
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(offset)
 end
-local function held(key, owner, epoch, now)
-  local h = redis.call('HMGET', key, 'owner', 'epoch', 'expires')
-  return h[1] == owner and h[2] == epoch and h[3] ~= false and tonumber(h[3]) > now
+local function held(key, owner, epoch)
+  local h = redis.call('HMGET', key, 'owner', 'epoch')
+  return h[1] == owner and h[2] == epoch
+end
+local function expire_at(key, expires)
+  redis.call('PEXPIREAT', key, string.format('%d', expires + KEEP_MS))
 end
 """
 
@@ -99,7 +108,7 @@ _APPEND = (
     + """
 local k = 1
 if ARGV[1] == '1' then
-  if not held(KEYS[1], ARGV[2], ARGV[3], now_ms(ARGV[4])) then
+  if not held(KEYS[1], ARGV[2], ARGV[3]) then
     return {0, 'lease'}
   end
   k = 2
@@ -156,7 +165,7 @@ local epoch = redis.call('INCR', KEYS[2])
 local expires = now + tonumber(ARGV[2])
 redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'epoch', string.format('%d', epoch),
   'expires', string.format('%d', expires))
-redis.call('PEXPIREAT', KEYS[1], string.format('%d', expires))
+expire_at(KEYS[1], expires)
 return {1, epoch}
 """
 )
@@ -166,13 +175,12 @@ _RENEW = (
     "#!lua\n"
     + _LUA_LEASE
     + """
-local now = now_ms(ARGV[4])
-if not held(KEYS[1], ARGV[1], ARGV[2], now) then
+if not held(KEYS[1], ARGV[1], ARGV[2]) then
   return 0
 end
-local expires = now + tonumber(ARGV[3])
+local expires = now_ms(ARGV[4]) + tonumber(ARGV[3])
 redis.call('HSET', KEYS[1], 'expires', string.format('%d', expires))
-redis.call('PEXPIREAT', KEYS[1], string.format('%d', expires))
+expire_at(KEYS[1], expires)
 return 1
 """
 )
@@ -182,7 +190,7 @@ _RELEASE = (
     "#!lua\n"
     + _LUA_LEASE
     + """
-if held(KEYS[1], ARGV[1], ARGV[2], now_ms(ARGV[3])) then
+if held(KEYS[1], ARGV[1], ARGV[2]) then
   redis.call('DEL', KEYS[1])
 end
 return 0
@@ -196,7 +204,7 @@ _PUT_SNAPSHOT = (
     "#!lua\n"
     + _LUA_LEASE
     + """
-if not held(KEYS[1], ARGV[1], ARGV[2], now_ms(ARGV[3])) then
+if not held(KEYS[1], ARGV[1], ARGV[2]) then
   return {0, 'lease'}
 end
 if #KEYS >= 3 then

@@ -83,6 +83,8 @@ class ShardReplica:
         self._identity: str | None = None
         self._member: Any = None
         self._maintainer: asyncio.Task[None] | None = None
+        self._renewer: asyncio.Task[None] | None = None
+        self._renew_failing = False  # the last renewal pass failed (logged once per streak)
         m = metrics
         self.m_items = m.counter("commands", "total", "inputs applied", ["shard"])
         self.m_batches = m.counter("batches", "total", "log entries appended", ["shard"])
@@ -93,6 +95,12 @@ class ShardReplica:
         self.m_lag = m.gauge("input_lag", "entries", "entries not yet applied", ["stream"])
         self.m_epoch = m.gauge("lease_epoch", "number", "epoch of the held shard lease", ["shard"])
         self.m_held = m.gauge("shards_held", "number", "shards this replica writes")
+        self.m_lease_losses = m.counter(
+            "lease_losses",
+            "total",
+            "shards given up without a release: lease renewal or a fenced write refused",
+            ["shard"],
+        )
         self.m_recoveries = m.counter("recoveries", "total", "shard recoveries", ["shard"])
         self.m_recovery_s = m.histogram("recovery", "seconds", "time to recover a shard")
         self.m_divergence = m.gauge(
@@ -124,6 +132,7 @@ class ShardReplica:
         self._member = await self.bus.acquire(
             member_prefix(self.service) + self.owner, self.owner, self.ttl
         )
+        self._renewer = asyncio.create_task(self._renew_forever())
         await self._rebalance()
         self._maintainer = asyncio.create_task(self._maintain())
 
@@ -134,8 +143,12 @@ class ShardReplica:
             self._maintainer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._maintainer
-        for shard in list(self.workers):
+        for shard in list(self.workers):  # leases go on being renewed while they snapshot
             await self._release(shard)
+        if self._renewer is not None:
+            self._renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._renewer
         if self._member is not None:
             try:
                 await self.bus.release(self._member)
@@ -143,6 +156,55 @@ class ShardReplica:
                 self.log.warning("member_release_failed", error=f"{type(e).__name__}: {e}")
 
     # ------------------------------------------------------------------ leases
+
+    async def _renew_forever(self) -> None:
+        """Renew the member lease and every shard lease every `ttl / 3`, in a task of its own:
+        nothing else the replica does (rebalancing, idle snapshots and audits, lag metrics,
+        a release's snapshot) can hold a renewal up. Runs until cancelled (after `stop` has
+        released the shards)."""
+        loop = asyncio.get_running_loop()
+        due = loop.time()
+        while True:
+            due += self.ttl / 3  # a fixed rate: a slow pass does not push the next one back
+            try:
+                await self._renew()
+                if self._renew_failing:
+                    self._renew_failing = False
+                    self.log.info("lease_renewal_resumed")
+            except Exception as e:  # the bus is unreachable: `_maintain` reports it
+                if not self._renew_failing:
+                    self._renew_failing = True
+                    self.log.warning("lease_renewal_failed", error=f"{type(e).__name__}: {e}")
+            now = loop.time()
+            due = max(due, now)  # after a pass longer than the period: the next one now
+            await asyncio.sleep(due - now)
+
+    async def _renew(self) -> None:
+        """One renewal pass. A shard lease that cannot be renewed is no longer ours (the bus
+        says whose it is now): the shard is dropped, the loss counted and logged with its
+        cause. (An expired lease that nobody acquired is renewed: `dex.bus.base`.)"""
+        if self._member is None or not await self.bus.renew(self._member, self.ttl):
+            name = member_prefix(self.service) + self.owner
+            self._member = await self.bus.acquire(name, self.owner, self.ttl)
+        for shard, w in list(self.workers.items()):
+            lease = w.lease
+            if lease is None or await self.bus.renew(lease, self.ttl):
+                continue
+            if self.workers.get(shard) is not w or w.lease is not lease:
+                continue  # released or replaced meanwhile: not a loss
+            now = [x for x in await self.bus.leases(lease.name) if x.name == lease.name]
+            if now:
+                cause = f"taken by {now[0].owner} at epoch {now[0].epoch}"
+            else:
+                cause = "the bus no longer has it (restarted from older data?)"
+            self._lost(w, f"renewal refused: {cause}")
+            await self._drop(shard)
+
+    def _lost(self, w: ShardWorker, cause: str) -> None:
+        """Count and log a shard given up without a release."""
+        self.m_lease_losses.labels(w.tag).inc()
+        epoch = w.lease.epoch if w.lease is not None else None
+        self.log.warning("lease_lost", shard=w.tag, epoch=epoch, cause=cause)
 
     async def _maintain(self) -> None:
         while not self.stopped.is_set():
@@ -163,13 +225,6 @@ class ShardReplica:
             self._identity = identity
             for w in self.workers.values():
                 w.dirty = True  # it may have lost acknowledged writes: follow the log
-        name = member_prefix(self.service) + self.owner
-        if self._member is None or not await self.bus.renew(self._member, self.ttl):
-            self._member = await self.bus.acquire(name, self.owner, self.ttl)
-        for shard, w in list(self.workers.items()):
-            if w.lease is None or not await self.bus.renew(w.lease, self.ttl):
-                self.log.warning("lease_lost", shard=w.tag)
-                await self._drop(shard)
         await self._rebalance()
         await self._idle_work()
         for w in self.workers.values():
@@ -221,6 +276,7 @@ class ShardReplica:
             w.lease = lease
             self.workers[shard] = w
             self.m_epoch.labels(w.tag).set(lease.epoch)
+            self.m_lease_losses.labels(w.tag)  # exported from 0 on
             self.tasks[shard] = asyncio.create_task(self._run(shard, w))
             self.log.info("shard_acquired", shard=w.tag, epoch=lease.epoch)
         self.m_held.set(len(self.workers))
@@ -234,17 +290,22 @@ class ShardReplica:
         task = self.tasks.pop(shard, None)
         if task is not None:
             await task
-        self._leaving.discard(shard)
-        self.workers.pop(shard, None)
+        # the shard stays in `workers` until its lease is deleted, so that the renewals go on
+        # while its last snapshot is written (a large one takes seconds)
         if w.lease is not None:
             try:
                 if not w.dirty:
                     await w.take_snapshot()  # after one running in the background, if any
                 else:
                     await w.join_snapshot()
-                await self.bus.release(w.lease)
+                lease, w.lease = w.lease, None  # no longer renewed (a refusal is no loss)
+                if lease is not None:
+                    await self.bus.release(lease)
             except Exception as e:
                 self.log.warning("release_failed", shard=w.tag, error=str(e))
+        self._leaving.discard(shard)
+        if self.workers.get(shard) is w:
+            self.workers.pop(shard)
         self.health.set_ready(f"shard {w.tag}")
         self.log.info("shard_released", shard=w.tag)
         self.m_held.set(len(self.workers))
@@ -307,6 +368,8 @@ class ShardReplica:
                 backoff = 0.05
             except FencedError as e:
                 self.log.warning("append_refused", shard=w.tag, error=str(e))
+                if self.workers.get(shard) is w:
+                    self._lost(w, f"fenced write refused: {e}")
                 self.workers.pop(shard, None)
                 self.tasks.pop(shard, None)
                 self.health.set_ready(key)
