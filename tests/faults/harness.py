@@ -6,9 +6,9 @@ processes it starts (each on a free port, with a unique `DEX_REPLICA_ID`, its JS
 in a file under the test's tmp_path), a `RedisBus` and an HTTP client in the test process, and
 every request the test appended to the risk shard's input stream.
 
-Every wait is `wait_until(what, check)`: poll a condition until a deadline, failing with the
-last value seen and the tails of the service logs; it also fails at once if a watched process
-died. Nothing waits a fixed time as a means of synchronisation.
+Every wait is `eventually(what, check)` (tests/support/polling.py): poll a condition until a
+deadline, failing with the last value seen and the tails of the service logs; it also fails at
+once if a watched process died. Nothing waits a fixed time as a means of synchronisation.
 
 The checks read the surviving logs (the matching shard's `dex:{me:0}:events` and the risk
 shard's `dex:{risk:0}:log`, never trimmed here since market-data and persistence, whose
@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import inspect
 import json
 import os
 import random
@@ -55,6 +54,7 @@ from dex.services.matching import MatchingShard
 from dex.services.node import DEMO_MARKETS, add_demo_markets
 from dex.services.risk import RiskShard
 from tests.services.inproc import Cluster
+from tests.support import polling
 from tests.support.redis_server import RedisServer, free_port, have_redis_server
 
 MATCHING = layout.MATCHING
@@ -90,42 +90,35 @@ TRANSIENT: tuple[type[BaseException], ...] = (
 # ---------------------------------------------------------------------- waiting
 
 
-async def wait_until(
+async def eventually(
     what: str,
     check: Callable[[], Any],
     *,
     timeout: float = DEADLINE,
     watch: Iterable[Service] = (),
 ) -> Any:
-    """Poll `check()` (sync or async) until it returns a truthy value, which is returned.
+    """`tests.support.polling.eventually` as the rig waits: `check()` (sync or async) polled
+    every POLL s for up to `timeout` s, the errors of a restarting process or Redis retried.
 
-    Fails after `timeout` seconds naming `what` and the last value (or transient error) seen,
-    and fails at once if a process in `watch` is no longer running."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
+    Fails at once if a process in `watch` is no longer running, and shows the tails of the
+    watched services' logs with a timeout."""
     watched = list(watch)
-    last: Any = None
-    while True:
-        try:
-            last = check()
-            if inspect.isawaitable(last):
-                last = await last
-        except TRANSIENT as e:
-            last = e
-        else:
-            if last:
-                return last
+
+    def died() -> str | None:
         for svc in watched:
             if not svc.alive:
-                raise AssertionError(
-                    f"{svc.name} exited ({svc.returncode}) while waiting for {what}\n{svc.tail()}"
-                )
-        if loop.time() > end:
-            tails = "\n".join(s.tail() for s in watched)
-            raise AssertionError(
-                f"timed out after {timeout}s waiting for {what}; last: {last!r}\n{tails}"
-            )
-        await asyncio.sleep(POLL)  # the poll interval of this helper, not a synchronisation
+                return f"{svc.name} exited ({svc.returncode})\n{svc.tail()}"
+        return None
+
+    return await polling.eventually(
+        what,
+        check,
+        timeout=timeout,
+        interval=POLL,
+        retry_on=TRANSIENT,
+        abort=died,
+        detail=lambda: "\n".join(s.tail() for s in watched),
+    )
 
 
 # ---------------------------------------------------------------------- service processes
@@ -314,7 +307,7 @@ class Rig:
     async def wait_ready(self, *services: Service) -> None:
         assert self.http is not None
         for svc in services:
-            await wait_until(f"{svc.name} ready", lambda s=svc: s.ready(self.http), watch=[svc])
+            await eventually(f"{svc.name} ready", lambda s=svc: s.ready(self.http), watch=[svc])
 
     async def holder(self, tag: str) -> Lease | None:
         found = [lease for lease in await self.bus.leases(tag) if lease.name == tag]
@@ -327,7 +320,7 @@ class Rig:
                 return lease
             return None
 
-        held: Lease = await wait_until(
+        held: Lease = await eventually(
             f"{owner} holding {tag} above epoch {above_epoch}", check, watch=[self.by_owner(owner)]
         )
         return held
@@ -352,7 +345,7 @@ class Rig:
         return await settled(self.bus)
 
     async def settle(self, *, timeout: float = DEADLINE) -> None:
-        await wait_until(
+        await eventually(
             "every request and every forwarded order applied",
             lambda: settled(self.bus),
             timeout=timeout,

@@ -51,10 +51,10 @@ from tests.faults.harness import (
     check_services,
     conservation,
     deposits,
+    eventually,
     last_entry_pos,
     orders,
     stream_lasts,
-    wait_until,
 )
 
 
@@ -99,7 +99,7 @@ def test_kill_9_of_the_matching_holder_with_a_backlog(rig: Rig) -> None:
             waiting = await rig.bus.last(TO) - (await rig.bus.positions(TO)).get(ME_TAG, 0)
             return waiting if waiting >= 1000 else 0
 
-        await wait_until("1,000 orders waiting for matching", backlog, watch=[risk])
+        await eventually("1,000 orders waiting for matching", backlog, watch=[risk])
         assert await rig.bus.last(ME_LOG) == me_last, "a stopped replica wrote"
         a.kill()
         b.resume()
@@ -177,7 +177,7 @@ def test_a_replica_stopped_past_its_lease_is_refused_and_writes_nothing(
             return False
 
         if trim:
-            await wait_until("risk to trim what me-a would read next", next_input_gone)
+            await eventually("risk to trim what me-a would read next", next_input_gone)
         else:
             assert not await next_input_gone()
         before = await rig.bus.read(ME_LOG, 0, limit=10**6)
@@ -185,7 +185,7 @@ def test_a_replica_stopped_past_its_lease_is_refused_and_writes_nothing(
         mark = len(a.log())
         a.resume()
         # the old holder finds out: its append is refused, or its lease is gone at renewal
-        await wait_until(
+        await eventually(
             "me-a to find its lease gone",
             lambda: a.logged("append_refused", "lease_lost", since=mark),
             watch=[a, b],
@@ -221,7 +221,7 @@ def test_redis_restart_makes_services_not_ready_then_they_resume(rig: Rig) -> No
             pos = await last_entry_pos(rig.bus, ME_LOG, codec.decode_match_entry)
             return pos[TO] > start
 
-        await wait_until("matching working on the new orders", matching_busy, watch=[me, risk])
+        await eventually("matching working on the new orders", matching_busy, watch=[me, risk])
         await rig.submit(load[1500:], chunk=500)
         assert not await rig.settled()
         # kill -9 mid-traffic: with appendfsync always, no acknowledged write is lost
@@ -230,7 +230,7 @@ def test_redis_restart_makes_services_not_ready_then_they_resume(rig: Rig) -> No
         async def both_not_ready() -> bool:
             return await me.readyz(rig.http) == 503 and await risk.readyz(rig.http) == 503
 
-        await wait_until("both services not ready", both_not_ready, watch=[me, risk])
+        await eventually("both services not ready", both_not_ready, watch=[me, risk])
         rig.redis.restart()
         await rig.new_bus()
         await rig.wait_ready(me, risk)
@@ -238,7 +238,7 @@ def test_redis_restart_makes_services_not_ready_then_they_resume(rig: Rig) -> No
             (me, "dex_matching_engine_bus_restarts_total"),
             (risk, "dex_risk_engine_bus_restarts_total"),
         ):
-            await wait_until(
+            await eventually(
                 f"{svc.name} to count the restart",
                 lambda s=svc, m=metric: s.metric(rig.http, m),
                 watch=[svc],
@@ -272,7 +272,7 @@ def test_redis_restarted_from_an_older_aof_is_followed(rig: Rig) -> None:
         await rig.new_bus()
         after = await stream_lasts(rig.bus)
         assert after[IN] < before[IN] and after[RISK_LOG] < before[RISK_LOG], (before, after)
-        await wait_until(
+        await eventually(
             "both services to notice the new server",
             lambda: me.logged("bus_restarted") and risk.logged("bus_restarted"),
             watch=[me, risk],

@@ -13,7 +13,6 @@ Here the loss is made certain: a shard whose `step` swallows every cancellation.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 from dex.bus import MemoryBus
 from dex.runtime.health import Health
@@ -24,6 +23,7 @@ from dex.services.matching import MatchingShard
 from dex.services.replica import ShardReplica
 from tests.bus.contract import aio
 from tests.faults.harness import POLL
+from tests.support.polling import eventually
 
 
 class DeafShard(MatchingShard):
@@ -37,12 +37,6 @@ class DeafShard(MatchingShard):
         except asyncio.CancelledError:
             DeafShard.lost += 1
             return 0
-
-
-async def _until(check: Any, what: str, limit: float = 10.0) -> None:
-    async with asyncio.timeout(limit):
-        while not check():
-            await asyncio.sleep(POLL)  # between two checks; the deadline is the timeout above
 
 
 @aio
@@ -63,7 +57,12 @@ async def test_a_dropped_shard_ends_even_if_its_cancellation_is_lost() -> None:
     )
     await replica.start()
     try:
-        await _until(lambda: 0 in replica.workers and not replica.workers[0].dirty, "running")
+        await eventually(
+            "shard 0 running",
+            lambda: 0 in replica.workers and not replica.workers[0].dirty,
+            timeout=10.0,
+            interval=POLL,
+        )
         w = replica.workers[0]
         task = replica.tasks[0]
         assert w.lease is not None

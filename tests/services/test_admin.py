@@ -16,7 +16,8 @@ import pytest
 
 from dex.runtime.settings import SERVICES
 from dex.services.layout import ADMIN_STREAM
-from tests.services.test_smoke import free_base, start, stop, wait_until
+from tests.services.test_smoke import free_base, start, stop
+from tests.support.dex_process import wait_on_process
 
 TOKEN = "s3cret-admin-token"
 ALICE = "0x" + "a" * 40
@@ -35,7 +36,7 @@ def exchange(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, int
     )
     try:
         for s in SERVICES:
-            wait_until(
+            wait_on_process(
                 f"{s} ready",
                 lambda s=s: (
                     httpx.get(f"http://127.0.0.1:{ports[s]}/readyz", timeout=2).status_code == 200
@@ -143,12 +144,12 @@ def test_kill_switches_market_status_and_new_markets_take_effect(exchange: dict[
 
     code, out = admin(exchange, "market-status", "ETH-USDC", "cancel_only")
     assert code == 0 and out["stream"] == ADMIN_STREAM
-    wait_until(
+    wait_on_process(
         "risk sees cancel_only",
         lambda: order(exchange, ALICE, "buy", "1900").get("code") == "market_unavailable",
     )
     assert admin(exchange, "market-status", "ETH-USDC", "active")[0] == 0
-    wait_until(
+    wait_on_process(
         "risk sees active", lambda: order(exchange, ALICE, "buy", "1900")["status"] == "open"
     )
     filled = order(exchange, ALICE, "buy", "2000")
@@ -222,7 +223,7 @@ def test_a_repeated_chain_deposit_is_reported_as_a_duplicate(exchange: dict[str,
     # another log index of the same transaction is another deposit
     code, out = admin(exchange, "credit", carol, "USDC", "5", "--tx-id", tx, "--log-index", "1")
     assert code == 0 and out["available_units"] == 10_000_000, out
-    wait_until("the history shows 10 USDC", lambda: usdc_units(exchange, carol) == 10_000_000)
+    wait_on_process("the history shows 10 USDC", lambda: usdc_units(exchange, carol) == 10_000_000)
     # an operator's transaction id is checked at the edge
     url = f"http://127.0.0.1:{exchange['risk-engine']}/admin/accounts/{carol}/credit"
     for bad in ("", "a\x00b", "0xab\n", "x" * 200, "faucet:12ab", "faucet:\uff11\uff12"):
@@ -250,7 +251,7 @@ def test_credits_count_across_a_restart_on_the_same_data_folder(tmp_path: Any) -
         )
         try:
             for s in SERVICES:
-                wait_until(
+                wait_on_process(
                     f"{s} ready",
                     lambda s=s: (
                         httpx.get(f"http://127.0.0.1:{ports[s]}/readyz", timeout=2).status_code
@@ -261,7 +262,7 @@ def test_credits_count_across_a_restart_on_the_same_data_folder(tmp_path: Any) -
             assert code == 0, out
             answers.append(out)
             want = 7_000_000 * len(answers)
-            wait_until(
+            wait_on_process(
                 f"the history shows {want} units",
                 lambda want=want: usdc_units(ports, dave) == want,
             )

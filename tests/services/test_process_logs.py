@@ -13,8 +13,8 @@ from typing import Any
 import httpx
 
 from dex.runtime.settings import SERVICES
-from tests.services.test_smoke import free_base, wait_until
-from tests.support.dex_process import DexProcess
+from tests.services.test_smoke import free_base
+from tests.support.dex_process import DexProcess, wait_on_process
 
 ACCOUNT = "0x" + "3" * 40
 TICKER = "/v1/markets/ETH-USDC/ticker"
@@ -33,7 +33,9 @@ def _run_and_get(
     try:
         for s in SERVICES:
             url = f"http://127.0.0.1:{ports[s]}/readyz"
-            wait_until(f"{s} ready", lambda url=url: httpx.get(url, timeout=2).status_code == 200)
+            wait_on_process(
+                f"{s} ready", lambda url=url: httpx.get(url, timeout=2).status_code == 200
+            )
         with httpx.Client(base_url=f"http://127.0.0.1:{ports['gateway']}", timeout=10) as c:
             for i in range(PROXIED_GETS):
                 path = (

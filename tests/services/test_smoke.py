@@ -15,7 +15,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,12 +24,11 @@ import httpx
 import pytest
 
 from dex.runtime.settings import SERVICES
+from tests.support.dex_process import wait_on_process
 from tests.support.redis_server import private_redis_or_skip
 
 SELLER = "0x" + "1" * 40
 BUYER = "0x" + "2" * 40
-DEADLINE = 60.0
-POLL = 0.1  # seconds between two checks in `wait_until`
 
 
 def free_base(span: int = 30) -> int:
@@ -54,22 +52,6 @@ def free_base(span: int = 30) -> int:
             for t in socks:
                 t.close()
     raise RuntimeError("no free port range")
-
-
-def wait_until(what: str, check: Any, deadline: float = DEADLINE) -> Any:
-    """Poll `check()` until it returns a truthy value; fail naming `what` at the deadline."""
-    end = time.monotonic() + deadline
-    last: Any = None
-    while time.monotonic() < end:
-        try:
-            last = check()
-        except httpx.HTTPError as e:
-            last = e
-        else:
-            if last:
-                return last
-        time.sleep(POLL)  # between two checks of a child process; the deadline bounds it
-    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
 
 
 def _ready(url: str) -> bool:
@@ -108,7 +90,7 @@ def stop(proc: subprocess.Popen[bytes]) -> tuple[int, str]:
 def trade_and_settle(ports: dict[str, int]) -> None:
     gw = f"http://127.0.0.1:{ports['gateway']}"
     for s in SERVICES:
-        wait_until(f"{s} ready", lambda s=s: _ready(f"http://127.0.0.1:{ports[s]}"))
+        wait_on_process(f"{s} ready", lambda s=s: _ready(f"http://127.0.0.1:{ports[s]}"))
     markets = httpx.get(gw + "/v1/markets", timeout=5).json()
     assert {m["market"] for m in markets} >= {"ETH-USDC", "BTC-USDC"}
     c = httpx.Client(base_url=gw, timeout=15)
@@ -161,7 +143,7 @@ def trade_and_settle(ports: dict[str, int]) -> None:
         body = c.get(f"/v1/accounts/{account}/balances").json()
         return {b["asset"]: b for b in body["balances"]}
 
-    wait_until("settled balances", lambda: _units_ok(balances(BUYER), balances(SELLER)))
+    wait_on_process("settled balances", lambda: _units_ok(balances(BUYER), balances(SELLER)))
 
 
 def _units_ok(b: dict[str, Any], s: dict[str, Any]) -> bool:
@@ -200,7 +182,7 @@ def test_embedded_dex_up_trades_and_stops_cleanly(tmp_path: Path, ports: dict[st
     )
     try:
         for s in SERVICES:
-            wait_until(f"{s} ready again", lambda s=s: _ready(f"http://127.0.0.1:{ports[s]}"))
+            wait_on_process(f"{s} ready again", lambda s=s: _ready(f"http://127.0.0.1:{ports[s]}"))
         c = httpx.Client(base_url=f"http://127.0.0.1:{ports['gateway']}", timeout=15)
         buy = c.post(
             "/v1/orders",
@@ -280,7 +262,7 @@ def test_a_second_dex_up_on_the_same_data_folder_stops_with_one_line(
         ["up", "--data-dir", str(tmp_path / "data")], {"DEX_PORT": str(ports["gateway"])}, tmp_path
     )
     try:
-        wait_until("first ready", lambda: _ready(f"http://127.0.0.1:{ports['gateway']}"))
+        wait_on_process("first ready", lambda: _ready(f"http://127.0.0.1:{ports['gateway']}"))
         base = free_base()
         second = subprocess.run(
             [sys.executable, "-m", "dex.cli", "up", "--data-dir", str(tmp_path / "data")],

@@ -25,8 +25,9 @@ import pytest
 from dex.runtime.logging import configure_logging, reset_logging
 from dex.runtime.settings import SERVICES
 from dex.services.launch import Child, Supervisor
-from tests.services.test_smoke import free_base, wait_until
-from tests.support.dex_process import DexProcess, children, cmdline, state
+from tests.services.test_smoke import free_base
+from tests.support.dex_process import DexProcess, children, cmdline, state, wait_on_process
+from tests.support.polling import eventually
 from tests.support.redis_server import private_redis_or_skip
 
 
@@ -64,24 +65,26 @@ def test_a_killed_child_is_reaped_reported_restarted_and_all_stop_on_sigterm(
     stopped = False
     try:
         for s in SERVICES:
-            wait_until(f"{s} ready", lambda s=s: _ready(ports[s]), deadline=30)
+            wait_on_process(f"{s} ready", lambda s=s: _ready(ports[s]), timeout=30)
         started = Counter(r["service"] for r in dex.records() if r["event"] == "service_started")
         assert started == Counter(SERVICES)  # `dex serve`: one start line each
 
-        victim = wait_until("the market-data child", lambda: _child_serving(dex.pid, "market-data"))
+        victim = wait_on_process(
+            "the market-data child", lambda: _child_serving(dex.pid, "market-data")
+        )
         os.kill(victim, signal.SIGKILL)
 
-        wait_until("the killed child reaped", lambda: state(victim) is None, deadline=10)
+        wait_on_process("the killed child reaped", lambda: state(victim) is None, timeout=10)
         exits = [r for r in dex.records() if r["event"] == "child_exited"]
         assert [(r["service"], r["pid"], r["signal"]) for r in exits] == [
             ("market-data", victim, "SIGKILL")
         ]
         assert exits[0]["status"] == -signal.SIGKILL
-        again = wait_until(
+        again = wait_on_process(
             "a new market-data child", lambda: _child_serving(dex.pid, "market-data")
         )
         assert again != victim
-        wait_until("market-data ready again", lambda: _ready(ports["market-data"]), deadline=30)
+        wait_on_process("market-data ready again", lambda: _ready(ports["market-data"]), timeout=30)
         restarted = [
             r for r in dex.records() if r["event"] == "child_started" and r["pid"] == again
         ]
@@ -123,16 +126,6 @@ def _python(code: str, service: str = "probe") -> Child:
     return Child(service, 0, 0, (sys.executable, "-c", code), dict(os.environ))
 
 
-async def _until(what: str, check: Any, deadline: float = 10.0) -> Any:
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
-        value = check()
-        if value:
-            return value
-        await asyncio.sleep(0.02)  # between two checks; the deadline bounds it
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def test_a_child_that_keeps_exiting_is_restarted_with_a_doubling_capped_backoff(
     log_records: Any,
 ) -> None:
@@ -140,7 +133,9 @@ def test_a_child_that_keeps_exiting_is_restarted_with_a_doubling_capped_backoff(
 
     async def main() -> None:
         run = asyncio.create_task(sup.run())
-        await _until("five restarts", lambda: len(log_records("child_restarting")) >= 5)
+        await eventually(
+            "five restarts", lambda: len(log_records("child_restarting")) >= 5, timeout=10
+        )
         sup.stopping.set()
         await asyncio.wait_for(run, 10)
 
@@ -166,7 +161,9 @@ def test_the_backoff_starts_over_after_a_child_stayed_up(log_records: Any) -> No
 
     async def main() -> None:
         run = asyncio.create_task(sup.run())
-        await _until("three restarts", lambda: len(log_records("child_restarting")) >= 3)
+        await eventually(
+            "three restarts", lambda: len(log_records("child_restarting")) >= 3, timeout=10
+        )
         sup.stopping.set()
         await asyncio.wait_for(run, 10)
 
@@ -190,8 +187,8 @@ def test_sigterm_stops_every_child_and_kills_one_that_ignores_it(
 
     async def main() -> float:
         run = asyncio.create_task(sup.run())
-        await _until("the stubborn child ignoring SIGTERM", marker.exists)
-        await _until("both started", lambda: len(log_records("child_started")) == 2)
+        await eventually("the stubborn child ignoring SIGTERM", marker.exists, timeout=10)
+        await eventually("both started", lambda: len(log_records("child_started")) == 2, timeout=10)
         begin = time.monotonic()
         os.kill(os.getpid(), signal.SIGTERM)  # the supervisor's own handler takes it
         await asyncio.wait_for(run, 10)

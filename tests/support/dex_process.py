@@ -5,6 +5,10 @@ merged into a pipe that a thread drains into memory (a full pipe would block the
 `records()` parses the lines that are JSON objects (the log records; the human lines such as
 the printed URLs are skipped). `stop()` sends SIGTERM and waits, bounded.
 
+`wait_on_process(what, check)` polls a check that asks a process (over HTTP, or in `/proc`)
+until it holds, an HTTP error (the process not listening yet, or restarting) counting as "not
+yet" (tests/support/polling.py).
+
 Process-tree helpers read `/proc` (Linux): `children(pid)`, `state(pid)` (None once the
 process is gone, "Z" while it is a zombie) and `cmdline(pid)`.
 """
@@ -18,8 +22,22 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
+
+import httpx
+
+from tests.support.polling import wait_until
+
+DEADLINE = 60.0  # seconds a process may take to get where a test waits for it
+POLL = 0.1  # seconds between two checks of a process
+
+
+def wait_on_process(what: str, check: Callable[[], Any], timeout: float = DEADLINE) -> Any:
+    """`check()`'s first truthy value, polled every POLL s with HTTP errors retried; fails
+    naming `what` after `timeout` s."""
+    return wait_until(what, check, timeout=timeout, interval=POLL, retry_on=(httpx.HTTPError,))
 
 
 class DexProcess:
