@@ -8,6 +8,8 @@ import asyncio
 import math
 import os
 import signal
+import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -562,3 +564,94 @@ async def test_a_failed_background_snapshot_with_no_listener_is_raised_where_joi
     with pytest.raises(RuntimeError, match="exited with 1"):
         await w.join_snapshot()
     assert await c.bus.get_snapshot(w.snapshot) is None
+
+
+@aio
+async def test_a_snapshot_taken_while_another_thread_holds_a_lock_it_needs_completes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A lock held by another thread at the moment of a fork stays held forever in the child
+    (its copy of the lock has no thread to release it). Here a thread is busy under a lock
+    that the snapshot needs, and lets go when the snapshot asks: a forked child would ask its
+    own copy of the world, where nobody answers, and hang until it is killed."""
+    c = await open_cluster(fund=False)
+    w = c.me[0]
+    failures = _failures(w)
+    lock = threading.Lock()
+    holding = threading.Event()
+    asked = threading.Event()
+
+    def busy() -> None:
+        with lock:
+            holding.set()
+            asked.wait(30)  # busy under the lock until the snapshot asks for it
+
+    real = w.dump_core
+
+    def dump_core() -> bytes:
+        asked.set()
+        with lock:
+            return real()
+
+    monkeypatch.setattr(w, "dump_core", dump_core)
+    monkeypatch.setattr(shard_module, "SNAPSHOT_CHILD_TIMEOUT", 5.0)
+    thread = threading.Thread(target=busy, daemon=True)
+    thread.start()
+    try:
+        assert await asyncio.to_thread(holding.wait, 10)
+        started = time.monotonic()
+        await w.take_snapshot(background=True)
+        await w.join_snapshot()
+        took = time.monotonic() - started
+    finally:
+        asked.set()
+        await asyncio.to_thread(thread.join, 10)
+    assert failures == [] and took < 5.0
+    snap = await c.bus.get_snapshot(w.snapshot)
+    assert snap is not None and snap[0] == w.last == w.snap_seq
+
+
+@aio
+async def test_a_shard_process_at_rest_runs_no_other_thread_so_its_snapshots_fork(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`dex serve` binds its HTTP port with `getaddrinfo` on the default executor, whose
+    thread would stay for good and rule forking out; a replica makes the executor's threads
+    end with their calls, so the process forks for its periodic snapshots."""
+    loop = asyncio.get_running_loop()
+    await loop.getaddrinfo("127.0.0.1", 0)
+    assert shard_module.threads_besides_this() >= 1
+    forks: list[int] = []
+    real_fork = os.fork
+
+    def fork() -> int:
+        pid = real_fork()
+        if pid:
+            forks.append(pid)
+        return pid
+
+    monkeypatch.setattr(os, "fork", fork)
+    bus = MemoryBus()
+    rep = _replica(bus, "a", 5.0, lambda m: MatchingShard(bus, m, matching_shards=M, risk_shards=R))
+    await rep.start()
+    try:
+
+        def at_rest() -> bool:  # recovered, and the executor's thread gone
+            recovered = len(rep.workers) == M and not rep.workers[0].dirty
+            return recovered and shard_module.threads_besides_this() == 0
+
+        async with asyncio.timeout(10):
+            while not at_rest():
+                await asyncio.sleep(0.02)  # the poll interval; the deadline bounds the wait
+        w = rep.workers[0]
+        await w.take_snapshot(background=True)
+        await w.join_snapshot()
+        assert len(forks) == 1
+        snap = await bus.get_snapshot(w.snapshot)
+        assert snap is not None and snap[0] == w.snap_seq
+        assert await loop.getaddrinfo("127.0.0.1", 0)  # the executor still serves calls ...
+        async with asyncio.timeout(10):  # ... on threads that end with the call
+            while shard_module.threads_besides_this():
+                await asyncio.sleep(0.02)
+    finally:
+        await rep.stop()

@@ -27,7 +27,7 @@ from dex.bus import Bus, FencedError, TrimmedError
 from dex.runtime.health import Health
 from dex.runtime.metrics import ServiceMetrics
 from dex.services.layout import member_prefix
-from dex.services.shard import Divergence, InputFailed, ShardWorker
+from dex.services.shard import Divergence, InputFailed, ShardWorker, keep_threads_transient
 
 STEP_WAIT = 0.1  # seconds a step waits for input, which bounds how fast a stop is seen
 
@@ -128,6 +128,7 @@ class ShardReplica:
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
+        keep_threads_transient(asyncio.get_running_loop())  # so that snapshots may fork
         self._identity = await self.bus.identity()
         self._member = await self.bus.acquire(
             member_prefix(self.service) + self.owner, self.owner, self.ttl

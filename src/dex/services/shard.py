@@ -20,12 +20,17 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import gc
 import os
 import signal
+import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, TypeVar
 
 from dex.bus import Bus, Lease
 from dex.services import codec
@@ -36,12 +41,116 @@ COMMIT_INTERVAL = 0.05  # seconds between two commits of our input positions (fo
 FORK_SNAPSHOTS = hasattr(os, "fork")  # periodic snapshots are serialized by a forked child
 SNAPSHOT_STATE_SHARE = 0.25  # inputs between two snapshots, at least, per record of state
 SNAPSHOT_CHILD_TIMEOUT = 600.0  # seconds a forked snapshot may take before it is killed
+T = TypeVar("T")
 
 
-def _read_all(fd: int) -> bytes:
-    """Everything written to a pipe until its writer closes it; closes `fd`."""
-    with os.fdopen(fd, "rb") as pipe:
-        return pipe.read()
+PIPE_SIZE = 1 << 20  # bytes a snapshot pipe buffers (Linux), so the reader wakes less often
+
+
+def threads_besides_this() -> int:
+    """How many threads this process runs besides the calling one: the OS's count where
+    /proc tells it (threads started by C libraries too), else Python's."""
+    try:
+        return len(os.listdir("/proc/self/task")) - 1
+    except OSError:
+        return threading.active_count() - 1
+
+
+async def _read_pipe(fd: int) -> bytes:
+    """Everything written to the pipe `fd` until its writer closes it, read by the event loop
+    itself (no thread); closes `fd`, also when cancelled."""
+    loop = asyncio.get_running_loop()
+    os.set_blocking(fd, False)
+    chunks: list[bytes] = []
+    done: asyncio.Future[None] = loop.create_future()
+
+    def readable() -> None:
+        while not done.done():
+            try:
+                chunk = os.read(fd, PIPE_SIZE)
+            except BlockingIOError:
+                return
+            except OSError as e:
+                done.set_exception(e)
+                return
+            if not chunk:
+                done.set_result(None)
+                return
+            chunks.append(chunk)
+
+    loop.add_reader(fd, readable)
+    try:
+        await done
+    finally:
+        loop.remove_reader(fd)
+        os.close(fd)
+    return b"".join(chunks)
+
+
+async def _reap(pid: int) -> int:
+    """Wait for the child `pid` to end without blocking the loop or using a thread (polling
+    `waitpid` with WNOHANG: a snapshot child ends right after closing its pipe); its exit code."""
+    pause = 0.001
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, 0.05)
+
+
+class TransientThreads(ThreadPoolExecutor):
+    """An event loop's default executor that runs every call on a thread of its own, which
+    ends with the call: a shard process at rest runs no thread but its main one, so its
+    periodic snapshots may fork (`ShardWorker.take_snapshot`). The default executor's threads
+    would otherwise stay for good after the first `getaddrinfo` (binding the HTTP port does
+    one) and forking would never be safe."""
+
+    def __init__(self) -> None:
+        super().__init__(max_workers=1, thread_name_prefix="dex-transient")
+        self._running: set[threading.Thread] = set()
+        self._guard = threading.Lock()
+        self._closed = False
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        future: Future[T] = Future()
+
+        def run() -> None:
+            try:
+                if future.set_running_or_notify_cancel():
+                    try:
+                        result = fn(*args, **kwargs)
+                    except BaseException as e:
+                        future.set_exception(e)
+                    else:
+                        future.set_result(result)
+            finally:
+                with self._guard:
+                    self._running.discard(threading.current_thread())
+
+        with self._guard:
+            if self._closed:
+                raise RuntimeError("cannot schedule new futures after shutdown")
+            thread = threading.Thread(target=run, name="dex-transient", daemon=True)
+            self._running.add(thread)
+        thread.start()
+        return future
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        with self._guard:
+            self._closed = True
+            running = list(self._running)
+        if wait:
+            for thread in running:
+                thread.join()
+        super().shutdown(wait=wait, cancel_futures=cancel_futures)
+
+
+def keep_threads_transient(loop: asyncio.AbstractEventLoop) -> None:
+    """Make `loop`'s default executor `TransientThreads` (once); the threads of the one it
+    replaces end as it is freed."""
+    if not isinstance(getattr(loop, "_default_executor", None), TransientThreads):
+        loop.set_default_executor(TransientThreads())
 
 
 class Divergence(RuntimeError):
@@ -275,6 +384,14 @@ class ShardWorker(ABC):
         snapshot at a time: a foreground snapshot first waits for one in the background. The
         store is refused (`FencedError`) unless our log still holds the snapshot's position
         (a bus restored from an older copy may have lost it).
+
+        A process forks only while it runs no other thread (`threads_besides_this`): a lock
+        another thread holds at that moment (logging's, stdio's, a library's) would stay held
+        forever in the child, which has no such thread to release it, and the child would hang
+        until killed. Otherwise (the embedded mode runs persistence's SQLite connections on
+        threads of their own) the snapshot is taken in place. A shard process keeps itself free
+        of threads at rest (`keep_threads_transient`, and this class reads the child's pipe and
+        reaps it from the event loop), so `dex serve` forks.
         """
         if background and self.snapshotting():
             return
@@ -282,7 +399,7 @@ class ShardWorker(ABC):
         async with self.applying:
             assert self.lease is not None and not self.dirty
             seq = self.last
-            if background and self.snapshot_fork:
+            if background and self.snapshot_fork and threads_besides_this() == 0:
                 try:
                     pid, read_end = self._fork()
                 except OSError as e:  # no memory or processes to fork: write it here instead
@@ -316,6 +433,9 @@ class ShardWorker(ABC):
         """Fork a child that writes the snapshot bytes of the current state to a pipe and
         exits; return (child pid, read end). Called with `applying` held."""
         read_end, write_end = os.pipe()
+        if hasattr(fcntl, "F_SETPIPE_SZ"):
+            with contextlib.suppress(OSError):
+                fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
         try:
             pid = os.fork()
         except OSError:
@@ -345,17 +465,18 @@ class ShardWorker(ABC):
         `join_snapshot` when nothing listens."""
         try:
             try:
-                data = await asyncio.wait_for(
-                    asyncio.to_thread(_read_all, read_end), SNAPSHOT_CHILD_TIMEOUT
-                )
-            except TimeoutError:
-                os.kill(pid, signal.SIGKILL)  # its pipe closes, so the reading thread ends too
-                await asyncio.to_thread(os.waitpid, pid, 0)
+                data = await asyncio.wait_for(_read_pipe(read_end), SNAPSHOT_CHILD_TIMEOUT)
+            except TimeoutError:  # the pipe is closed by now
+                os.kill(pid, signal.SIGKILL)
+                await _reap(pid)
                 raise RuntimeError(
                     f"the snapshot process took over {SNAPSHOT_CHILD_TIMEOUT:g} s and was killed"
                 ) from None
-            _, status = await asyncio.to_thread(os.waitpid, pid, 0)
-            code = os.waitstatus_to_exitcode(status)
+            except asyncio.CancelledError:  # the shard is going away: so does the child
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)  # a killed child ends at once
+                raise
+            code = await _reap(pid)
             if code != 0 or not data:
                 raise RuntimeError(f"the snapshot process exited with {code}")
             await self._store_snapshot(seq, data)
