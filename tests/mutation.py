@@ -1,8 +1,9 @@
-"""Fault injection for meta tests: rewrite one method of a real class from its own source.
+"""Fault injection for meta tests: rewrite one function of the real code from its own source.
 
-A fault is a list of (class, method, regex, replacement); each regex must match, so a meta test
-can never pass because the code it mutates has moved on. Used by the pytest plugins
-tests/meta/faults.py (engine) and tests/risk/meta/faults.py (ledger).
+A fault is a list of (owner, name, regex, replacement): the owner a class (its method `name`)
+or a module (its function `name`, which callers look up in the module at each call). Each regex
+must match, so a meta test can never pass because the code it mutates has moved on. Used by the
+pytest plugins tests/meta/faults.py (engine) and tests/risk/meta/faults.py (ledger).
 """
 
 from __future__ import annotations
@@ -16,12 +17,13 @@ import sys
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 ROOT = Path(__file__).parents[1]
-Mutation = tuple[type, str, str, str]  # (class, method, regex, replacement)
+Mutation = tuple[type | ModuleType, str, str, str]  # (owner, name, regex, replacement)
 
 
-def mutate(owner: type, name: str, pattern: str, replacement: str) -> None:
+def mutate(owner: type | ModuleType, name: str, pattern: str, replacement: str) -> None:
     func: Callable[..., object] = getattr(owner, name)
     source = textwrap.dedent(inspect.getsource(func))
     mutated, count = re.subn(pattern, replacement, source)

@@ -14,6 +14,7 @@ from decimal import Decimal, localcontext
 from dex.core.errors import CommandError
 
 MAX_INT = 2**63 - 1
+DAY_NS = 24 * 3600 * 1_000_000_000  # time is integer nanoseconds (a command's `ts`)
 # ASCII digits only, a fraction only with digits on both sides of the point. Not `\d` (any
 # Unicode digit), not `$` (it matches before a final newline): `fullmatch` on `[0-9]`.
 _DECIMAL_RE = re.compile(r"[0-9]+(?:\.[0-9]+)?")

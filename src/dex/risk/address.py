@@ -10,13 +10,18 @@ case; accounts are compared, stored and sharded in that form only.
 from __future__ import annotations
 
 import re
-import zlib
 
 from Crypto.Hash import keccak
+
+# an account's risk shard: `shard_of(canonical address, risk shard count)`
+from dex.core.sharding import shard_of as shard_of
 
 # Matched with `fullmatch`: `re.match` with `$` takes a final newline ("0x...\n" would be
 # another account). `[0-9a-fA-F]` in a str pattern is ASCII only (no look-alike digits).
 _ADDRESS_RE = re.compile(r"0x[0-9a-fA-F]{40}")
+
+# what a request naming an invalid address is told
+INVALID_ADDRESS = "account must be 0x and 40 hex digits (mixed case: a valid EIP-55 checksum)"
 
 
 def keccak256(data: bytes) -> bytes:
@@ -44,8 +49,3 @@ def canonical_address(address: str) -> str | None:
     if digits != digits.upper() and checksum_address(address) != address:
         return None
     return "0x" + lower
-
-
-def shard_of(canonical: str, shard_count: int) -> int:
-    """The risk shard of an account: crc32 of its canonical address, mod the shard count."""
-    return zlib.crc32(canonical.encode()) % shard_count

@@ -38,6 +38,21 @@ class SetFees(_Command, frozen=True, tag="set_fees"):
     taker_bps: int
 
 
+MAX_BPS = 10_000  # a fee rate is at most 100%, either way
+FEE_RATES_RULE = "rates must be within +-10000 bps and maker_bps >= -taker_bps"
+
+
+def fee_rates_ok(maker_bps: int, taker_bps: int) -> bool:
+    """Whether a maker and taker rate may be set (`FEE_RATES_RULE`): each within +-100%, and
+    a maker rebate never above the taker fee (the exchange never pays out more than it takes
+    on one trade)."""
+    return (
+        -MAX_BPS <= maker_bps <= MAX_BPS
+        and -MAX_BPS <= taker_bps <= MAX_BPS
+        and maker_bps >= -taker_bps
+    )
+
+
 class SetAccountFees(_Command, frozen=True, tag="set_account_fees"):
     """An account's own rates for every market (a fee tier); both None removes them."""
 

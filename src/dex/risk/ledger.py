@@ -35,7 +35,7 @@ from dex.core.markets import (
     needed_decimals,
 )
 from dex.risk import commands as rc
-from dex.risk.address import canonical_address
+from dex.risk.address import INVALID_ADDRESS, canonical_address
 from dex.risk.codes import Control, RiskCode
 from dex.risk.events import (
     AssetAdded,
@@ -56,7 +56,6 @@ from dex.risk.settlement import _Settlement
 from dex.risk.state import MAX_AMOUNT, SCHEMA_VERSION, Account, LedgerHalted, MarketInfo, Withdrawal
 
 V = SCHEMA_VERSION
-MAX_BPS = 10_000
 
 Handler = Callable[[Any, InputRef, int], list[RiskEvent]]
 
@@ -155,7 +154,7 @@ class Ledger(_OrderDesk, _Settlement):
             request,
             raw,
             RiskCode.INVALID_ADDRESS,
-            "account must be 0x and 40 hex digits (mixed case: a valid EIP-55 checksum)",
+            INVALID_ADDRESS,
             ts,
             src,
         )
@@ -165,14 +164,6 @@ class Ledger(_OrderDesk, _Settlement):
         if m is None:
             raise CommandError("market", f"unknown market {symbol!r}")
         return m
-
-    def _fee_rates_ok(self, maker_bps: int, taker_bps: int) -> bool:
-        """Rates within +-100%, and a maker rebate never above the taker fee."""
-        return (
-            -MAX_BPS <= maker_bps <= MAX_BPS
-            and -MAX_BPS <= taker_bps <= MAX_BPS
-            and maker_bps >= -taker_bps
-        )
 
     # ------------------------------------------------------------------ admin
 
@@ -215,12 +206,12 @@ class Ledger(_OrderDesk, _Settlement):
 
     def _set_fees(self, cmd: rc.SetFees, src: InputRef, ts: int) -> list[RiskEvent]:
         m = self._known_market(cmd.market)
-        if not self._fee_rates_ok(cmd.maker_bps, cmd.taker_bps):
+        if not rc.fee_rates_ok(cmd.maker_bps, cmd.taker_bps):
             return self._request_rejected(
                 "set_fees",
                 None,
                 RiskCode.INVALID_FEE_RATES,
-                "rates must be within +-10000 bps and maker_bps >= -taker_bps",
+                rc.FEE_RATES_RULE,
                 ts,
                 src,
             )
@@ -235,12 +226,12 @@ class Ledger(_OrderDesk, _Settlement):
         maker, taker = cmd.maker_bps, cmd.taker_bps
         if (maker is None) != (taker is None):
             raise CommandError("maker_bps", "give both rates, or neither to remove the tier")
-        if maker is not None and taker is not None and not self._fee_rates_ok(maker, taker):
+        if maker is not None and taker is not None and not rc.fee_rates_ok(maker, taker):
             return self._request_rejected(
                 "set_account_fees",
                 addr,
                 RiskCode.INVALID_FEE_RATES,
-                "rates must be within +-10000 bps and maker_bps >= -taker_bps",
+                rc.FEE_RATES_RULE,
                 ts,
                 src,
             )

@@ -21,8 +21,9 @@ from dex.core.commands import InputRef
 from dex.core.commands import Place as MatchPlace
 from dex.core.enums import CancelReason, OrderType, Side
 from dex.core.errors import CommandError
+from dex.core.numbers import DAY_NS
 from dex.core.validation import CLIENT_ORDER_ID_RULE, client_order_id_ok
-from dex.risk.address import canonical_address, shard_of
+from dex.risk.address import INVALID_ADDRESS, canonical_address, shard_of
 from dex.risk.codes import RiskCode
 from dex.risk.commands import Amend, Cancel, CancelAll, Place
 from dex.risk.events import (
@@ -32,7 +33,7 @@ from dex.risk.events import (
     OrderRejected,
     RiskEvent,
 )
-from dex.risk.state import DAY_NS, SCHEMA_VERSION, Account, Order, _Core
+from dex.risk.state import SCHEMA_VERSION, Account, Order, _Core
 
 V = SCHEMA_VERSION
 BUY = Side.BUY
@@ -118,7 +119,7 @@ class _OrderDesk(_Core):
                     None,
                     cid,
                     RiskCode.INVALID_ADDRESS,
-                    "account must be 0x and 40 hex digits (mixed case: a valid EIP-55 checksum)",
+                    INVALID_ADDRESS,
                     ts,
                     src,
                 )
@@ -373,7 +374,7 @@ class _OrderDesk(_Core):
                 cmd.order_id,
                 cmd.client_order_id,
                 RiskCode.INVALID_ADDRESS,
-                "account must be 0x and 40 hex digits (mixed case: a valid EIP-55 checksum)",
+                INVALID_ADDRESS,
                 ts,
                 src,
             )
@@ -482,7 +483,7 @@ class _OrderDesk(_Core):
                 cmd.order_id,
                 cmd.client_order_id,
                 RiskCode.INVALID_ADDRESS,
-                "account must be 0x and 40 hex digits (mixed case: a valid EIP-55 checksum)",
+                INVALID_ADDRESS,
                 ts,
                 src,
             )
@@ -537,7 +538,7 @@ class _OrderDesk(_Core):
                 None,
                 None,
                 RiskCode.INVALID_ADDRESS,
-                "account must be 0x and 40 hex digits (mixed case: a valid EIP-55 checksum)",
+                INVALID_ADDRESS,
                 ts,
                 src,
             )

@@ -24,7 +24,6 @@ from dex.risk.address import shard_of
 from dex.risk.codes import OrderStatus
 
 SCHEMA_VERSION = 1
-DAY_NS = 24 * 3600 * 1_000_000_000
 MAX_AMOUNT = 2**63 - 1
 
 Balance = list[int]  # [available, locked]

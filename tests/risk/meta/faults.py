@@ -7,7 +7,7 @@ any test runs. Used by tests/risk/meta/test_faults.py.
 
 from __future__ import annotations
 
-from dex.risk.ledger import Ledger
+from dex.risk import commands as rc
 from dex.risk.settlement import _Settlement
 from tests.mutation import Mutation, install
 
@@ -35,7 +35,7 @@ FAULTS: dict[str, list[Mutation]] = {
         )
     ],
     # a maker rebate larger than the taker fee is accepted
-    "rebate_above_taker_fee": [(Ledger, "_fee_rates_ok", r"\s+and maker_bps >= -taker_bps", "")],
+    "rebate_above_taker_fee": [(rc, "fee_rates_ok", r"\s+and maker_bps >= -taker_bps", "")],
 }
 
 
