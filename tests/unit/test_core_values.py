@@ -7,7 +7,14 @@ from decimal import Decimal
 import pytest
 
 from dex.core.errors import CommandError
-from dex.core.markets import Asset, MarketParams, MarketSpec, check_asset, check_market_symbol
+from dex.core.markets import (
+    Asset,
+    MarketParams,
+    MarketSpec,
+    check_asset,
+    check_market_symbol,
+    resolve_market,
+)
 from dex.core.numbers import MAX_INT, Scale, check_int, decimals_of, parse_decimal, to_steps
 
 
@@ -177,6 +184,33 @@ def test_market_refused(kw: dict[str, object], base: Asset, quote: Asset, field:
 def test_market_symbol_refused(kw: dict[str, object], field: str) -> None:
     with pytest.raises(CommandError) as info:
         check_market_symbol(_spec(**kw))
+    assert info.value.field == field
+
+
+def test_resolve_market_uses_known_assets_and_creates_the_others() -> None:
+    eth8 = Asset(symbol="ETH", decimals=8)
+    params = resolve_market(_spec(), {"ETH": eth8})
+    assert params.base is eth8  # known: as it is, though the steps need only 4 decimals
+    assert params.quote == Asset(symbol="USDC", decimals=6)  # tick x lot = 0.000001 USDC
+    assert (params.lot_units, params.tick_lot_units) == (10_000, 1)
+    fresh = resolve_market(_spec(min_notional="0.0000001"), {})
+    assert (fresh.base.decimals, fresh.quote.decimals) == (4, 7)  # the notional needs 7
+
+
+@pytest.mark.parametrize(
+    ("kw", "known", "field"),
+    [
+        ({"lot_size": "0.0000000001", "min_size": "1"}, {}, "lot_size"),  # ETH would need 10
+        ({"tick_size": "0.0000001", "lot_size": "0.001"}, {}, "tick_size"),  # USDC 10
+        ({"tick_size": "0.0000001", "lot_size": "0.001"}, {"USDC": USDC}, "tick_size"),
+        ({"base": "eth", "market": "eth-USDC"}, {}, "base"),
+        ({"market": "ETH-USD"}, {}, "market"),
+        ({"price_band_bps": -1}, {"ETH": ETH, "USDC": USDC}, "price_band_bps"),
+    ],
+)
+def test_resolve_market_refused(kw: dict[str, object], known: dict[str, Asset], field: str) -> None:
+    with pytest.raises(CommandError) as info:
+        resolve_market(_spec(**kw), known)
     assert info.value.field == field
 
 

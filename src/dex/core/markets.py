@@ -9,6 +9,7 @@ of quote units, so `ticks * lots * tick_lot_units` is an exact amount of quote u
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from decimal import Decimal
 
 import msgspec
@@ -126,6 +127,34 @@ class MarketParams:
         self.price_scale = Scale(self.tick)
         self.size_scale = Scale(self.lot)
         self.quote_scale = Scale(Decimal(1).scaleb(-quote.decimals))
+
+
+def resolve_market(spec: MarketSpec, known_assets: Mapping[str, Asset]) -> MarketParams:
+    """The integer parameters of a new market, or CommandError naming the field at fault.
+
+    The one rule for adding a market, for every core and service that adds or checks one:
+    the symbols are checked; an asset in `known_assets` is used as it is; one the market names
+    and `known_assets` lacks is created with the decimals the market's steps need (at most
+    `MAX_DECIMALS`; the field is the step that needs more). The new assets are the market's
+    `base` and `quote` whose symbols are not in `known_assets`. Whether the market already
+    exists is the caller's to check.
+    """
+    check_market_symbol(spec)
+    base_dec, quote_dec = needed_decimals(spec)
+    pair = []
+    for symbol, dec, field in (
+        (spec.base, base_dec, "lot_size"),
+        (spec.quote, quote_dec, "tick_size"),
+    ):
+        asset = known_assets.get(symbol)
+        if asset is None:
+            if dec > MAX_DECIMALS:
+                raise CommandError(
+                    field, f"{symbol} would need {dec} decimals, at most {MAX_DECIMALS}"
+                )
+            asset = Asset(symbol=symbol, decimals=dec)  # its symbol is checked above
+        pair.append(asset)
+    return MarketParams(spec, pair[0], pair[1])
 
 
 def check_market_symbol(spec: MarketSpec) -> None:

@@ -44,14 +44,7 @@ from dex.core.events import (
     Trade,
     Triggered,
 )
-from dex.core.markets import (
-    MAX_DECIMALS,
-    Asset,
-    MarketParams,
-    check_asset,
-    check_market_symbol,
-    needed_decimals,
-)
+from dex.core.markets import Asset, check_asset, resolve_market
 from dex.matching.book import BookSide, Order, StopOrder
 from dex.matching.market import MarketState, Ref
 from dex.matching.views import MarketView
@@ -158,32 +151,19 @@ class Engine:
     def _add_market(self, cmd: AddMarket, src: InputRef) -> list[Event]:
         ts = self._admin_ts(cmd.ts)
         spec = cmd.spec
-        check_market_symbol(spec)
         if spec.market in self.markets:
             raise CommandError("market", f"market {spec.market} already exists")
-        base_dec, quote_dec = needed_decimals(spec)
-        new_assets = []
-        assets = []
-        for symbol, dec in ((spec.base, base_dec), (spec.quote, quote_dec)):
-            asset = self.assets.get(symbol)
-            if asset is None:
-                if dec > MAX_DECIMALS:
-                    field = "lot_size" if symbol == spec.base else "tick_size"
-                    raise CommandError(
-                        field,
-                        f"{symbol} would need {dec} decimals, at most {MAX_DECIMALS}",
-                    )
-                asset = check_asset(Asset(symbol=symbol, decimals=dec))
-                new_assets.append(asset)
-            assets.append(asset)
-        params = MarketParams(spec, assets[0], assets[1])
+        params = resolve_market(spec, self.assets)
         events: list[Event] = []
         self._expire(ts, src, events)
         self.ts = ts
-        for asset in new_assets:
-            self.assets[asset.symbol] = asset
-            self.admin_seq += 1
-            events.append(AssetAdded(V, "", self.admin_seq, ts, self._next_log_seq(), src, asset))
+        for asset in (params.base, params.quote):
+            if asset.symbol not in self.assets:
+                self.assets[asset.symbol] = asset
+                self.admin_seq += 1
+                events.append(
+                    AssetAdded(V, "", self.admin_seq, ts, self._next_log_seq(), src, asset)
+                )
         m = self.markets[spec.market] = MarketState(params, spec.status)
         m.seq = 1
         events.append(MarketAdded(V, m.symbol, 1, ts, self._next_log_seq(), src, spec))

@@ -26,14 +26,7 @@ from dex.core import events as mev
 from dex.core.commands import InputRef
 from dex.core.enums import CancelReason
 from dex.core.errors import CommandError
-from dex.core.markets import (
-    MAX_DECIMALS,
-    Asset,
-    MarketParams,
-    check_asset,
-    check_market_symbol,
-    needed_decimals,
-)
+from dex.core.markets import check_asset, resolve_market
 from dex.risk import commands as rc
 from dex.risk.address import INVALID_ADDRESS, canonical_address
 from dex.risk.codes import Control, RiskCode
@@ -178,28 +171,14 @@ class Ledger(_OrderDesk, _Settlement):
         """Like the engine: assets the market names and risk lacks are created with the
         decimals the market's steps need."""
         spec = cmd.spec
-        check_market_symbol(spec)
         if spec.market in self.markets:
             raise CommandError("market", f"market {spec.market} already exists")
-        base_dec, quote_dec = needed_decimals(spec)
-        new: list[Asset] = []
-        pair: list[Asset] = []
-        for symbol, dec in ((spec.base, base_dec), (spec.quote, quote_dec)):
-            asset = self.assets.get(symbol)
-            if asset is None:
-                if dec > MAX_DECIMALS:
-                    field = "lot_size" if symbol == spec.base else "tick_size"
-                    raise CommandError(
-                        field, f"{symbol} would need {dec} decimals, at most {MAX_DECIMALS}"
-                    )
-                asset = check_asset(Asset(symbol=symbol, decimals=dec))
-                new.append(asset)
-            pair.append(asset)
-        params = MarketParams(spec, pair[0], pair[1])
+        params = resolve_market(spec, self.assets)
         events: list[RiskEvent] = []
-        for asset in new:
-            self.assets[asset.symbol] = asset
-            events.append(AssetAdded(V, ts, self._next(), src, asset))
+        for asset in (params.base, params.quote):
+            if asset.symbol not in self.assets:
+                self.assets[asset.symbol] = asset
+                events.append(AssetAdded(V, ts, self._next(), src, asset))
         self.markets[spec.market] = MarketInfo(params)
         events.append(MarketAdded(V, ts, self._next(), src, spec))
         return events
