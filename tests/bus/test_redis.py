@@ -20,6 +20,7 @@ import redis.utils
 from dex.bus import Bus, FencedError, TrimmedError
 from dex.bus.redis import RedisBus, hash_tag
 from tests.bus.contract import GUARD, BusContract, FakeClock, acquired, aio, read_all, yield_to_loop
+from tests.support.polling import eventually
 from tests.support.redis_server import RedisServer, private_redis_or_skip, redis_url_or_skip
 
 
@@ -185,18 +186,20 @@ async def test_blocking_read_keeps_waiting_across_block_slices(
     async with RedisBus(server.url) as bus:
         admin = aioredis.Redis(port=server.port)
         reader = asyncio.create_task(bus.read("never-written-before", 0, timeout=30.0))
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + GUARD
-        while await _xread_calls(admin) < 3:  # the reader has blocked and come back twice
-            assert loop.time() < deadline and not reader.done()
+        await eventually(
+            "the reader to block and come back twice",
+            lambda: _xread_calls_at_least(admin, 3),
+            timeout=GUARD,
+            abort=lambda: "the read returned" if reader.done() else None,
+        )
         await bus.append("never-written-before", [b"a"])
         assert await asyncio.wait_for(reader, GUARD) == [(1, b"a")]
         await admin.aclose()
 
 
-async def _xread_calls(admin: aioredis.Redis) -> int:
+async def _xread_calls_at_least(admin: aioredis.Redis, n: int) -> bool:
     stats = await admin.info("commandstats")
-    return int(stats.get("cmdstat_xread", {}).get("calls", 0))
+    return int(stats.get("cmdstat_xread", {}).get("calls", 0)) >= n
 
 
 @aio
@@ -277,10 +280,11 @@ async def test_lease_expires_by_server_time(redis_url: str, prefix: str) -> None
     async with RedisBus(redis_url, key_prefix=prefix) as bus:
         a = await acquired(bus, "L", "a", ttl=0.3)
         assert await bus.acquire("L", "b", 10.0) is None
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + GUARD
-        while (b := await bus.acquire("L", "b", 10.0)) is None:
-            assert loop.time() < deadline
+        b = await eventually(
+            "b acquiring L once a's lease expired",
+            lambda: bus.acquire("L", "b", 10.0),
+            timeout=GUARD,
+        )
         assert b.epoch == a.epoch + 1
         with pytest.raises(FencedError):
             await bus.append("s", [b"x"], lease=a, expect_last=0)
