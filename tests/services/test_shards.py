@@ -655,3 +655,32 @@ async def test_a_shard_process_at_rest_runs_no_other_thread_so_its_snapshots_for
                 await asyncio.sleep(0.02)
     finally:
         await rep.stop()
+
+
+@aio
+async def test_leases_are_renewed_while_maintenance_work_is_held_up() -> None:
+    """Renewals run on their own: maintenance (rebalancing, idle snapshots and audits) that
+    takes longer than the lease TTL does not let a lease expire."""
+    bus = MemoryBus()
+    rep = _replica(bus, "a", 0.3, lambda m: MatchingShard(bus, m, matching_shards=M, risk_shards=R))
+    held_up = asyncio.Event()
+
+    async def stuck() -> None:
+        held_up.set()
+        await asyncio.Event().wait()  # never done
+
+    rep._idle_work = stuck  # type: ignore[method-assign]
+    await rep.start()
+    try:
+        async with asyncio.timeout(10):
+            await held_up.wait()
+        leases = await bus.leases("me:")
+        assert len(leases) == M
+        loop = asyncio.get_running_loop()
+        end = loop.time() + 5 * rep.ttl
+        while loop.time() < end:  # alive (unexpired) all along, with the same epochs
+            assert await bus.leases("me:") == leases
+            await asyncio.sleep(0.02)  # the poll interval; the deadline bounds the watch
+        assert sum(rep.m_lease_losses.labels(x.name)._value.get() for x in leases) == 0  # type: ignore[attr-defined]
+    finally:
+        await rep.stop()
