@@ -11,21 +11,14 @@ import io
 import json
 from typing import Any
 
-from dex.matching.replay import replay
+import msgspec
 
-MARKET = "T-USD"
-SETUP: dict[str, Any] = {
-    "cmd": "add_market",
-    "market": MARKET,
-    "base": "T",
-    "quote": "USD",
-    "tick_size": "1",
-    "lot_size": "1",
-    "min_size": "1",
-    "min_notional": "0",
-    "price_band_bps": 1000,
-    "max_open_orders": 5,
-}
+from dex.matching.replay import replay
+from tests.support.markets import T_USD, add_market_line
+
+# T-USD (tests/support/markets.py), at most 5 open orders per account
+SETUP: dict[str, Any] = add_market_line(msgspec.structs.replace(T_USD, max_open_orders=5))
+MARKET = T_USD.market
 
 
 class Clock:

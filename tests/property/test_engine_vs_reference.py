@@ -55,8 +55,8 @@ from dex.core.events import (
     Rejected,
     Trade,
 )
-from dex.core.markets import Asset, MarketSpec
 from dex.matching.engine import Engine
+from tests.support.markets import AAA, AAA_USD, BBB, BBB_USD, USD
 
 from .reference_book import RefEngine, RefOrder
 
@@ -73,8 +73,8 @@ SETTINGS = settings(
     report_multiple_bugs=False,
 )
 
-M1 = "AAA-USD"  # tick_lot_units 1, min notional 200 (2 lots at 100), band 10%
-M2 = "BBB-USD"  # tick_lot_units 2, min size 2 lots, min notional 500, band 2%, 3 open orders
+M1 = AAA_USD.market  # tick_lot_units 1, min notional 200 (2 lots at 100), band 10%
+M2 = BBB_USD.market  # tick_lot_units 2, min size 2 lots, min notional 500, band 2%, 3 open orders
 MARKETS = (M1, M2)
 ACCOUNTS = ("alice", "bob", "carol")
 CLIENT_IDS = (None, None, None, "c1", "c2", "c3")
@@ -455,39 +455,11 @@ class EngineVsReference(RuleBasedStateMachine):
     # ------------------------------------------------------------------ setup
     @initialize()
     def setup(self) -> None:
-        for sym, dec in (("AAA", 0), ("BBB", 1), ("USD", 2)):
-            self.apply(AddAsset(asset=Asset(symbol=sym, decimals=dec)))
-        self.apply(
-            AddMarket(
-                spec=MarketSpec(
-                    market=M1,
-                    base="AAA",
-                    quote="USD",
-                    tick_size="0.01",
-                    lot_size="1",
-                    min_size="1",
-                    min_notional="2",
-                    price_band_bps=1000,
-                )
-            )
-        )
+        for asset in (AAA, BBB, USD):
+            self.apply(AddAsset(asset=asset))
+        self.apply(AddMarket(spec=AAA_USD))
         self.ts = 5
-        self.apply(
-            AddMarket(
-                ts=5,
-                spec=MarketSpec(
-                    market=M2,
-                    base="BBB",
-                    quote="USD",
-                    tick_size="0.04",
-                    lot_size="0.5",
-                    min_size="1",
-                    min_notional="5",
-                    price_band_bps=200,
-                    max_open_orders=3,
-                ),
-            )
-        )
+        self.apply(AddMarket(ts=5, spec=BBB_USD))
         # Before M2 has a reference price any limit price is accepted: two orders far apart
         # make a mid of 105 with both beyond the 2% band, so market orders meet `price_band`.
         for side, price in ((Side.SELL, 110), (Side.BUY, 100)):

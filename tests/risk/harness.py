@@ -17,39 +17,20 @@ import msgspec
 from dex.core import commands as mc
 from dex.core.commands import InputRef
 from dex.core.events import Event
-from dex.core.markets import MarketSpec
 from dex.matching.engine import Engine
 from dex.risk import commands as rc
 from dex.risk.address import canonical_address, shard_of
 from dex.risk.events import OrderAcceptedForMatching, OrderCommandForwarded, RiskEvent
 from dex.risk.ledger import Ledger
+from tests.support.markets import E_USD, T_USD
 
 T0 = 1_000_000
 DAY = 24 * 3600 * 1_000_000_000
 
-# Market T-USD: tick 1, lot 1, 0 decimals on both assets: 1 lot = 1 T, 1 tick x 1 lot = 1 USD.
-SIMPLE = MarketSpec(
-    market="T-USD",
-    base="T",
-    quote="USD",
-    tick_size="1",
-    lot_size="1",
-    min_size="1",
-    min_notional="0",
-    price_band_bps=1000,
-)
-# Market E-USD: lot 0.1 E (E has 1 decimal: 1 unit), tick 0.5, so tick x lot = 0.05 USD: with
-# USD at 2 decimals that is 5 units. Needs USD to have 2 decimals: add_asset first.
-FINE = MarketSpec(
-    market="E-USD",
-    base="E",
-    quote="USD",
-    tick_size="0.5",
-    lot_size="0.1",
-    min_size="0.1",
-    min_notional="0",
-    price_band_bps=2000,
-)
+# The desk's two markets (tests/support/markets.py): T-USD, tick 1 and lot 1, and E-USD, tick 0.5
+# and lot 0.1 (needs USD at 2 decimals: add_asset `USD` first).
+SIMPLE = T_USD
+FINE = E_USD
 
 
 def addr(i: int) -> str:

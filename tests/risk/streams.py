@@ -12,10 +12,10 @@ import random
 from typing import Any
 
 from dex.core.enums import STP, OrderType, Side, TimeInForce
-from dex.core.markets import Asset
 from dex.risk import commands as rc
 from dex.risk.events import RiskEvent, WithdrawalRequested
 from tests.risk.harness import FINE, SIMPLE, Desk, addr
+from tests.support.markets import USD
 
 ACCOUNTS = [addr(0x1000 + 7919 * i) for i in range(12)]
 MARKETS = {"T-USD": (90, 110), "E-USD": (190, 210)}
@@ -25,7 +25,7 @@ ASSETS = ("T", "E", "USD")
 def stream(seed: int, n: int) -> list[Any]:
     rng = random.Random(seed)
     ops: list[Any] = [
-        rc.AddAsset(asset=Asset(symbol="USD", decimals=2)),
+        rc.AddAsset(asset=USD),
         rc.AddMarket(spec=SIMPLE),
         rc.AddMarket(spec=FINE),
         rc.SetFees(market="T-USD", maker_bps=-5, taker_bps=20),

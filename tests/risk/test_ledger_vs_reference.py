@@ -30,7 +30,6 @@ from hypothesis.stateful import (
 from dex.core import events as mev
 from dex.core.commands import SetMarketStatus, Tick
 from dex.core.enums import STP, MarketStatus, OrderType, Side, TimeInForce
-from dex.core.markets import Asset
 from dex.risk import commands as rc
 from dex.risk.codes import RiskCode
 from dex.risk.events import (
@@ -47,6 +46,7 @@ from dex.risk.events import (
 )
 from tests.risk.harness import DAY, FINE, SIMPLE, Desk, addr
 from tests.risk.reference_ledger import RefLedger
+from tests.support.markets import USD
 
 IN_CI = os.environ.get("CI") == "true"
 # Under tests/risk/meta a fault is injected: finding a failure is all that matters, not shrinking.
@@ -145,7 +145,7 @@ class LedgerVsReference(RuleBasedStateMachine):
 
     @initialize(data=st.data())
     def setup(self, data: st.DataObject) -> None:
-        self.run(rc.AddAsset(asset=Asset(symbol="USD", decimals=2)))
+        self.run(rc.AddAsset(asset=USD))
         for spec in (SIMPLE, FINE):
             self.run(rc.AddMarket(spec=spec))
             self.ref.command("add_market", 0, params=self.desk.ledger.markets[spec.market].params)

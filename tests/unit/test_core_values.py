@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+import msgspec
 import pytest
 
 from dex.core.errors import CommandError
@@ -16,6 +17,7 @@ from dex.core.markets import (
     resolve_market,
 )
 from dex.core.numbers import MAX_INT, Scale, check_int, decimals_of, parse_decimal, to_steps
+from tests.support.markets import ETH, ETH_USDC, USDC
 
 
 @pytest.mark.parametrize(
@@ -124,22 +126,8 @@ def test_scale_renders_fixed_digits() -> None:
 
 
 def _spec(**kw: object) -> MarketSpec:
-    fields: dict[str, object] = {
-        "market": "ETH-USDC",
-        "base": "ETH",
-        "quote": "USDC",
-        "tick_size": "0.01",
-        "lot_size": "0.0001",
-        "min_size": "0.0001",
-        "min_notional": "1",
-        "price_band_bps": 1000,
-    }
-    fields.update(kw)
-    return MarketSpec(**fields)  # type: ignore[arg-type]
-
-
-ETH = Asset(symbol="ETH", decimals=4)
-USDC = Asset(symbol="USDC", decimals=6)
+    """ETH-USDC (tests/support/markets.py) with the fields in `kw` changed."""
+    return msgspec.structs.replace(ETH_USDC, **kw)
 
 
 def test_market_params_integer_steps() -> None:

@@ -21,26 +21,16 @@ from dex.core.commands import (
 from dex.core.enums import MarketStatus, OrderType, Side, TimeInForce
 from dex.core.errors import CommandError, RejectCode
 from dex.core.events import AmendRejected, Trade
-from dex.core.markets import MarketSpec
 from dex.matching.engine import Engine
+from tests.support.markets import T_USD
 
 SRC = InputRef("t", 1)
-SPEC = MarketSpec(
-    market="T-USD",
-    base="T",
-    quote="USD",
-    tick_size="1",
-    lot_size="1",
-    min_size="1",
-    min_notional="0",
-    price_band_bps=1000,
-)
 
 
 @pytest.fixture
 def engine() -> Engine:
     eng = Engine()
-    eng.apply(AddMarket(spec=SPEC), SRC)
+    eng.apply(AddMarket(spec=T_USD), SRC)
     eng.apply(
         Place(
             ts=1,
@@ -119,11 +109,11 @@ BAD: list[tuple[Callable[[], Any], str]] = [  # (command factory, field)
     (lambda: CancelAll(ts=5, account="a", market="X-Y"), "market"),
     (lambda: SetMarketStatus(ts=5, market="X-Y", status=MarketStatus.HALTED), "market"),
     (lambda: Tick(ts=1), "ts"),
-    (lambda: AddMarket(spec=SPEC), "market"),
-    (lambda: AddMarket(ts=1, spec=msgspec.structs.replace(SPEC, market="U-USD", base="U")), "ts"),
+    (lambda: AddMarket(spec=T_USD), "market"),
+    (lambda: AddMarket(ts=1, spec=msgspec.structs.replace(T_USD, market="U-USD", base="U")), "ts"),
     (
         lambda: AddMarket(
-            spec=msgspec.structs.replace(SPEC, market="U-USD", base="U", lot_size="0.0000000001")
+            spec=msgspec.structs.replace(T_USD, market="U-USD", base="U", lot_size="0.0000000001")
         ),
         "lot_size",
     ),
@@ -200,7 +190,7 @@ def test_accepted_event_carries_the_order(engine: Engine) -> None:
 
 def test_cancelled_entries_are_compacted_and_fifo_kept() -> None:
     eng = Engine()
-    eng.apply(AddMarket(spec=SPEC), SRC)
+    eng.apply(AddMarket(spec=T_USD), SRC)
     for i in range(1, 21):
         eng.apply(_place(ts=i, account=f"s{i}", side=Side.SELL, order_id=i), SRC)
     for i in range(1, 17):  # cancel the 16 oldest: lazily, then compacted

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 import pytest
 
 from tests.scenario import check, cmd, place, run
+from tests.support.markets import T_USD, add_market_line
 
 Row = tuple[str, list[dict[str, Any]], list[tuple[str, dict[str, Any]]]]
 
@@ -816,17 +818,7 @@ def test_scenario(
 
 
 def test_min_size_and_notional() -> None:
-    setup = {
-        "cmd": "add_market",
-        "market": "T-USD",
-        "base": "T",
-        "quote": "USD",
-        "tick_size": "1",
-        "lot_size": "1",
-        "min_size": "2",
-        "min_notional": "300",
-        "price_band_bps": 1000,
-    }
+    setup = add_market_line(msgspec.structs.replace(T_USD, min_size="2", min_notional="300"))
     events = run(
         [
             place(1, "a", "sell", 100, 1),
