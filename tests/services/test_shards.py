@@ -31,6 +31,9 @@ from dex.services.replica import ShardReplica
 from dex.services.shard import SNAPSHOT_STATE_SHARE, Divergence, ShardWorker
 from tests.bus.contract import aio
 from tests.services.inproc import ACCOUNTS, ETH, Cluster, M, R, open_cluster, place, trading
+from tests.support.polling import eventually
+
+WAIT = 10.0  # seconds a replica may take to reach a state the test waits for
 
 
 @aio
@@ -117,8 +120,10 @@ async def test_a_tampered_log_is_a_divergence() -> None:
     )
     await rep.start()
     rep.health.started = True
-    await _until(lambda: "shard me:0" in rep.health.reasons(), "me:0 reported")
-    await _until(lambda: "divergence" in rep.health.reasons()["shard me:0"], "divergence")
+    await eventually("me:0 reported", lambda: "shard me:0" in rep.health.reasons(), timeout=WAIT)
+    await eventually(
+        "divergence", lambda: "divergence" in rep.health.reasons()["shard me:0"], timeout=WAIT
+    )
     assert not rep.health.ready
     assert rep.m_divergence.labels("me:0")._value.get() == 1
     assert await bus2.last(stream) == len(entries)  # it wrote nothing
@@ -272,26 +277,18 @@ def _replica(bus: Bus, owner: str, ttl: float, make: Callable[[int], ShardWorker
     )
 
 
-async def _until(check: Callable[[], bool], what: str, limit: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + limit
-    while not check():
-        assert loop.time() < end, f"timed out: {what}"
-        tick: asyncio.Future[None] = loop.create_future()
-        loop.call_later(0.02, tick.set_result, None)  # let the replicas' tasks run a while
-        await tick
-
-
 @aio
 async def test_replicas_spread_shards_and_take_over_a_dead_one() -> None:
     bus = MemoryBus()
     make = lambda m: MatchingShard(bus, m, matching_shards=M, risk_shards=R)  # noqa: E731
     a = _replica(bus, "a", 0.3, make)
     await a.start()
-    await _until(lambda: len(a.workers) == M, "a holds every shard")
+    await eventually("a holds every shard", lambda: len(a.workers) == M, timeout=WAIT)
     b = _replica(bus, "b", 0.3, make)
     await b.start()
-    await _until(lambda: len(a.workers) == 1 and len(b.workers) == 1, "shards spread")
+    await eventually(
+        "shards spread", lambda: len(a.workers) == 1 and len(b.workers) == 1, timeout=WAIT
+    )
     dead = {w.tag: w.lease.epoch for w in a.workers.values() if w.lease}
     # "a" dies without a word: its leases expire and "b" takes its shard
     a.stopped.set()
@@ -300,7 +297,7 @@ async def test_replicas_spread_shards_and_take_over_a_dead_one() -> None:
     assert a._maintainer is not None and a._renewer is not None
     a._maintainer.cancel()
     a._renewer.cancel()
-    await _until(lambda: len(b.workers) == M, "b took over")
+    await eventually("b took over", lambda: len(b.workers) == M, timeout=WAIT)
     for w in b.workers.values():
         assert w.lease is not None and w.lease.owner == "b"
         assert w.lease.epoch > dead.get(w.tag, 0)
@@ -351,11 +348,15 @@ async def test_a_state_replaced_by_recovery_is_freed_despite_gc_freeze() -> None
     rep = _replica(bus, "a", 5.0, lambda m: MatchingShard(bus, m, matching_shards=M, risk_shards=R))
     await rep.start()
     try:
-        await _until(lambda: len(rep.workers) == M and not rep.workers[0].dirty, "recovered")
+        await eventually(
+            "recovered", lambda: len(rep.workers) == M and not rep.workers[0].dirty, timeout=WAIT
+        )
         w = rep.workers[0]
         old = weakref.ref(w.engine)
         w.dirty = True  # as after a bus restart: rebuild from the log
-        await _until(lambda: not w.dirty and w.engine is not old(), "recovered again")
+        await eventually(
+            "recovered again", lambda: not w.dirty and w.engine is not old(), timeout=WAIT
+        )
         assert old() is None  # the engine refers to itself (bound apply): only gc frees it
     finally:
         await rep.stop()
@@ -392,7 +393,9 @@ async def test_an_input_that_makes_the_core_raise_halts_its_shard(
     good = layout.me_tag(1 - bad)
     await rep.start()
     try:
-        await _until(lambda: bad in rep.tasks and rep.tasks[bad].done(), "the shard stopped")
+        await eventually(
+            "the shard stopped", lambda: bad in rep.tasks and rep.tasks[bad].done(), timeout=WAIT
+        )
         sample = rep.m_input_failed.labels(tag)._value.get()  # type: ignore[attr-defined]
         assert sample == 1
         reasons = rep.health.reasons()
@@ -405,7 +408,9 @@ async def test_an_input_that_makes_the_core_raise_halts_its_shard(
         )
         # the other shard is not held up
         ok = rep.workers[1 - bad]
-        await _until(lambda: ok.pos.get(layout.ADMIN_STREAM, 0) >= poison, "the other shard")
+        await eventually(
+            "the other shard", lambda: ok.pos.get(layout.ADMIN_STREAM, 0) >= poison, timeout=WAIT
+        )
         assert f"shard {good}" not in rep.health.reasons()
         # it keeps its lease, so no other replica takes the shard and fails the same way
         assert tag in {lease.name for lease in await bus.leases("me:") if lease.owner == "a"}
