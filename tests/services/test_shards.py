@@ -645,9 +645,7 @@ async def test_a_shard_process_at_rest_runs_no_other_thread_so_its_snapshots_for
             recovered = len(rep.workers) == M and not rep.workers[0].dirty
             return recovered and shard_module.threads_besides_this() == 0
 
-        async with asyncio.timeout(10):
-            while not at_rest():
-                await asyncio.sleep(0.02)  # the poll interval; the deadline bounds the wait
+        await eventually("the replica at rest", at_rest, timeout=WAIT)
         w = rep.workers[0]
         await w.take_snapshot(background=True)
         await w.join_snapshot()
@@ -655,9 +653,11 @@ async def test_a_shard_process_at_rest_runs_no_other_thread_so_its_snapshots_for
         snap = await bus.get_snapshot(w.snapshot)
         assert snap is not None and snap[0] == w.snap_seq
         assert await loop.getaddrinfo("127.0.0.1", 0)  # the executor still serves calls ...
-        async with asyncio.timeout(10):  # ... on threads that end with the call
-            while shard_module.threads_besides_this():
-                await asyncio.sleep(0.02)
+        await eventually(  # ... on threads that end with the call
+            "the executor's thread gone again",
+            lambda: shard_module.threads_besides_this() == 0,
+            timeout=WAIT,
+        )
     finally:
         await rep.stop()
 
