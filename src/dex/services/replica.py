@@ -393,6 +393,9 @@ class ShardReplica:
                     self.log.warning(
                         "input_failed_retrying", shard=w.tag, input=e.where, error=str(e)
                     )
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self.stopped.wait(), backoff)
+                    backoff = min(backoff * 2, 2.0)
                     continue
                 # the same input failed again on the rebuilt state: it always will
                 self.health.set_not_ready(key, f"input failed: {e}")
