@@ -15,7 +15,7 @@ FAULTS: dict[str, list[Mutation]] = {
     # orders in a level are taken newest first
     "lifo_within_level": [
         (BookSide, "add", r"level\.q\.append\(order\)", "level.q.appendleft(order)"),
-        (Engine, "_place", r"level\.q\.append\(order\)", "level.q.appendleft(order)"),
+        (Engine, "apply", r"level\.q\.append\(order\)", "level.q.appendleft(order)"),
     ],
     # a refilled iceberg keeps its place at the front of the level
     "iceberg_refill_at_front": [

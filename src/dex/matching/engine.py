@@ -1,8 +1,13 @@
 """The matching engine: many markets, `apply(command, input) -> list[Event]`, pure.
 
 Owns every market's book, its untriggered stops and the GTD expiry schedule. No I/O, no clock:
-time is the command's `ts`. The rules are pinned in docs/matching-rules.md; this module is the
+time is the command's `ts`. The rules are pinned in docs/matching-rules.md; this package is the
 fast implementation, checked against the naive reference in tests/property.
+
+This module is the hot path: `apply` (a place or a cancel in its own frame), taking, matching,
+finishing and resting an order. The rest of the engine is mixed in from beside it: amend and
+cancel (amend.py), stops and expiry (stops.py), the admin commands (admin.py), over the state
+and shared helpers of state.py; snapshots are snapshot.py's.
 
 Invariants: a command that raises CommandError changed nothing; every event gets the market's
 next `seq` and the engine's next `log_seq`; every order ends with exactly one terminal event.
@@ -11,7 +16,7 @@ next `seq` and the engine's next `log_seq`; every order ends with exactly one te
 from __future__ import annotations
 
 import hashlib
-from heapq import heappop, heappush
+from heapq import heappush
 
 from dex.core.commands import (
     SCHEMA_VERSION,
@@ -28,25 +33,13 @@ from dex.core.commands import (
 )
 from dex.core.enums import STP, CancelReason, MarketStatus, OrderType, Side, TimeInForce
 from dex.core.errors import CommandError, RejectCode
-from dex.core.events import (
-    Accepted,
-    Amended,
-    AmendRejected,
-    AssetAdded,
-    Cancelled,
-    CancelRejected,
-    Event,
-    Expired,
-    Filled,
-    MarketAdded,
-    MarketStatusChanged,
-    Rejected,
-    Trade,
-    Triggered,
-)
-from dex.core.markets import Asset, check_asset, resolve_market
-from dex.matching.book import BookSide, Order, StopOrder
+from dex.core.events import Accepted, Cancelled, CancelRejected, Event, Filled, Rejected, Trade
+from dex.matching import snapshot
+from dex.matching.admin import _Admin
+from dex.matching.amend import _Amends
+from dex.matching.book import Order
 from dex.matching.market import MarketState, Ref
+from dex.matching.stops import _Stops
 from dex.matching.views import MarketView
 
 V = SCHEMA_VERSION
@@ -59,7 +52,6 @@ GTC = TimeInForce.GTC
 GTD = TimeInForce.GTD
 FOK = TimeInForce.FOK
 ACTIVE = MarketStatus.ACTIVE
-HALTED = MarketStatus.HALTED
 STP_NONE = STP.NONE
 EXPIRE_TAKER = STP.EXPIRE_TAKER
 EXPIRE_BOTH = STP.EXPIRE_BOTH
@@ -70,224 +62,17 @@ SMALL_ID = (1 << 30) - 1  # ids up to this compare fast (one digit); all are in 
 DONE, EMPTY, CAP, SELF_TRADE, DUST = range(5)
 
 
-class Engine:
+class Engine(_Admin, _Amends, _Stops):
     """All markets of one matching shard."""
 
-    def __init__(self) -> None:
-        self.assets: dict[str, Asset] = {}
-        self.markets: dict[str, MarketState] = {}
-        self.ts = 0
-        self.log_seq = 0
-        self.admin_seq = 0  # seq of the market-less stream "" (asset_added)
-        self.max_id = 0
-        self.id_spaces: dict[int, int] = {}  # order_id >> 40 -> highest id seen
-        self.id_end = 0  # first id of the space after max_id's (0: unknown, see _fresh_id)
-        self.expiries: list[tuple[int, int, str]] = []  # heap of (expires_at, order_id, market)
-        # the entry point: `apply` is `_place` itself, so that a Place or a Cancel (the common
-        # commands) runs in apply's own frame, without a dispatch call (this is a reference
-        # cycle: an engine is freed by the cyclic GC)
-        self.apply = self._place  # type: ignore[method-assign]
-
-    # ------------------------------------------------------------------ dispatch
+    # ------------------------------------------------------------------ apply
 
     def apply(self, cmd: Command, src: InputRef) -> list[Event]:
-        """Apply one command; returns its events (an engine's `apply` is bound to `_place`)."""
-        return self._place(cmd, src)
+        """Apply one command; returns its events (CommandError if it is malformed: then
+        nothing changed).
 
-    def _dispatch(self, cmd: Command, src: InputRef) -> list[Event]:
-        """Every command but Place and Cancel (which `_place` takes itself)."""
-        kind = type(cmd)
-        if kind is Amend:
-            return self._amend(cmd, src)  # type: ignore[arg-type]
-        if kind is CancelAll:
-            return self._cancel_all(cmd, src)  # type: ignore[arg-type]
-        if kind is Tick:
-            ts = self._check_ts(cmd.ts)
-            events: list[Event] = []
-            self._expire(ts, src, events)
-            self.ts = ts
-            return events
-        if kind is SetMarketStatus:
-            return self._set_status(cmd, src)  # type: ignore[arg-type]
-        if kind is AddMarket:
-            return self._add_market(cmd, src)  # type: ignore[arg-type]
-        if kind is AddAsset:
-            return self._add_asset(cmd, src)  # type: ignore[arg-type]
-        raise CommandError("cmd", f"unknown command {kind.__name__}")
-
-    def _check_ts(self, ts: int) -> int:
-        if ts <= self.ts:
-            raise CommandError("ts", f"must be above the previous ts {self.ts}, got {ts}")
-        return ts
-
-    def _admin_ts(self, ts: int) -> int:
-        return self.ts if ts == 0 else self._check_ts(ts)
-
-    def _market(self, symbol: str) -> MarketState:
-        m = self.markets.get(symbol)
-        if m is None:
-            raise CommandError("market", f"unknown market {symbol!r}")
-        return m
-
-    def _next_log_seq(self) -> int:
-        self.log_seq += 1
-        return self.log_seq
-
-    # ------------------------------------------------------------------ admin
-
-    def _add_asset(self, cmd: AddAsset, src: InputRef) -> list[Event]:
-        ts = self._admin_ts(cmd.ts)
-        asset = check_asset(cmd.asset)
-        if asset.symbol in self.assets:
-            raise CommandError("symbol", f"asset {asset.symbol} is already registered")
-        events: list[Event] = []
-        self._expire(ts, src, events)
-        self.ts = ts
-        self.assets[asset.symbol] = asset
-        self.admin_seq += 1
-        events.append(AssetAdded(V, "", self.admin_seq, ts, self._next_log_seq(), src, asset))
-        return events
-
-    def _add_market(self, cmd: AddMarket, src: InputRef) -> list[Event]:
-        ts = self._admin_ts(cmd.ts)
-        spec = cmd.spec
-        if spec.market in self.markets:
-            raise CommandError("market", f"market {spec.market} already exists")
-        params = resolve_market(spec, self.assets)
-        events: list[Event] = []
-        self._expire(ts, src, events)
-        self.ts = ts
-        for asset in (params.base, params.quote):
-            if asset.symbol not in self.assets:
-                self.assets[asset.symbol] = asset
-                self.admin_seq += 1
-                events.append(
-                    AssetAdded(V, "", self.admin_seq, ts, self._next_log_seq(), src, asset)
-                )
-        m = self.markets[spec.market] = MarketState(params, spec.status)
-        m.seq = 1
-        events.append(MarketAdded(V, m.symbol, 1, ts, self._next_log_seq(), src, spec))
-        return events
-
-    def _set_status(self, cmd: SetMarketStatus, src: InputRef) -> list[Event]:
-        m = self._market(cmd.market)
-        ts = self._check_ts(cmd.ts)
-        events: list[Event] = []
-        self._expire(ts, src, events)
-        self.ts = ts
-        previous = m.status
-        m.status = cmd.status
-        m.seq += 1
-        events.append(
-            MarketStatusChanged(
-                V, m.symbol, m.seq, ts, self._next_log_seq(), src, cmd.status, previous
-            )
-        )
-        if cmd.status is MarketStatus.CANCEL_ONLY:
-            for stop in list(m.stops.values()):
-                self._cancel_one(m, stop, CancelReason.MARKET_STATUS, events, ts, src)
-        return events
-
-    # ------------------------------------------------------------------ place
-
-    def _fresh_id(self, oid: int) -> bool:
-        """Record `oid` if it is above every id seen in its space (`oid >> 40`)."""
-        spaces = self.id_spaces
-        top = self.max_id
-        if top > spaces.get(top >> 40, 0):
-            spaces[top >> 40] = top  # catch up with the fast path in _place
-        space = oid >> 40
-        if oid <= spaces.get(space, 0):
-            return False
-        spaces[space] = oid
-        if oid > top:
-            self.max_id = top = oid
-        self.id_end = ((top >> 40) + 1) << 40
-        return True
-
-    def _reject(
-        self,
-        m: MarketState,
-        cmd: Place,
-        oid: int,
-        code: RejectCode,
-        message: str,
-        events: list[Event],
-        ts: int,
-        src: InputRef,
-    ) -> list[Event]:
-        m.seq += 1
-        self.log_seq += 1
-        events.append(
-            Rejected(
-                V,
-                m.symbol,
-                m.seq,
-                ts,
-                self.log_seq,
-                src,
-                oid,
-                cmd.client_order_id,
-                cmd.account,
-                cmd.side,
-                code,
-                message,
-            )
-        )
-        return events
-
-    @staticmethod
-    def _status_refuses(m: MarketState, cmd: Place, kind: OrderType) -> bool:
-        """Whether the market's status refuses this new order."""
-        status = m.status
-        return status is not ACTIVE and not (
-            status is MarketStatus.POST_ONLY and cmd.post_only and kind is LIMIT
-        )
-
-    def _reject_status(
-        self,
-        m: MarketState,
-        cmd: Place,
-        oid: int,
-        events: list[Event],
-        ts: int,
-        src: InputRef,
-    ) -> list[Event]:
-        return self._reject(
-            m,
-            cmd,
-            oid,
-            RejectCode.MARKET_STATUS,
-            f"market is {m.status}",
-            events,
-            ts,
-            src,
-        )
-
-    def _reject_band(
-        self,
-        m: MarketState,
-        cmd: Place,
-        oid: int,
-        events: list[Event],
-        ts: int,
-        src: InputRef,
-    ) -> list[Event]:
-        return self._reject(
-            m,
-            cmd,
-            oid,
-            RejectCode.OUTSIDE_PRICE_BAND,
-            f"price is more than {m.params.band_bps} bps from the reference price",
-            events,
-            ts,
-            src,
-        )
-
-    def _place(self, cmd: Command, src: InputRef) -> list[Event]:
-        """`apply` itself (bound in __init__): a Place or a Cancel here, the rest dispatched.
-
-        Named `_place` as the Place path lives here (tests/meta/faults.py mutates it).
+        A Place or a Cancel, the common commands, runs here, in this frame; the others are
+        dispatched (`_dispatch`) to the parts of the engine that handle them.
         """
         if type(cmd) is not Place:
             if type(cmd) is not Cancel:
@@ -597,15 +382,121 @@ class Engine:
             heappush(self.expiries, (expires_at, oid, m.symbol))
         return events
 
-    def _add_stop(self, m: MarketState, cmd: Place, oid: int) -> None:
-        stop = StopOrder(oid, cmd)
-        m.stops[oid] = stop
-        if cmd.client_order_id is not None:
-            m.add_cid(cmd.client_order_id, stop)
-        if m.counted:
-            m.open_count[cmd.account] = m.open_count.get(cmd.account, 0) + 1
-        if cmd.expires_at is not None:
-            heappush(self.expiries, (cmd.expires_at, oid, m.symbol))
+    def _dispatch(self, cmd: Command, src: InputRef) -> list[Event]:
+        """Every command but Place and Cancel (which `apply` takes itself)."""
+        if type(cmd) is Amend:
+            return self._amend(cmd, src)
+        if type(cmd) is CancelAll:
+            return self._cancel_all(cmd, src)
+        if type(cmd) is Tick:
+            ts = self._check_ts(cmd.ts)
+            events: list[Event] = []
+            self._expire(ts, src, events)
+            self.ts = ts
+            return events
+        if type(cmd) is SetMarketStatus:
+            return self._set_status(cmd, src)
+        if type(cmd) is AddMarket:
+            return self._add_market(cmd, src)
+        if type(cmd) is AddAsset:
+            return self._add_asset(cmd, src)
+        raise CommandError("cmd", f"unknown command {type(cmd).__name__}")
+
+    # ------------------------------------------------------------------ place
+
+    def _fresh_id(self, oid: int) -> bool:
+        """Record `oid` if it is above every id seen in its space (`oid >> 40`)."""
+        spaces = self.id_spaces
+        top = self.max_id
+        if top > spaces.get(top >> 40, 0):
+            spaces[top >> 40] = top  # catch up with the fast path in _place
+        space = oid >> 40
+        if oid <= spaces.get(space, 0):
+            return False
+        spaces[space] = oid
+        if oid > top:
+            self.max_id = top = oid
+        self.id_end = ((top >> 40) + 1) << 40
+        return True
+
+    def _reject(
+        self,
+        m: MarketState,
+        cmd: Place,
+        oid: int,
+        code: RejectCode,
+        message: str,
+        events: list[Event],
+        ts: int,
+        src: InputRef,
+    ) -> list[Event]:
+        m.seq += 1
+        self.log_seq += 1
+        events.append(
+            Rejected(
+                V,
+                m.symbol,
+                m.seq,
+                ts,
+                self.log_seq,
+                src,
+                oid,
+                cmd.client_order_id,
+                cmd.account,
+                cmd.side,
+                code,
+                message,
+            )
+        )
+        return events
+
+    @staticmethod
+    def _status_refuses(m: MarketState, cmd: Place, kind: OrderType) -> bool:
+        """Whether the market's status refuses this new order."""
+        status = m.status
+        return status is not ACTIVE and not (
+            status is MarketStatus.POST_ONLY and cmd.post_only and kind is LIMIT
+        )
+
+    def _reject_status(
+        self,
+        m: MarketState,
+        cmd: Place,
+        oid: int,
+        events: list[Event],
+        ts: int,
+        src: InputRef,
+    ) -> list[Event]:
+        return self._reject(
+            m,
+            cmd,
+            oid,
+            RejectCode.MARKET_STATUS,
+            f"market is {m.status}",
+            events,
+            ts,
+            src,
+        )
+
+    def _reject_band(
+        self,
+        m: MarketState,
+        cmd: Place,
+        oid: int,
+        events: list[Event],
+        ts: int,
+        src: InputRef,
+    ) -> list[Event]:
+        return self._reject(
+            m,
+            cmd,
+            oid,
+            RejectCode.OUTSIDE_PRICE_BAND,
+            f"price is more than {m.params.band_bps} bps from the reference price",
+            events,
+            ts,
+            src,
+        )
 
     # ------------------------------------------------------------------ taking
 
@@ -723,23 +614,6 @@ class Engine:
             m.add_cid(order.cid, order)
         if m.params.max_open_orders:
             m.open_count[order.account] = m.open_count.get(order.account, 0) + 1
-
-    def _unindex(
-        self, m: MarketState, entry: Order | StopOrder, account: str, cid: str | None
-    ) -> None:
-        """Forget an open order (resting or stop) that has ended."""
-        if cid is not None:
-            m.drop_cid(cid, entry)
-        if m.params.max_open_orders:
-            self._uncount(m, account)
-
-    @staticmethod
-    def _uncount(m: MarketState, account: str) -> None:
-        left = m.open_count[account] - 1
-        if left:
-            m.open_count[account] = left
-        else:
-            del m.open_count[account]
 
     def _match(
         self,
@@ -974,437 +848,22 @@ class Engine:
                     queue.append((account, rem, min(disp, rem), disp))
         return got
 
-    # ------------------------------------------------------------------ stops
-
-    def _triggers(
-        self,
-        m: MarketState,
-        ref: Ref | None,
-        events: list[Event],
-        ts: int,
-        src: InputRef,
-    ) -> None:
-        """Trigger stops in acceptance order until none holds (a cascade)."""
-        while m.stops and m.last:
-            last = m.last
-            for stop in m.stops.values():
-                cmd = stop.cmd
-                if last >= cmd.trigger_price if cmd.side is BUY else last <= cmd.trigger_price:
-                    break
-            else:
-                return
-            self._fire(m, stop, ref, events, ts, src)
-
-    def _fire(
-        self,
-        m: MarketState,
-        stop: StopOrder,
-        ref: Ref | None,
-        events: list[Event],
-        ts: int,
-        src: InputRef,
-    ) -> None:
-        cmd = stop.cmd
-        del m.stops[stop.oid]
-        self._unindex(m, stop, cmd.account, cmd.client_order_id)
-        m.seq += 1
-        self.log_seq += 1
-        events.append(
-            Triggered(
-                V,
-                m.symbol,
-                m.seq,
-                ts,
-                self.log_seq,
-                src,
-                stop.oid,
-                cmd.client_order_id,
-                cmd.account,
-                cmd.side,
-                cmd.trigger_price,
-                m.last,
-            )
-        )
-        is_buy = cmd.side is BUY
-        kind = LIMIT if cmd.type is STOP_LIMIT else OrderType.MARKET
-        order = Order(
-            stop.oid,
-            cmd.account,
-            cmd.client_order_id,
-            is_buy,
-            cmd.price,
-            cmd.size,
-            0,
-            0,
-            0,
-            cmd.expires_at or 0,
-            cmd.stp,
-            False,
-        )
-        if kind is LIMIT and ref is not None and m.outside_band(cmd.price, ref):
-            self._finish(m, order, 0, CancelReason.PRICE_BAND, events, ts, src)
-        else:
-            self._take(m, order, kind, cmd, ref, events, ts, src)  # its expiry is scheduled
-
-    # ------------------------------------------------------------------ expiry
-
-    def _expire(self, ts: int, src: InputRef, events: list[Event]) -> None:
-        heap = self.expiries
-        while heap and heap[0][0] <= ts:
-            expires_at, oid, symbol = heappop(heap)
-            m = self.markets[symbol]
-            order = m.orders.get(oid)
-            if order is not None and order.expires_at == expires_at:
-                left, filled = order.remaining, order.filled
-                (m.bids if order.is_buy else m.asks).remove_lazy(order)
-                del m.orders[oid]
-                self._unindex(m, order, order.account, order.cid)
-                account, cid, side = order.account, order.cid, order.is_buy
-            else:
-                stop = m.stops.get(oid)
-                if stop is None or stop.cmd.expires_at != expires_at:
-                    continue  # ended before it expired
-                cmd = stop.cmd
-                del m.stops[oid]
-                self._unindex(m, stop, cmd.account, cmd.client_order_id)
-                account, cid, side = cmd.account, cmd.client_order_id, cmd.side is BUY
-                left, filled = cmd.size, 0
-            m.seq += 1
-            events.append(
-                Expired(
-                    V,
-                    symbol,
-                    m.seq,
-                    ts,
-                    self._next_log_seq(),
-                    src,
-                    oid,
-                    cid,
-                    account,
-                    BUY if side else SELL,
-                    left,
-                    filled,
-                )
-            )
-
-    # ------------------------------------------------------------------ cancel / amend
-
-    def _lookup(self, m: MarketState, cmd: Amend | Cancel) -> Order | StopOrder | None:
-        found: Order | StopOrder | None
-        if cmd.order_id is not None:
-            found = m.orders.get(cmd.order_id) or m.stops.get(cmd.order_id)
-        else:
-            found = m.cid_holder(cmd.account, cmd.client_order_id or "")
-        if found is None or found.account != cmd.account:
-            return None
-        return found
-
-    def _cancel_one(
-        self,
-        m: MarketState,
-        found: Order | StopOrder,
-        reason: CancelReason,
-        events: list[Event],
-        ts: int,
-        src: InputRef,
-    ) -> None:
-        if isinstance(found, StopOrder):
-            cmd = found.cmd
-            del m.stops[found.oid]
-            self._unindex(m, found, cmd.account, cmd.client_order_id)
-            m.seq += 1
-            events.append(
-                Cancelled(
-                    V,
-                    m.symbol,
-                    m.seq,
-                    ts,
-                    self._next_log_seq(),
-                    src,
-                    found.oid,
-                    cmd.client_order_id,
-                    cmd.account,
-                    cmd.side,
-                    cmd.size or None,
-                    cmd.quote_size or None,
-                    0,
-                    reason,
-                )
-            )
-            return
-        left = found.remaining
-        (m.bids if found.is_buy else m.asks).remove_lazy(found)
-        del m.orders[found.oid]
-        self._unindex(m, found, found.account, found.cid)
-        m.seq += 1
-        events.append(
-            Cancelled(
-                V,
-                m.symbol,
-                m.seq,
-                ts,
-                self._next_log_seq(),
-                src,
-                found.oid,
-                found.cid,
-                found.account,
-                BUY if found.is_buy else SELL,
-                left,
-                None,
-                found.filled,
-                reason,
-            )
-        )
-
-    def _cancel_all(self, cmd: CancelAll, src: InputRef) -> list[Event]:
-        markets = [self._market(cmd.market)] if cmd.market is not None else self.markets.values()
-        ts = self._check_ts(cmd.ts)
-        events: list[Event] = []
-        self._expire(ts, src, events)
-        self.ts = ts
-        account = cmd.account
-        for m in markets:
-            mine: list[Order | StopOrder] = [o for o in m.orders.values() if o.account == account]
-            mine.extend(s for s in m.stops.values() if s.account == account)
-            mine.sort(key=lambda o: o.oid)
-            for found in mine:
-                self._cancel_one(m, found, cmd.reason, events, ts, src)
-        return events
-
-    def _amend_rejected(
-        self,
-        m: MarketState,
-        cmd: Amend,
-        code: RejectCode,
-        message: str,
-        events: list[Event],
-        ts: int,
-        src: InputRef,
-    ) -> list[Event]:
-        m.seq += 1
-        events.append(
-            AmendRejected(
-                V,
-                m.symbol,
-                m.seq,
-                ts,
-                self._next_log_seq(),
-                src,
-                cmd.order_id,
-                cmd.client_order_id,
-                cmd.account,
-                code,
-                message,
-            )
-        )
-        return events
-
-    def _amend(self, cmd: Amend, src: InputRef) -> list[Event]:
-        m = self._market(cmd.market)
-        ts = self._check_ts(cmd.ts)
-        events: list[Event] = []
-        self._expire(ts, src, events)
-        self.ts = ts
-        found = self._lookup(m, cmd)
-        if found is None:
-            return self._amend_rejected(
-                m,
-                cmd,
-                RejectCode.UNKNOWN_ORDER,
-                "no open order of this account with that id",
-                events,
-                ts,
-                src,
-            )
-        if isinstance(found, StopOrder):
-            return self._amend_rejected(
-                m,
-                cmd,
-                RejectCode.NOT_AMENDABLE,
-                "an untriggered stop order cannot be amended",
-                events,
-                ts,
-                src,
-            )
-        if m.status is MarketStatus.CANCEL_ONLY or m.status is HALTED:
-            return self._amend_rejected(
-                m,
-                cmd,
-                RejectCode.MARKET_STATUS,
-                f"market is {m.status}",
-                events,
-                ts,
-                src,
-            )
-        order = found
-        new_size = cmd.size or order.filled + order.remaining
-        new_price = cmd.price or order.price
-        side = m.bids if order.is_buy else m.asks
-        if new_size <= order.filled:
-            left = order.remaining
-            side.remove_lazy(order)
-            del m.orders[order.oid]
-            self._unindex(m, order, order.account, order.cid)
-            m.seq += 1
-            events.append(
-                Cancelled(
-                    V,
-                    m.symbol,
-                    m.seq,
-                    ts,
-                    self._next_log_seq(),
-                    src,
-                    order.oid,
-                    order.cid,
-                    order.account,
-                    BUY if order.is_buy else SELL,
-                    left,
-                    None,
-                    order.filled,
-                    CancelReason.AMEND,
-                )
-            )
-            return events
-        if new_price == order.price:
-            return self._amend_in_place(m, order, new_size, events, ts, src)
-        ref = m.ref()
-        if ref is not None and m.outside_band(new_price, ref):
-            return self._amend_rejected(
-                m,
-                cmd,
-                RejectCode.OUTSIDE_PRICE_BAND,
-                f"price is more than {m.params.band_bps} bps from the reference price",
-                events,
-                ts,
-                src,
-            )
-        best = m.asks.best() if order.is_buy else m.bids.best()
-        would_take = bool(best) and (new_price >= best if order.is_buy else new_price <= best)
-        if would_take and order.post_only:
-            return self._amend_rejected(
-                m,
-                cmd,
-                RejectCode.POST_ONLY_WOULD_TAKE,
-                "a post-only order would take liquidity",
-                events,
-                ts,
-                src,
-            )
-        if would_take and m.status is not ACTIVE:
-            return self._amend_rejected(
-                m,
-                cmd,
-                RejectCode.MARKET_STATUS,
-                f"market is {m.status}",
-                events,
-                ts,
-                src,
-            )
-        side.remove_now(order)
-        del m.orders[order.oid]
-        self._unindex(m, order, order.account, order.cid)
-        order.price = new_price
-        order.remaining = new_size - order.filled
-        if order.display:
-            order.visible = min(order.display, order.remaining)
-        m.seq += 1
-        events.append(
-            Amended(
-                V,
-                m.symbol,
-                m.seq,
-                ts,
-                self._next_log_seq(),
-                src,
-                order.oid,
-                order.cid,
-                order.account,
-                BUY if order.is_buy else SELL,
-                new_price,
-                new_size,
-                order.remaining,
-                False,
-            )
-        )
-        last_before = m.last
-        reentry = Place(
-            market=m.symbol,
-            account=order.account,
-            side=BUY if order.is_buy else SELL,
-            type=LIMIT,
-            price=new_price,
-            size=order.remaining,
-            tif=GTD if order.expires_at else GTC,
-            expires_at=order.expires_at or None,
-            stp=order.stp,
-        )
-        self._take(m, order, LIMIT, reentry, ref, events, ts, src)
-        if m.stops and m.last != last_before:
-            self._triggers(m, ref, events, ts, src)
-        return events
-
-    def _amend_in_place(
-        self,
-        m: MarketState,
-        order: Order,
-        new_size: int,
-        events: list[Event],
-        ts: int,
-        src: InputRef,
-    ) -> list[Event]:
-        side = m.bids if order.is_buy else m.asks
-        level = side.levels[order.price]
-        new_remaining = new_size - order.filled
-        grew = new_remaining > order.remaining
-        order.remaining = new_remaining
-        if grew:
-            level.q.remove(order)
-            level.q.append(order)
-            if order.display:
-                order.visible = min(order.display, new_remaining)
-        elif order.display and order.visible > new_remaining:
-            order.visible = new_remaining
-        m.seq += 1
-        events.append(
-            Amended(
-                V,
-                m.symbol,
-                m.seq,
-                ts,
-                self._next_log_seq(),
-                src,
-                order.oid,
-                order.cid,
-                order.account,
-                BUY if order.is_buy else SELL,
-                order.price,
-                new_size,
-                new_remaining,
-                not grew,
-            )
-        )
-        return events
-
     # ------------------------------------------------------------------ state
 
     def snapshot(self) -> bytes:
-        from dex.matching.snapshot import dump
-
-        return dump(self)
+        """The engine's state, canonical (see dex.matching.snapshot)."""
+        return snapshot.dump(self)
 
     @classmethod
     def restore(cls, data: bytes) -> Engine:
-        from dex.matching.snapshot import load
-
-        return load(data)
+        """The engine a snapshot holds; `ValueError` for another version or a malformed one."""
+        return snapshot.load(data, cls)
 
     def state_hash(self) -> str:
         return hashlib.sha256(self.snapshot()).hexdigest()
 
     def view(self, symbol: str) -> MarketView:
-        from dex.matching.snapshot import view
-
-        return view(self._market(symbol))
+        return snapshot.view(self._market(symbol))
 
 
-__all__ = ["BookSide", "Engine"]
+__all__ = ["Engine"]

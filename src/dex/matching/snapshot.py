@@ -1,5 +1,8 @@
 """Snapshots of the engine (MessagePack, schema-versioned) and read-only views.
 
+The one owner of the snapshot format: `dump` reads the engine's state (dex.matching.state)
+and `load` rebuilds it; the engine calls them (`Engine.snapshot`, `Engine.restore`).
+
 A snapshot is canonical: levels sorted by price (bids best first, then asks best first),
 orders in time priority, stops in acceptance order, markets and assets in the order they were
 added. Two engines that would emit the same future events have the same snapshot, so its
@@ -8,7 +11,8 @@ SHA-256 is the state hash. Dead (lazily cancelled) entries are not written.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TypeVar
 
 import msgspec
 
@@ -17,12 +21,11 @@ from dex.core.enums import MarketStatus, Side
 from dex.core.markets import Asset, MarketParams, MarketSpec
 from dex.matching.book import BookSide, Order, StopOrder
 from dex.matching.market import MarketState
+from dex.matching.state import _Core
 from dex.matching.views import LevelView, MarketView, OrderView
 
 SNAPSHOT_VERSION = 1
-
-if TYPE_CHECKING:
-    from dex.matching.engine import Engine
+E = TypeVar("E", bound=_Core)
 
 
 def _resting(side: BookSide) -> list[Order]:
@@ -32,7 +35,7 @@ def _resting(side: BookSide) -> list[Order]:
     return out
 
 
-def _id_spaces(engine: Engine) -> dict[int, int]:
+def _id_spaces(engine: _Core) -> dict[int, int]:
     """The highest id per space, including the top id the fast path records lazily."""
     spaces = dict(engine.id_spaces)
     top = engine.max_id
@@ -65,7 +68,8 @@ class _State(msgspec.Struct, forbid_unknown_fields=True):
 _decode_state = msgspec.msgpack.Decoder(_State).decode
 
 
-def dump(engine: Engine) -> bytes:
+def dump(engine: _Core) -> bytes:
+    """The snapshot of an engine's state."""
     markets = [
         [
             msgspec.to_builtins(m.params.spec),
@@ -91,10 +95,9 @@ def dump(engine: Engine) -> bytes:
     return msgspec.msgpack.encode(state)
 
 
-def load(data: bytes) -> Engine:
-    """The engine a snapshot holds; `ValueError` for another version or a malformed one."""
-    from dex.matching.engine import Engine
-
+def load(data: bytes, new: Callable[[], E]) -> E:
+    """The engine a snapshot holds, built by `new()` (the engine's class: `Engine.restore`)
+    and filled; `ValueError` for another version or a malformed snapshot."""
     try:
         state = _decode_state(data)
     except msgspec.ValidationError as e:
@@ -104,7 +107,7 @@ def load(data: bytes) -> Engine:
         raise ValueError(f"malformed snapshot: {e}") from None
     if state.v != SNAPSHOT_VERSION:
         raise ValueError(f"unsupported snapshot version {state.v!r}")
-    engine = Engine()
+    engine = new()
     engine.ts = state.ts
     engine.log_seq = state.log_seq
     engine.admin_seq = state.admin_seq

@@ -28,6 +28,7 @@ from dex.core.enums import CancelReason
 from dex.core.errors import CommandError
 from dex.core.markets import check_asset, resolve_market
 from dex.risk import commands as rc
+from dex.risk import snapshot
 from dex.risk.address import INVALID_ADDRESS, canonical_address
 from dex.risk.codes import Control, RiskCode
 from dex.risk.events import (
@@ -457,15 +458,13 @@ class Ledger(_OrderDesk, _Settlement):
     # ------------------------------------------------------------------ state
 
     def snapshot(self) -> bytes:
-        from dex.risk.snapshot import dump
-
-        return dump(self)
+        """The ledger's state, canonical (see dex.risk.snapshot)."""
+        return snapshot.dump(self)
 
     @classmethod
     def restore(cls, data: bytes) -> Ledger:
-        from dex.risk.snapshot import load
-
-        return load(data)
+        """The ledger a snapshot holds; `ValueError` for another version."""
+        return snapshot.load(data, cls)
 
     def state_hash(self) -> str:
         return hashlib.sha256(self.snapshot()).hexdigest()

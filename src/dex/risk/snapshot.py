@@ -1,5 +1,8 @@
 """Snapshots of a risk shard: MessagePack, schema-versioned and canonical.
 
+The one owner of the snapshot format: `dump` reads the ledger's state (dex.risk.state) and
+`load` rebuilds it; the ledger calls them (`Ledger.snapshot`, `Ledger.restore`).
+
 Accounts, orders, withdrawals, deposits and fee balances are written sorted by key; assets
 and markets in the order they were added (that order is behaviour: cancel_all walks markets
 in it); remembered client order ids by end time, then order id. Two ledgers that would emit
@@ -8,20 +11,19 @@ the same future events have the same snapshot, so its SHA-256 is the state hash.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from operator import attrgetter
-from typing import TYPE_CHECKING, Any
+from typing import Any, TypeVar
 
 import msgspec
 
 from dex.core.enums import MarketStatus, OrderType
 from dex.core.markets import Asset, MarketParams, MarketSpec
 from dex.risk.codes import OrderStatus
-from dex.risk.state import SCHEMA_VERSION, Closed, MarketInfo, Order, Withdrawal
-
-if TYPE_CHECKING:
-    from dex.risk.ledger import Ledger
+from dex.risk.state import SCHEMA_VERSION, Closed, MarketInfo, Order, Withdrawal, _Core
 
 SNAPSHOT_VERSION = 1
+L = TypeVar("L", bound=_Core)
 
 # An order's snapshot row, read in C (enums encode as their values). A shard may hold
 # millions of orders, and a snapshot is taken while the shard waits.
@@ -47,7 +49,8 @@ _KINDS = {k.value: k for k in OrderType}
 _STATUSES = {s.value: s for s in OrderStatus}
 
 
-def dump(ledger: Ledger) -> bytes:
+def dump(ledger: _Core) -> bytes:
+    """The snapshot of a ledger's state."""
     accounts = [
         [
             a.addr,
@@ -103,13 +106,13 @@ def dump(ledger: Ledger) -> bytes:
     return msgspec.msgpack.encode(state)
 
 
-def load(data: bytes) -> Ledger:
-    from dex.risk.ledger import Ledger
-
+def load(data: bytes, new: Callable[[int, int], L]) -> L:
+    """The ledger a snapshot holds, built by `new(shard, shard_count)` (the ledger's class:
+    `Ledger.restore`) and filled; `ValueError` for another version."""
     state = msgspec.msgpack.decode(data)
     if state.get("v") != SNAPSHOT_VERSION:
         raise ValueError(f"unsupported risk snapshot version {state.get('v')!r}")
-    led = Ledger(state["shard"], state["shard_count"])
+    led = new(state["shard"], state["shard_count"])
     led.ts = state["ts"]
     led.log_seq = state["log_seq"]
     led.order_seq = state["order_seq"]
@@ -150,7 +153,7 @@ def load(data: bytes) -> Ledger:
     return led
 
 
-def _load_orders(led: Ledger, rows: list[list[Any]]) -> None:
+def _load_orders(led: _Core, rows: list[list[Any]]) -> None:
     """Rebuild the open orders (the bulk of a snapshot), with the account, market and balance
     cells of each (account, market, side) looked up once."""
     places: dict[tuple[str, str, bool], tuple[Any, MarketInfo, Any, Any]] = {}
