@@ -22,6 +22,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 test: lint
 	$(BIN)/pytest --cov=src/dex/core --cov=src/dex/matching --cov=src/dex/risk --cov-report=term --cov-fail-under=95 tests
