@@ -1,17 +1,20 @@
-"""Pytest plugin: inject one known fault (named by DEX_FAULT) into the matching engine.
+"""Pytest plugin: inject one known fault, named by DEX_FAULT, into a pure core.
 
-Each fault rewrites one method of the real engine from its own source (a textual mutation
-checked to apply) and installs it on the class before any test runs, so every test that
-imports the engine sees the faulty one. Used by tests/meta/test_faults.py.
+Two lists of faults, one per core: ENGINE (the matching engine) and LEDGER (the risk ledger).
+Each fault rewrites functions of the real code from their own source (a textual mutation
+checked to apply, tests/meta/mutation.py) and installs them before any test runs, so every
+test sees the faulty core. Used by tests/meta/test_faults.py.
 """
 
 from __future__ import annotations
 
 from dex.matching.book import BookSide
 from dex.matching.engine import Engine
-from tests.mutation import Mutation, install
+from dex.risk import commands as rc
+from dex.risk.settlement import _Settlement
+from tests.meta.mutation import Mutation, install
 
-FAULTS: dict[str, list[Mutation]] = {
+ENGINE: dict[str, list[Mutation]] = {
     # orders in a level are taken newest first
     "lifo_within_level": [
         (BookSide, "add", r"level\.q\.append\(order\)", "level.q.appendleft(order)"),
@@ -43,6 +46,33 @@ FAULTS: dict[str, list[Mutation]] = {
     ],
 }
 
+LEDGER: dict[str, list[Mutation]] = {
+    # a cancelled order's hold is not released
+    "hold_kept_on_cancel": [
+        (
+            _Settlement,
+            "_end",
+            r"amount = o\.held \+ o\.pending",
+            "amount = 0 if status is CANCELLED else o.held + o.pending",
+        )
+    ],
+    # fees are rounded down (in the payer's favour) instead of up
+    "fee_rounded_down": [
+        (_Settlement, "_fill", r"-\(-(\w+) \* bps // 10_000\)", r"\1 * bps // 10_000")
+    ],
+    # a shard that owns both sides of a trade settles only the taker's
+    "one_sided_settlement": [
+        (
+            _Settlement,
+            "_on_trade",
+            r"mine_maker = e\.maker_order_id >> 40 == shard",
+            "mine_maker = False",
+        )
+    ],
+    # a maker rebate larger than the taker fee is accepted
+    "rebate_above_taker_fee": [(rc, "fee_rates_ok", r"\s+and maker_bps >= -taker_bps", "")],
+}
+
 
 def pytest_configure() -> None:
-    install(FAULTS, "DEX_FAULT")
+    install({**ENGINE, **LEDGER}, "DEX_FAULT")

@@ -1,24 +1,46 @@
-"""The suite must fail when a known fault is injected into the engine.
+"""The suites must fail when a known fault is injected into a core.
 
-Each fault (see tests/meta/faults.py) is injected into a separate pytest run of the scenario
-tests and, separately, of the reference-model property test; both must fail (exit status 1:
-tests failed, not an error of the harness).
+Each fault (tests/meta/faults.py) is injected into separate pytest runs of its core's suites:
+the engine's into the matching scenarios and the reference-model property test, the ledger's
+into the rule scenarios and its reference-model property test. Every run must fail (exit
+status 1: tests failed, not an error of the harness).
 """
 
 from __future__ import annotations
 
 import pytest
 
-from tests.meta.faults import FAULTS
-from tests.mutation import assert_suite_catches
+from tests.meta.faults import ENGINE, LEDGER
+from tests.meta.mutation import assert_suite_catches
 
 SUITES = {
-    "scenarios": "tests/unit/test_matching_scenarios.py",
-    "reference": "tests/property/test_engine_vs_reference.py",
+    "engine": (
+        ENGINE,
+        {
+            "scenarios": "tests/unit/test_matching_scenarios.py",
+            "reference": "tests/property/test_engine_vs_reference.py",
+        },
+    ),
+    "ledger": (
+        LEDGER,
+        {
+            "rules": "tests/risk/test_ledger_rules.py",
+            "reference": "tests/risk/test_ledger_vs_reference.py::TestLedgerVsReference",
+        },
+    ),
 }
+CASES = [
+    pytest.param(fault, target, id=f"{core}-{fault}-{suite}")
+    for core, (faults, targets) in SUITES.items()
+    for fault in sorted(faults)
+    for suite, target in sorted(targets.items())
+]
 
 
-@pytest.mark.parametrize("suite", sorted(SUITES))
-@pytest.mark.parametrize("fault", sorted(FAULTS))
-def test_suite_fails_when_fault_injected(fault: str, suite: str) -> None:
-    assert_suite_catches("tests.meta.faults", "DEX_FAULT", fault, SUITES[suite])
+def test_fault_names_are_unique() -> None:
+    assert not ENGINE.keys() & LEDGER.keys()  # DEX_FAULT names one fault of either list
+
+
+@pytest.mark.parametrize(("fault", "target"), CASES)
+def test_suite_fails_when_fault_injected(fault: str, target: str) -> None:
+    assert_suite_catches("tests.meta.faults", "DEX_FAULT", fault, target)

@@ -49,8 +49,8 @@ from tests.risk.reference_ledger import RefLedger
 from tests.support.markets import USD
 
 IN_CI = os.environ.get("CI") == "true"
-# Under tests/risk/meta a fault is injected: finding a failure is all that matters, not shrinking.
-FAULT_RUN = bool(os.environ.get("DEX_RISK_FAULT"))
+# Under tests/meta a fault is injected: finding a failure is all that matters, not shrinking.
+FAULT_RUN = bool(os.environ.get("DEX_FAULT"))
 SETTINGS = settings(
     max_examples=300 if IN_CI else 60,
     phases=(Phase.generate,) if FAULT_RUN else tuple(Phase),

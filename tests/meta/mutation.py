@@ -3,7 +3,7 @@
 A fault is a list of (owner, name, regex, replacement): the owner a class (its method `name`)
 or a module (its function `name`, which callers look up in the module at each call). Each regex
 must match, so a meta test can never pass because the code it mutates has moved on. Used by the
-pytest plugins tests/meta/faults.py (engine) and tests/risk/meta/faults.py (ledger).
+pytest plugin tests/meta/faults.py and its test, tests/meta/test_faults.py.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
-ROOT = Path(__file__).parents[1]
+ROOT = Path(__file__).parents[2]
 Mutation = tuple[type | ModuleType, str, str, str]  # (owner, name, regex, replacement)
 
 
@@ -49,7 +49,7 @@ def install(faults: dict[str, list[Mutation]], env_var: str) -> None:
             mutate(owner, name, pattern, replacement)
 
 
-def assert_suite_catches(plugin: str, env_var: str, fault: str, target: str, **env: str) -> None:
+def assert_suite_catches(plugin: str, env_var: str, fault: str, target: str) -> None:
     """Run `target` under pytest with `fault` injected by `plugin`; it must fail (exit 1: tests
     failed, not an error of the harness)."""
     result = subprocess.run(
@@ -66,7 +66,7 @@ def assert_suite_catches(plugin: str, env_var: str, fault: str, target: str, **e
             target,
         ],
         cwd=ROOT,
-        env={**os.environ, env_var: fault, **env},
+        env={**os.environ, env_var: fault},
         capture_output=True,
         text=True,
         timeout=600,
