@@ -162,14 +162,21 @@ def test_fee_rates_refused_when_the_rebate_exceeds_the_taker_fee(desk: Desk) -> 
 
 def test_account_fee_tier_overrides_the_market(desk: Desk) -> None:
     desk.do(rc.SetFees(market=M, maker_bps=0, taker_bps=100))
-    desk.do(rc.SetAccountFees(account=A, maker_bps=0, taker_bps=0))
-    desk.do(place(B, "sell", 100, 10))
-    [ts] = of(desk.do(place(A, "buy", 100, 10)), TradeSettled)
-    assert ts.taker.fee == 0
-    desk.do(rc.SetAccountFees(account=A))  # removed: the market's 100 bps again
-    desk.do(place(B, "sell", 100, 10))
-    [ts] = of(desk.do(place(A, "buy", 100, 10)), TradeSettled)
-    assert ts.taker.fee == 1
+    # A's tier: 2% as maker, 5% as taker (rates that tell maker from taker and from the market)
+    desk.do(rc.SetAccountFees(account=A, maker_bps=200, taker_bps=500))
+
+    def fees(maker: str, taker: str) -> tuple[int, int]:
+        desk.do(place(maker, "sell", 100, 40))
+        [ts] = of(desk.do(place(taker, "buy", 100, 40)), TradeSettled)
+        assert (ts.maker.account, ts.taker.account) == (maker, taker)
+        return ts.maker.fee, ts.taker.fee
+
+    # fees in the asset received: the taker buys 40 T, the maker receives 4,000 USD
+    assert fees(B, A) == (0, 2)  # A takes at 5%: ceil(40 x 0.05) = 2 T (1% would be 1)
+    assert fees(A, B) == (80, 1)  # A makes at 2%: 80 USD; B takes at the market's 1%
+    desk.do(rc.SetAccountFees(account=A))  # removed: the market's rates again
+    assert fees(B, A) == (0, 1)
+    assert fees(A, B) == (0, 1)
     with pytest.raises(CommandError):
         desk.do(rc.SetAccountFees(account=A, maker_bps=1))
 
@@ -542,19 +549,17 @@ def test_duplicate_client_order_id_returns_the_earlier_outcome_for_24_hours(desk
     assert (dup.order_id, dup.status, dup.filled) == (1, OrderStatus.OPEN, 0)
     desk.do(place(B, "sell", 90, 2))
     desk.do(rc.Cancel(market=M, account=A, client_order_id="k"))
+    end_ts = desk.ts  # A's order ended here
     [dup] = of(desk.do(place(A, "buy", 95, 1, client_order_id="k")), OrderDuplicate)
     assert (dup.status, dup.filled, dup.detail) == (OrderStatus.CANCELLED, 2, "user")
     assert desk.bal(A, "USD") == (10_000 - 180, 0)
     # another market or account is another key
     assert of(desk.do(place(B, "buy", 95, 1, client_order_id="k")), OrderAcceptedForMatching)
     desk.do(rc.Cancel(market=M, account=B, client_order_id="k"))
-    # 24 hours after the end, the id is free again
-    end_ts = desk.ts
-    desk.do(rc.GlobalHalt(), ts=end_ts + DAY - 10)
-    desk.do(rc.Resume())
-    assert of(desk.do(place(A, "buy", 95, 1, client_order_id="k")), OrderDuplicate)
-    desk.do(rc.Resume(), ts=end_ts + DAY)
-    [acc] = of(desk.do(place(A, "buy", 95, 1, client_order_id="k")), OrderAcceptedForMatching)
+    # remembered for 24 hours after the end (1 ns short of it included), free again at 24 h
+    again = place(A, "buy", 95, 1, client_order_id="k")
+    assert of(desk.do(again, ts=end_ts + DAY - 1), OrderDuplicate)
+    [acc] = of(desk.do(again, ts=end_ts + DAY), OrderAcceptedForMatching)
     assert acc.order_id == 4
 
 
