@@ -34,6 +34,7 @@ from typing import Any
 
 import msgspec
 
+from dex.app.demo import add_demo_markets
 from dex.bus import Bus, MemoryBus
 from dex.core import commands as mc
 from dex.core.commands import InputRef
@@ -42,11 +43,10 @@ from dex.risk import commands as rc
 from dex.runtime.health import Health
 from dex.runtime.logging import configure_logging, get_logger
 from dex.runtime.metrics import ServiceMetrics
-from dex.services import codec, layout
 from dex.services.matching import MatchingShard
-from dex.services.node import add_demo_markets
 from dex.services.replica import ShardReplica
 from dex.services.risk import RiskShard
+from dex.wire import codec, layout
 
 ETH = 10**9
 OFF = 10**9  # --snapshot-every: no snapshot during a run

@@ -76,7 +76,7 @@ def up_cmd(
     allow_unsafe_redis: bool | None,
 ) -> None:
     """Start the whole exchange: embedded (default) or --distributed."""
-    from dex.services import launch
+    from dex.app import launch
 
     settings = _settings(data_dir=data_dir, allow_unsafe_redis=allow_unsafe_redis)
     launch.configure(settings, "dex")
@@ -94,7 +94,7 @@ def up_cmd(
 def serve_cmd(service: str) -> None:
     """Run one service against Redis (DEX_REDIS_URL): what each container of a deployment
     runs."""
-    from dex.services import launch
+    from dex.app import launch
 
     settings = _settings()
     launch.configure(settings, service)

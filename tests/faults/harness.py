@@ -41,6 +41,7 @@ import msgspec
 import pytest
 import redis.exceptions
 
+from dex.app.demo import DEMO_MARKETS, add_demo_markets
 from dex.bus import Bus, Lease
 from dex.bus.redis import RedisBus
 from dex.core import events as ev
@@ -49,10 +50,9 @@ from dex.matching.views import MarketView
 from dex.risk import commands as rc
 from dex.risk import events as rev
 from dex.risk.ledger import Ledger
-from dex.services import codec, layout
 from dex.services.matching import MatchingShard
-from dex.services.node import DEMO_MARKETS, add_demo_markets
 from dex.services.risk import RiskShard
+from dex.wire import codec, layout
 from tests.services.inproc import Cluster
 from tests.support import polling
 from tests.support.redis_server import RedisServer, free_port, have_redis_server

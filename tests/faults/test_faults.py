@@ -33,8 +33,8 @@ from pathlib import Path
 import pytest
 
 from dex.bus import TrimmedError
-from dex.services import codec, layout
 from dex.services.matching import MatchingShard
+from dex.wire import codec, layout
 from tests.faults.harness import (
     IN,
     MATCHING,

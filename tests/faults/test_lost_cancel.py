@@ -18,9 +18,9 @@ from dex.bus import MemoryBus
 from dex.runtime.health import Health
 from dex.runtime.logging import get_logger
 from dex.runtime.metrics import ServiceMetrics
-from dex.services.layout import MATCHING
 from dex.services.matching import MatchingShard
 from dex.services.replica import ShardReplica
+from dex.wire.layout import MATCHING
 from tests.bus.contract import aio
 from tests.faults.harness import POLL
 from tests.support.polling import eventually

@@ -6,15 +6,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from dex.app.demo import DEMO_ASSETS, DEMO_MARKETS
 from dex.bus import Bus, MemoryBus
 from dex.core import commands as mc
 from dex.core.enums import OrderType, Side
 from dex.risk import commands as rc
-from dex.services import codec, layout
 from dex.services.matching import MatchingShard
-from dex.services.node import DEMO_ASSETS, DEMO_MARKETS
 from dex.services.risk import RiskShard
 from dex.services.shard import ShardWorker
+from dex.wire import codec, layout
 
 M, R = 2, 2  # default shard counts
 ACCOUNTS = ["0x" + f"{i:040x}" for i in range(1, 7)]

@@ -13,8 +13,8 @@ from typing import Any
 from dex.core import events as me
 from dex.core.enums import STP, OrderType, Side, TimeInForce
 from dex.risk import commands as rc
-from dex.services import codec, layout
 from dex.services.reader import LogReader
+from dex.wire import codec, layout
 from tests.services.inproc import ACCOUNTS, Cluster, place, trading
 
 A, B, C, D, E, F = ACCOUNTS[:6]

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from dex.runtime.settings import SERVICES
-from dex.services.layout import ADMIN_STREAM
+from dex.wire.layout import ADMIN_STREAM
 from tests.services.test_smoke import free_base, start, stop
 from tests.support.dex_process import wait_on_process
 

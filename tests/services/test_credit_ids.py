@@ -14,7 +14,7 @@ from dex.core.markets import Asset
 from dex.risk import commands as rc
 from dex.risk.events import DepositCredited
 from dex.risk.ledger import Ledger
-from dex.services import ids
+from dex.wire import ids
 
 ALICE = "0x" + "a" * 40
 
@@ -40,7 +40,7 @@ def test_ids_differ_even_when_the_clock_stands_still(monkeypatch: pytest.MonkeyP
 
 
 def test_two_processes_started_together_make_different_ids() -> None:
-    code = "from dex.services.ids import new_credit_tx_id as n; print(*(n() for _ in range(500)))"
+    code = "from dex.wire.ids import new_credit_tx_id as n; print(*(n() for _ in range(500)))"
     procs = [
         subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE) for _ in range(2)
     ]

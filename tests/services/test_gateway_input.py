@@ -18,11 +18,11 @@ from urllib.parse import quote
 import httpx
 import pytest
 
+from dex.gateway.service import Gateway
 from dex.runtime.health import Health
 from dex.runtime.http import build_app
 from dex.runtime.metrics import ServiceMetrics
-from dex.services import layout
-from dex.services.gateway import Gateway
+from dex.wire import layout
 from tests.bus.contract import aio
 from tests.services.inproc import ACCOUNTS, Cluster, open_cluster
 from tests.services.reader_kit import RecordingLog
@@ -259,7 +259,7 @@ async def test_an_order_id_in_a_path_is_ascii_digits_or_a_400() -> None:
 async def test_a_faucet_deposit_credited_twice_is_a_409_duplicate(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from dex.services import gateway as gateway_module
+    from dex.gateway import service as gateway_module
 
     monkeypatch.setattr(gateway_module, "new_credit_tx_id", lambda: "faucet:7")  # one id twice
     async with gateway() as (c, client):

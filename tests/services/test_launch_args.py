@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 import pytest
 
-from dex.services.launch import parse_replicas
+from dex.app.launch import parse_replicas
 
 
 def test_replica_counts_from_1_to_20_are_taken() -> None:

@@ -13,13 +13,13 @@ from litestar.testing import AsyncTestClient
 
 from dex.bus import MemoryBus, TrimmedError
 from dex.core import events as me
+from dex.marketdata.service import DAY_NS, MarketDataService
 from dex.risk import commands as rc
 from dex.runtime.health import Health
 from dex.runtime.http import build_app
 from dex.runtime.metrics import ServiceMetrics
-from dex.services import layout
-from dex.services.marketdata import DAY_NS, MarketDataService
 from dex.services.reader import INPUT
+from dex.wire import layout
 from tests.bus.contract import aio
 from tests.services.inproc import ACCOUNTS, Cluster, place
 from tests.services.reader_kit import (

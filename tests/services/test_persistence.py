@@ -22,13 +22,7 @@ from dex.core import events as me
 from dex.core.commands import InputRef
 from dex.core.enums import OrderType, Side
 from dex.core.errors import RejectCode
-from dex.risk import events as re_
-from dex.risk.codes import RiskCode
-from dex.runtime.health import Health
-from dex.runtime.http import build_app
-from dex.runtime.metrics import ServiceMetrics
-from dex.services import codec, layout
-from dex.services.persistence import (
+from dex.persistence.service import (
     PersistenceService,
     async_database_url,
     balances,
@@ -36,7 +30,13 @@ from dex.services.persistence import (
     orders,
     trades,
 )
+from dex.risk import events as re_
+from dex.risk.codes import RiskCode
+from dex.runtime.health import Health
+from dex.runtime.http import build_app
+from dex.runtime.metrics import ServiceMetrics
 from dex.services.reader import INPUT
+from dex.wire import codec, layout
 from tests.bus.contract import aio
 from tests.services.inproc import Cluster, place
 from tests.services.reader_kit import (

@@ -24,11 +24,11 @@ from dex.risk import commands as rc
 from dex.runtime.health import Health
 from dex.runtime.logging import get_logger
 from dex.runtime.metrics import ServiceMetrics
-from dex.services import codec, layout
 from dex.services import shard as shard_module
 from dex.services.matching import MatchingShard
 from dex.services.replica import ShardReplica
 from dex.services.shard import SNAPSHOT_STATE_SHARE, Divergence, ShardWorker
+from dex.wire import codec, layout
 from tests.bus.contract import aio
 from tests.services.inproc import ACCOUNTS, ETH, Cluster, M, R, open_cluster, place, trading
 from tests.support.polling import eventually
@@ -667,7 +667,9 @@ async def test_leases_are_renewed_while_maintenance_work_is_held_up() -> None:
     """Renewals run on their own: maintenance (rebalancing, idle snapshots and audits) that
     takes longer than the lease TTL does not let a lease expire."""
     bus = MemoryBus()
-    rep = _replica(bus, "a", 0.3, lambda m: MatchingShard(bus, m, matching_shards=M, risk_shards=R))
+    # a TTL long against a loaded machine's scheduling delays (renewals every TTL / 3), short
+    # against the watch: with renewals held up by the maintenance, the leases expire in it
+    rep = _replica(bus, "a", 1.0, lambda m: MatchingShard(bus, m, matching_shards=M, risk_shards=R))
     held_up = asyncio.Event()
 
     async def stuck() -> None:
@@ -682,7 +684,7 @@ async def test_leases_are_renewed_while_maintenance_work_is_held_up() -> None:
         leases = await bus.leases("me:")
         assert len(leases) == M
         loop = asyncio.get_running_loop()
-        end = loop.time() + 5 * rep.ttl
+        end = loop.time() + 3 * rep.ttl
         while loop.time() < end:  # alive (unexpired) all along, with the same epochs
             assert await bus.leases("me:") == leases
             await asyncio.sleep(0.02)  # the poll interval; the deadline bounds the watch

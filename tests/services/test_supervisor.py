@@ -22,9 +22,9 @@ from typing import Any
 import httpx
 import pytest
 
+from dex.app.launch import Child, Supervisor
 from dex.runtime.logging import configure_logging, reset_logging
 from dex.runtime.settings import SERVICES
-from dex.services.launch import Child, Supervisor
 from tests.services.test_smoke import free_base
 from tests.support.dex_process import DexProcess, children, cmdline, state, wait_on_process
 from tests.support.polling import eventually

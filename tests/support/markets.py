@@ -12,7 +12,7 @@
   1, min notional 200 (2 lots at 100), band 10%; BBB-USD tick_lot_units 2, min size 2 lots,
   min notional 500, band 2%, 3 open orders.
 - `ETH_USDC` with `ETH` (4 decimals, the least its lot 0.0001 needs) and `USDC` (6): the
-  demo's ETH-USDC steps (the demo itself, `dex.services.node.DEMO_MARKETS`, has ETH at 9
+  demo's ETH-USDC steps (the demo itself, `dex.app.demo.DEMO_MARKETS`, has ETH at 9
   decimals), whose integer parameters the unit tests of `MarketParams` derive.
 
 `add_market_line(spec)` is a spec as an `add_market` line of the replay tool's text form.

@@ -20,8 +20,9 @@ from dex.core.commands import InputRef
 from dex.core.errors import CommandError
 from dex.core.events import Event, Trade
 from dex.matching import Engine
-from dex.services import codec
-from dex.services.layout import (
+from dex.services.shard import Divergence, InputFailed, ShardWorker
+from dex.wire import codec
+from dex.wire.layout import (
     ADMIN_STREAM,
     MARKET_DATA_READER,
     PERSISTENCE_READER,
@@ -31,7 +32,6 @@ from dex.services.layout import (
     risk_to,
     shard_for,
 )
-from dex.services.shard import Divergence, InputFailed, ShardWorker
 
 TICK_INPUT = InputRef("tick", 0)
 

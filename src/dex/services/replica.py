@@ -26,8 +26,8 @@ from typing import Any
 from dex.bus import Bus, FencedError, TrimmedError
 from dex.runtime.health import Health
 from dex.runtime.metrics import ServiceMetrics
-from dex.services.layout import member_prefix
 from dex.services.shard import Divergence, InputFailed, ShardWorker, keep_threads_transient
+from dex.wire.layout import member_prefix
 
 STEP_WAIT = 0.1  # seconds a step waits for input, which bounds how fast a stop is seen
 

@@ -30,8 +30,9 @@ from dex.risk import Ledger, LedgerHalted
 from dex.risk import commands as rc
 from dex.risk.address import canonical_address
 from dex.risk.events import OrderAcceptedForMatching, OrderCommandForwarded, RiskEvent
-from dex.services import codec
-from dex.services.layout import (
+from dex.services.shard import Divergence, InputFailed, ShardWorker
+from dex.wire import codec
+from dex.wire.layout import (
     ADMIN_STREAM,
     PERSISTENCE_READER,
     me_log,
@@ -43,7 +44,6 @@ from dex.services.layout import (
     shard_for,
     snapshot_name,
 )
-from dex.services.shard import Divergence, InputFailed, ShardWorker
 
 
 class RiskShard(ShardWorker):

@@ -33,8 +33,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from dex.bus import Bus, Lease
-from dex.services import codec
-from dex.services.layout import snapshot_name
+from dex.wire import codec
+from dex.wire.layout import snapshot_name
 
 SNAPSHOT_VERSION = 1
 COMMIT_INTERVAL = 0.05  # seconds between two commits of our input positions (for trimming)

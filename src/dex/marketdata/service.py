@@ -60,10 +60,10 @@ from dex.matching.market import MarketState
 from dex.runtime.health import Health
 from dex.runtime.http import ApiError
 from dex.runtime.metrics import ServiceMetrics
-from dex.services import codec
-from dex.services.layout import MARKET_DATA_READER, me_log, me_tag, snapshot_name
 from dex.services.reader import BadList, Batch, LogReader, StopReading
 from dex.services.shard import SNAPSHOT_VERSION
+from dex.wire import codec
+from dex.wire.layout import MARKET_DATA_READER, me_log, me_tag, snapshot_name
 
 RECENT_TRADES = 1000
 MINUTE_NS = 60_000_000_000

@@ -41,9 +41,9 @@ from dex.risk.address import canonical_address
 from dex.runtime.health import Health
 from dex.runtime.http import ApiError
 from dex.runtime.metrics import ServiceMetrics
-from dex.services import codec
-from dex.services.ids import new_credit_tx_id
-from dex.services.layout import ADMIN_STREAM, me_log, risk_in, risk_log, shard_for
+from dex.wire import codec
+from dex.wire.ids import new_credit_tx_id
+from dex.wire.layout import ADMIN_STREAM, me_log, risk_in, risk_log, shard_for
 
 WAIT = 10.0  # seconds a request waits for its outcome
 RECENT = 50_000  # outcomes kept for waiters that register after the answer went by

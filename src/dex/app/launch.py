@@ -24,9 +24,11 @@ from typing import Any
 import click
 import msgspec
 
+from dex.app.demo import add_demo_markets
+from dex.app.run import Running, run_units
+from dex.app.units import BUILDERS
 from dex.runtime.logging import configure_logging, get_logger
 from dex.runtime.settings import DEFAULT_PORTS, SERVICES, Settings
-from dex.services.node import BUILDERS, Running, add_demo_markets, run_units
 
 REPLICA_PORT_STEP = 10  # replica i of a service listens on its port + 10 * i
 

@@ -74,9 +74,9 @@ from dex.risk.address import canonical_address
 from dex.runtime.health import Health
 from dex.runtime.http import ApiError
 from dex.runtime.metrics import ServiceMetrics
-from dex.services import codec
-from dex.services.layout import PERSISTENCE_READER, me_log, risk_log
 from dex.services.reader import BadList, Batch, LogReader
+from dex.wire import codec
+from dex.wire.layout import PERSISTENCE_READER, me_log, risk_log
 
 DATABASE = "database"  # Health key while the store is unreachable
 MAX_LIMIT = 1000

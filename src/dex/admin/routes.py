@@ -1,9 +1,8 @@
-"""Assembling services into a process: `dex up` (embedded) and `dex serve <service>`.
-
-A `Unit` is one service: its health, metrics, HTTP app and start/stop. `run_units` owns the
-process lifecycle: bind every port, start every unit, mark them started, wait for SIGTERM or
-SIGINT, then stop taking work (`/readyz` 503), stop the units in order (each shard finishes
-its batch, snapshots and deletes its lease) within `stop_timeout`, close the ports, return.
+"""The admin routes: `matching_admin_routes` (markets, market status, snapshots) served by
+the matching-engine, `risk_admin_routes` (accounts, credits, fees, limits, halt) served by
+the risk-engine, and `GET /internal/shards` on both. Commands go to the admin stream or the
+account's risk input stream; a route that names a market or an asset checks it against the
+admin stream first (`AdminView`), so an unknown one is refused and nothing is appended.
 """
 
 from __future__ import annotations
@@ -11,19 +10,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-import signal
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from decimal import Decimal
-from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import msgspec
 from litestar import get, post
 
+from dex.admin.models import (
+    CreditRequest,
+    DisableRequest,
+    FeesRequest,
+    LimitsRequest,
+    StatusRequest,
+)
 from dex.bus import Bus, TrimmedError
 from dex.core import commands as mc
-from dex.core.enums import MarketStatus
 from dex.core.errors import CommandError
 from dex.core.markets import (
     MAX_DECIMALS,
@@ -38,95 +39,12 @@ from dex.core.numbers import to_steps
 from dex.risk import commands as rc
 from dex.risk import events as rev
 from dex.risk.address import canonical_address
-from dex.runtime.health import Health
-from dex.runtime.http import ApiError, build_app
-from dex.runtime.logging import get_logger
-from dex.runtime.metrics import ServiceMetrics
-from dex.runtime.server import HttpServer
-from dex.runtime.settings import DEFAULT_PORTS, Settings, port_for, resolved_replica_id
-from dex.services import codec
-from dex.services.gateway import Gateway
-from dex.services.ids import CREDIT_PREFIX, new_credit_tx_id
-from dex.services.layout import ADMIN_STREAM, MATCHING, RISK, risk_in, risk_log, shard_for
-from dex.services.matching import MatchingShard
+from dex.runtime.http import ApiError
+from dex.runtime.settings import Settings
 from dex.services.replica import ShardReplica
-from dex.services.risk import RiskShard
-from dex.services.shard import ShardWorker
-
-DEMO_MARKETS = (
-    MarketSpec(
-        market="ETH-USDC",
-        base="ETH",
-        quote="USDC",
-        tick_size="0.01",
-        lot_size="0.0001",
-        min_size="0.0001",
-        min_notional="1",
-        price_band_bps=1000,
-    ),
-    MarketSpec(
-        market="BTC-USDC",
-        base="BTC",
-        quote="USDC",
-        tick_size="0.1",
-        lot_size="0.00001",
-        min_size="0.00001",
-        min_notional="1",
-        price_band_bps=1000,
-    ),
-)
-
-
-@dataclass
-class Unit:
-    """One service inside a process."""
-
-    name: str
-    port: int
-    health: Health
-    metrics: ServiceMetrics
-    routes: list[Any]
-    start: Callable[[], Awaitable[None]]
-    stop: Callable[[], Awaitable[None]]
-    openapi: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-def _unit_base(name: str, settings: Settings) -> tuple[ServiceMetrics, Health, Any]:
-    metrics = ServiceMetrics(name)
-    return metrics, Health(metrics), get_logger(service=name)
-
-
-# ---------------------------------------------------------------------- admin requests
-
-
-class StatusRequest(msgspec.Struct, forbid_unknown_fields=True):
-    status: MarketStatus
-
-
-class DisableRequest(msgspec.Struct, forbid_unknown_fields=True):
-    market: str | None = None
-
-
-class CreditRequest(msgspec.Struct, forbid_unknown_fields=True):
-    """Test funds (no `tx_id`: the exchange makes a new one), or a chain deposit the operator
-    credits by hand (`tx_id`, `log_index`): credited once, a repeat is a 409."""
-
-    asset: str
-    amount: str
-    tx_id: str | None = None
-    log_index: Annotated[int, msgspec.Meta(ge=0, lt=2**32)] = 0
-
-
-class LimitsRequest(msgspec.Struct, forbid_unknown_fields=True):
-    max_open_orders: int = 0
-    max_order_notional: dict[str, str] = msgspec.field(default_factory=dict)
-
-
-class FeesRequest(msgspec.Struct, forbid_unknown_fields=True):
-    market: str
-    maker_bps: int
-    taker_bps: int
+from dex.wire import codec
+from dex.wire.ids import CREDIT_PREFIX, new_credit_tx_id
+from dex.wire.layout import ADMIN_STREAM, risk_in, risk_log, shard_for
 
 
 def shards_route(replica: ShardReplica) -> Any:
@@ -286,47 +204,8 @@ def check_spec(spec: MarketSpec, known: dict[str, Asset] | None = None) -> Marke
         raise ApiError(400, "invalid_market", str(e)) from None
 
 
-# ---------------------------------------------------------------------- units
-
-
-def _sharded(
-    bus: Bus, settings: Settings, service: str, count: int, new: Callable[..., ShardWorker]
-) -> tuple[ShardReplica, ServiceMetrics, Health]:
-    """A replica of a sharded service: `new(index, **common)` builds the shard writer."""
-    metrics, health, log = _unit_base(service, settings)
-    common = {
-        "matching_shards": settings.matching_shards,
-        "risk_shards": settings.risk_shards,
-        "batch_size": settings.batch_size,
-        "snapshot_every": settings.snapshot_every,
-        "snapshot_fork": settings.snapshot_fork,
-    }
-
-    replica = ShardReplica(
-        bus,
-        service,
-        count,
-        lambda index: new(index, **common),
-        owner=resolved_replica_id(settings),
-        ttl=settings.lease_ttl_ms / 1000,
-        max_shards=settings.max_shards_per_replica,
-        idle_check=settings.idle_check_ms / 1000,
-        health=health,
-        metrics=metrics,
-        log=log,
-    )
-    return replica, metrics, health
-
-
-def matching_unit(bus: Bus, settings: Settings) -> Unit:
-    replica, metrics, health = _sharded(
-        bus,
-        settings,
-        MATCHING,
-        settings.matching_shards,
-        lambda m, **kw: MatchingShard(bus, m, **kw),
-    )
-
+def matching_admin_routes(bus: Bus, replica: ShardReplica) -> list[Any]:
+    """The matching-engine's admin routes."""
     view = AdminView(bus)
 
     @post("/admin/markets", opt={"admin": True}, status_code=200)
@@ -355,27 +234,11 @@ def matching_unit(bus: Bus, settings: Settings) -> Unit:
                 done[w.tag] = w.snap_seq
         return {"snapshots": done}
 
-    return Unit(
-        MATCHING,
-        port_for(settings, MATCHING),
-        health,
-        metrics,
-        [add_market, set_status, snapshot_now, shards_route(replica)],
-        replica.start,
-        replica.stop,
-        extra={"replica": replica},
-    )
+    return [add_market, set_status, snapshot_now, shards_route(replica)]
 
 
-def risk_unit(bus: Bus, settings: Settings) -> Unit:
-    replica, metrics, health = _sharded(
-        bus,
-        settings,
-        RISK,
-        settings.risk_shards,
-        lambda r, **kw: RiskShard(bus, r, max_lag=settings.max_lag, **kw),
-    )
-
+def risk_admin_routes(bus: Bus, settings: Settings, replica: ShardReplica) -> list[Any]:
+    """The risk-engine's admin routes."""
     view = AdminView(bus)
 
     def to_shard(account: str) -> str:
@@ -503,200 +366,4 @@ def risk_unit(bus: Bus, settings: Settings) -> Unit:
         return await _admin_append(bus, ADMIN_STREAM, cmd)
 
     routes = [freeze, unfreeze, disable, enable, credit, halt, resume, fees, limits]
-    routes.append(shards_route(replica))
-    return Unit(
-        RISK,
-        port_for(settings, RISK),
-        health,
-        metrics,
-        routes,
-        replica.start,
-        replica.stop,
-        extra={"replica": replica},
-    )
-
-
-def gateway_unit(bus: Bus, settings: Settings) -> Unit:
-    metrics, health, log = _unit_base("gateway", settings)
-    host = settings.host if settings.host not in ("0.0.0.0", "::") else "127.0.0.1"
-    persistence = settings.persistence_url or f"http://{host}:{DEFAULT_PORTS['persistence']}"
-    market_data = settings.market_data_url or f"http://{host}:{DEFAULT_PORTS['market-data']}"
-    gw = Gateway(
-        bus,
-        risk_shards=settings.risk_shards,
-        matching_shards=settings.matching_shards,
-        health=health,
-        metrics=metrics,
-        log=log,
-        faucet=settings.faucet,
-        persistence_url=persistence,
-        market_data_url=market_data,
-    )
-    return Unit(
-        "gateway",
-        port_for(settings, "gateway"),
-        health,
-        metrics,
-        gw.route_handlers(),
-        gw.start,
-        gw.stop,
-        openapi=True,
-        extra={"gateway": gw},
-    )
-
-
-def persistence_unit(bus: Bus, settings: Settings) -> Unit:
-    from dex.services.persistence import PersistenceService
-
-    metrics, health, log = _unit_base("persistence", settings)
-    url = settings.database_url or f"sqlite+aiosqlite:///{Path(settings.data_dir) / 'dex.sqlite3'}"
-    svc = PersistenceService(
-        bus,
-        url,
-        risk_shards=settings.risk_shards,
-        matching_shards=settings.matching_shards,
-        health=health,
-        metrics=metrics,
-        log=log,
-    )
-    return Unit(
-        "persistence",
-        port_for(settings, "persistence"),
-        health,
-        metrics,
-        svc.route_handlers(),
-        svc.start,
-        svc.stop,
-        extra={"service": svc},
-    )
-
-
-def market_data_unit(bus: Bus, settings: Settings) -> Unit:
-    from dex.services.marketdata import MarketDataService
-
-    metrics, health, log = _unit_base("market-data", settings)
-    svc = MarketDataService(
-        bus,
-        risk_shards=settings.risk_shards,
-        matching_shards=settings.matching_shards,
-        health=health,
-        metrics=metrics,
-        log=log,
-    )
-    return Unit(
-        "market-data",
-        port_for(settings, "market-data"),
-        health,
-        metrics,
-        svc.route_handlers(),
-        svc.start,
-        svc.stop,
-        extra={"service": svc},
-    )
-
-
-BUILDERS: dict[str, Callable[[Bus, Settings], Unit]] = {
-    "gateway": gateway_unit,
-    MATCHING: matching_unit,
-    "market-data": market_data_unit,
-    RISK: risk_unit,
-    "persistence": persistence_unit,
-}
-START_ORDER = ("persistence", "market-data", MATCHING, RISK, "gateway")
-
-
-DEMO_ASSETS = (
-    Asset(symbol="ETH", decimals=9),
-    Asset(symbol="BTC", decimals=8),
-    Asset(symbol="USDC", decimals=6),
-)
-
-
-async def add_demo_markets(bus: Bus) -> bool:
-    """On an empty admin stream, add the demo assets and markets; True if it did."""
-    if await bus.last(ADMIN_STREAM):
-        return False
-    cmds: list[Any] = [mc.AddAsset(asset=a) for a in DEMO_ASSETS]
-    cmds += [mc.AddMarket(spec=s) for s in DEMO_MARKETS]
-    await bus.append(ADMIN_STREAM, [codec.encode(c) for c in cmds], expect_last=0)
-    return True
-
-
-def _local_upstreams(units: list[Unit], servers: dict[str, HttpServer], settings: Settings) -> None:
-    """A gateway in the same process as persistence / market-data talks to their bound ports."""
-    gw = next((u.extra["gateway"] for u in units if "gateway" in u.extra), None)
-    if gw is None:
-        return
-    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
-    if "persistence" in servers:
-        gw.persistence_url = f"http://{host}:{servers['persistence'].port}"
-    if "market-data" in servers:
-        gw.market_data_url = f"http://{host}:{servers['market-data'].port}"
-
-
-@dataclass
-class Running:
-    """What `run_units` started, for callers that print URLs or drive tests."""
-
-    units: list[Unit]
-    servers: dict[str, HttpServer]
-    stop: asyncio.Event
-
-
-async def run_units(
-    units: list[Unit],
-    settings: Settings,
-    *,
-    on_ready: Callable[[Running], Awaitable[None] | None] | None = None,
-    stop: asyncio.Event | None = None,
-    ports: dict[str, int] | None = None,
-) -> None:
-    """Serve `units` until SIGTERM/SIGINT (or `stop` is set), then stop them gracefully.
-
-    `ports` overrides the units' ports (0: any free port, as tests use)."""
-    loop = asyncio.get_running_loop()
-    stop = stop or asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
-    servers: dict[str, HttpServer] = {}
-    log = get_logger()
-    ordered = sorted(units, key=lambda u: START_ORDER.index(u.name))
-    try:
-        for u in ordered:
-            app = build_app(
-                u.name,
-                u.health,
-                u.metrics,
-                route_handlers=u.routes,
-                admin_token=settings.admin_token,
-                openapi=u.openapi,
-            )
-            srv = HttpServer(app, stop_timeout=max(1, settings.stop_timeout_ms // 1000))
-            await srv.start(settings.host, u.port if ports is None else ports.get(u.name, u.port))
-            servers[u.name] = srv
-        _local_upstreams(ordered, servers, settings)
-        for u in ordered:
-            await u.start()
-            u.health.started = True
-            log.info("service_started", service=u.name, port=servers[u.name].port)
-        if on_ready is not None:
-            res = on_ready(Running(ordered, servers, stop))
-            if res is not None:
-                await res
-        await stop.wait()
-    finally:
-        log.info("stopping")
-        for u in ordered:
-            u.health.stopping = True
-        for u in reversed(ordered):
-            try:
-                await asyncio.wait_for(u.stop(), settings.stop_timeout_ms / 1000)
-            except Exception as e:
-                log.error("stop_failed", service=u.name, error=f"{type(e).__name__}: {e}")
-        for srv in servers.values():
-            await srv.stop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.remove_signal_handler(sig)
-        log.info("stopped")
+    return [*routes, shards_route(replica)]

@@ -1,0 +1,204 @@
+"""Each service as a `Unit`: its health, metrics, HTTP routes and start/stop, built from the
+settings (`BUILDERS`, started in `START_ORDER`). `dex.app.run.run_units` serves units in one
+process; `dex up` runs all five, `dex serve <service>` one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dex.admin.routes import matching_admin_routes, risk_admin_routes
+from dex.bus import Bus
+from dex.gateway import Gateway
+from dex.runtime.health import Health
+from dex.runtime.logging import get_logger
+from dex.runtime.metrics import ServiceMetrics
+from dex.runtime.settings import DEFAULT_PORTS, Settings, port_for, resolved_replica_id
+from dex.services.matching import MatchingShard
+from dex.services.replica import ShardReplica
+from dex.services.risk import RiskShard
+from dex.services.shard import ShardWorker
+from dex.wire.layout import MATCHING, RISK
+
+
+@dataclass
+class Unit:
+    """One service inside a process."""
+
+    name: str
+    port: int
+    health: Health
+    metrics: ServiceMetrics
+    routes: list[Any]
+    start: Callable[[], Awaitable[None]]
+    stop: Callable[[], Awaitable[None]]
+    openapi: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _unit_base(name: str, settings: Settings) -> tuple[ServiceMetrics, Health, Any]:
+    metrics = ServiceMetrics(name)
+    return metrics, Health(metrics), get_logger(service=name)
+
+
+def _sharded(
+    bus: Bus, settings: Settings, service: str, count: int, new: Callable[..., ShardWorker]
+) -> tuple[ShardReplica, ServiceMetrics, Health]:
+    """A replica of a sharded service: `new(index, **common)` builds the shard writer."""
+    metrics, health, log = _unit_base(service, settings)
+    common = {
+        "matching_shards": settings.matching_shards,
+        "risk_shards": settings.risk_shards,
+        "batch_size": settings.batch_size,
+        "snapshot_every": settings.snapshot_every,
+        "snapshot_fork": settings.snapshot_fork,
+    }
+
+    replica = ShardReplica(
+        bus,
+        service,
+        count,
+        lambda index: new(index, **common),
+        owner=resolved_replica_id(settings),
+        ttl=settings.lease_ttl_ms / 1000,
+        max_shards=settings.max_shards_per_replica,
+        idle_check=settings.idle_check_ms / 1000,
+        health=health,
+        metrics=metrics,
+        log=log,
+    )
+    return replica, metrics, health
+
+
+def matching_unit(bus: Bus, settings: Settings) -> Unit:
+    replica, metrics, health = _sharded(
+        bus,
+        settings,
+        MATCHING,
+        settings.matching_shards,
+        lambda m, **kw: MatchingShard(bus, m, **kw),
+    )
+
+    return Unit(
+        MATCHING,
+        port_for(settings, MATCHING),
+        health,
+        metrics,
+        matching_admin_routes(bus, replica),
+        replica.start,
+        replica.stop,
+        extra={"replica": replica},
+    )
+
+
+def risk_unit(bus: Bus, settings: Settings) -> Unit:
+    replica, metrics, health = _sharded(
+        bus,
+        settings,
+        RISK,
+        settings.risk_shards,
+        lambda r, **kw: RiskShard(bus, r, max_lag=settings.max_lag, **kw),
+    )
+
+    return Unit(
+        RISK,
+        port_for(settings, RISK),
+        health,
+        metrics,
+        risk_admin_routes(bus, settings, replica),
+        replica.start,
+        replica.stop,
+        extra={"replica": replica},
+    )
+
+
+def gateway_unit(bus: Bus, settings: Settings) -> Unit:
+    metrics, health, log = _unit_base("gateway", settings)
+    host = settings.host if settings.host not in ("0.0.0.0", "::") else "127.0.0.1"
+    persistence = settings.persistence_url or f"http://{host}:{DEFAULT_PORTS['persistence']}"
+    market_data = settings.market_data_url or f"http://{host}:{DEFAULT_PORTS['market-data']}"
+    gw = Gateway(
+        bus,
+        risk_shards=settings.risk_shards,
+        matching_shards=settings.matching_shards,
+        health=health,
+        metrics=metrics,
+        log=log,
+        faucet=settings.faucet,
+        persistence_url=persistence,
+        market_data_url=market_data,
+    )
+    return Unit(
+        "gateway",
+        port_for(settings, "gateway"),
+        health,
+        metrics,
+        gw.route_handlers(),
+        gw.start,
+        gw.stop,
+        openapi=True,
+        extra={"gateway": gw},
+    )
+
+
+def persistence_unit(bus: Bus, settings: Settings) -> Unit:
+    from dex.persistence.service import PersistenceService
+
+    metrics, health, log = _unit_base("persistence", settings)
+    url = settings.database_url or f"sqlite+aiosqlite:///{Path(settings.data_dir) / 'dex.sqlite3'}"
+    svc = PersistenceService(
+        bus,
+        url,
+        risk_shards=settings.risk_shards,
+        matching_shards=settings.matching_shards,
+        health=health,
+        metrics=metrics,
+        log=log,
+    )
+    return Unit(
+        "persistence",
+        port_for(settings, "persistence"),
+        health,
+        metrics,
+        svc.route_handlers(),
+        svc.start,
+        svc.stop,
+        extra={"service": svc},
+    )
+
+
+def market_data_unit(bus: Bus, settings: Settings) -> Unit:
+    from dex.marketdata.service import MarketDataService
+
+    metrics, health, log = _unit_base("market-data", settings)
+    svc = MarketDataService(
+        bus,
+        risk_shards=settings.risk_shards,
+        matching_shards=settings.matching_shards,
+        health=health,
+        metrics=metrics,
+        log=log,
+    )
+    return Unit(
+        "market-data",
+        port_for(settings, "market-data"),
+        health,
+        metrics,
+        svc.route_handlers(),
+        svc.start,
+        svc.stop,
+        extra={"service": svc},
+    )
+
+
+BUILDERS: dict[str, Callable[[Bus, Settings], Unit]] = {
+    "gateway": gateway_unit,
+    MATCHING: matching_unit,
+    "market-data": market_data_unit,
+    RISK: risk_unit,
+    "persistence": persistence_unit,
+}
+START_ORDER = ("persistence", "market-data", MATCHING, RISK, "gateway")
