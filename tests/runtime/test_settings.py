@@ -45,6 +45,13 @@ def test_defaults_with_an_empty_environment() -> None:
     assert settings.replica_id == ""
     assert (settings.idle_check_ms, settings.stop_timeout_ms) == (5000, 10000)
     assert settings.allow_unsafe_redis is False
+    assert settings.snapshot_child_timeout_ms == 600_000
+    assert (settings.gateway_wait_ms, settings.gateway_outcomes_kept) == (10_000, 50_000)
+    assert settings.gateway_proxy_timeout_ms == 5000
+    assert settings.admin_credit_wait_ms == 10_000
+    assert (settings.market_data_recent_trades, settings.market_data_max_levels) == (1000, 1000)
+    assert settings.persistence_max_limit == 1000
+    assert settings.sqlite_busy_timeout_ms == 5000
 
 
 def test_every_field_is_read_from_its_dex_variable() -> None:
@@ -73,6 +80,15 @@ def test_every_field_is_read_from_its_dex_variable() -> None:
         "DEX_IDLE_CHECK_MS": "250",
         "DEX_STOP_TIMEOUT_MS": "0",
         "DEX_ALLOW_UNSAFE_REDIS": "Yes",
+        "DEX_SNAPSHOT_CHILD_TIMEOUT_MS": "1",
+        "DEX_GATEWAY_WAIT_MS": "250",
+        "DEX_GATEWAY_OUTCOMES_KEPT": "1",
+        "DEX_GATEWAY_PROXY_TIMEOUT_MS": "1500",
+        "DEX_ADMIN_CREDIT_WAIT_MS": "30000",
+        "DEX_MARKET_DATA_RECENT_TRADES": "5000",
+        "DEX_MARKET_DATA_MAX_LEVELS": "20",
+        "DEX_PERSISTENCE_MAX_LIMIT": "200",
+        "DEX_SQLITE_BUSY_TIMEOUT_MS": "0",
     }
 
     settings = load_settings(env)
@@ -102,6 +118,15 @@ def test_every_field_is_read_from_its_dex_variable() -> None:
         "idle_check_ms": 250,
         "stop_timeout_ms": 0,
         "allow_unsafe_redis": True,
+        "snapshot_child_timeout_ms": 1,
+        "gateway_wait_ms": 250,
+        "gateway_outcomes_kept": 1,
+        "gateway_proxy_timeout_ms": 1500,
+        "admin_credit_wait_ms": 30_000,
+        "market_data_recent_trades": 5000,
+        "market_data_max_levels": 20,
+        "persistence_max_limit": 200,
+        "sqlite_busy_timeout_ms": 0,
     }
 
 
@@ -129,6 +154,21 @@ def test_booleans_accept_true_false_1_0_yes_no(text: str, expected: bool) -> Non
         ("DEX_BATCH_SIZE", "1.5", "must be an integer >= 1, got '1.5'"),
         ("DEX_IDLE_CHECK_MS", "0", "must be an integer >= 1, got '0'"),
         ("DEX_STOP_TIMEOUT_MS", "-5", "must be an integer >= 0, got '-5'"),
+        ("DEX_SNAPSHOT_CHILD_TIMEOUT_MS", "0", "must be an integer >= 1, got '0'"),
+        ("DEX_GATEWAY_WAIT_MS", "0", "must be an integer >= 1, got '0'"),
+        ("DEX_GATEWAY_WAIT_MS", "10s", "must be an integer >= 1, got '10s'"),
+        ("DEX_GATEWAY_OUTCOMES_KEPT", "0", "must be an integer >= 1, got '0'"),
+        ("DEX_GATEWAY_PROXY_TIMEOUT_MS", "0", "must be an integer >= 1, got '0'"),
+        ("DEX_ADMIN_CREDIT_WAIT_MS", "-1", "must be an integer >= 1, got '-1'"),
+        ("DEX_MARKET_DATA_RECENT_TRADES", "0", "must be an integer >= 1, got '0'"),
+        ("DEX_MARKET_DATA_MAX_LEVELS", "0", "must be an integer >= 1, got '0'"),
+        ("DEX_PERSISTENCE_MAX_LIMIT", "0", "must be an integer >= 1, got '0'"),
+        ("DEX_SQLITE_BUSY_TIMEOUT_MS", "-1", "must be an integer from 0 to 2147483647, got '-1'"),
+        (
+            "DEX_SQLITE_BUSY_TIMEOUT_MS",
+            "2147483648",
+            "must be an integer from 0 to 2147483647, got '2147483648'",
+        ),
         ("DEX_PORT", "65536", "must be an integer from 0 to 65535, got '65536'"),
         ("DEX_PORT", "", "must be an integer from 0 to 65535, got ''"),
         ("DEX_FAUCET", "maybe", "must be true or false (or 1/0, yes/no), got 'maybe'"),

@@ -545,7 +545,7 @@ async def test_a_snapshot_child_that_hangs_is_killed_and_reported(
         return b""
 
     monkeypatch.setattr(w, "dump_core", stuck)
-    monkeypatch.setattr(shard_module, "SNAPSHOT_CHILD_TIMEOUT", 0.5)
+    w.snapshot_child_timeout = 0.5
     await w.take_snapshot(background=True)
     await w.join_snapshot()
     assert failures == ["RuntimeError: the snapshot process took over 0.5 s and was killed"]
@@ -599,7 +599,7 @@ async def test_a_snapshot_taken_while_another_thread_holds_a_lock_it_needs_compl
             return real()
 
     monkeypatch.setattr(w, "dump_core", dump_core)
-    monkeypatch.setattr(shard_module, "SNAPSHOT_CHILD_TIMEOUT", 5.0)
+    w.snapshot_child_timeout = 5.0
     thread = threading.Thread(target=busy, daemon=True)
     thread.start()
     try:

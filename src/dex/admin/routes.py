@@ -27,22 +27,17 @@ from dex.bus import Bus, TrimmedError
 from dex.core import commands as mc
 from dex.core.errors import CommandError
 from dex.core.markets import (
-    MAX_DECIMALS,
     Asset,
-    MarketParams,
     MarketSpec,
-    check_asset,
-    check_market_symbol,
-    needed_decimals,
 )
 from dex.core.numbers import to_steps
 from dex.risk import commands as rc
 from dex.risk import events as rev
-from dex.risk.address import canonical_address
-from dex.runtime.http import ApiError
+from dex.runtime.http import ApiError, account_param
 from dex.runtime.settings import Settings
 from dex.services.replica import ShardReplica
 from dex.wire import codec
+from dex.wire.catalog import Catalog
 from dex.wire.ids import CREDIT_PREFIX, new_credit_tx_id
 from dex.wire.layout import ADMIN_STREAM, risk_in, risk_log, shard_for
 
@@ -70,28 +65,20 @@ def shards_route(replica: ShardReplica) -> Any:
     return shards
 
 
-def _admin_account(raw: str) -> str:
-    account = canonical_address(raw)
-    if account is None:
-        raise ApiError(400, "invalid_address", "not a wallet address (0x + 40 hex)", "account")
-    return account
-
-
 async def _admin_append(bus: Bus, stream: str, cmd: Any) -> dict[str, Any]:
     seq = await bus.append(stream, [codec.encode(cmd)])
     return {"accepted": True, "stream": stream, "log_seq": seq, "cmd": msgspec.to_builtins(cmd)}
 
 
 class AdminView:
-    """The markets and assets named on the admin stream, read to its end when a check needs
-    it: what every engine will know, whichever shards this replica holds (a standby holds
-    none). Mirrors the engines: a market or asset they refuse is not added."""
+    """The markets and assets named on the admin stream (a `Catalog`), read to its end when a
+    check needs it: what every engine will know, whichever shards this replica holds (a
+    standby holds none)."""
 
     def __init__(self, bus: Bus) -> None:
         self.bus = bus
         self.pos = 0
-        self.markets: set[str] = set()
-        self.assets: dict[str, Asset] = {}
+        self.catalog = Catalog()
         self._lock = asyncio.Lock()
 
     async def refresh(self) -> None:
@@ -99,41 +86,27 @@ class AdminView:
             while got := await self.bus.read(ADMIN_STREAM, self.pos, limit=1000):
                 for seq, data in got:
                     self.pos = seq
-                    with contextlib.suppress(codec.BadEntry):
-                        self._apply(codec.decode_admin(data))
-
-    def _apply(self, cmd: Any) -> None:
-        if isinstance(cmd, mc.AddAsset):
-            with contextlib.suppress(CommandError):
-                self.assets.setdefault(cmd.asset.symbol, check_asset(cmd.asset))
-        elif isinstance(cmd, mc.AddMarket) and cmd.spec.market not in self.markets:
-            try:
-                params = check_spec(cmd.spec, self.assets)
-            except ApiError:
-                return
-            self.assets.setdefault(params.base.symbol, params.base)
-            self.assets.setdefault(params.quote.symbol, params.quote)
-            self.markets.add(cmd.spec.market)
+                    with contextlib.suppress(codec.BadEntry, CommandError):  # engines refuse it
+                        self.catalog.apply(codec.decode_admin(data))
 
     async def market(self, symbol: str) -> str:
         """`symbol` if it names a market; else a 404 naming it."""
-        if symbol not in self.markets:
+        if symbol not in self.catalog.params:
             await self.refresh()
-        if symbol not in self.markets:
+        if symbol not in self.catalog.params:
             raise ApiError(404, "unknown_market", f"no market {symbol!r}", "market")
         return symbol
 
     async def asset(self, symbol: str, field: str) -> Asset:
         """The asset `symbol`; else a 400 naming `field`."""
-        if symbol not in self.assets:
+        if symbol not in self.catalog.assets:
             await self.refresh()
-        asset = self.assets.get(symbol)
+        asset = self.catalog.assets.get(symbol)
         if asset is None:
             raise ApiError(400, "unknown_asset", f"no asset {symbol!r}", field)
         return asset
 
 
-CREDIT_WAIT = 10.0  # seconds a credit waits for the ledger's answer
 _TX_ID = re.compile(r"[A-Za-z0-9._:-]{1,100}")
 
 
@@ -151,12 +124,12 @@ def _operator_tx_id(raw: str) -> str:
 
 
 async def _risk_outcome(
-    bus: Bus, log: str, after: int, stream: str, seq: int
+    bus: Bus, log: str, after: int, stream: str, seq: int, wait: float
 ) -> codec.RiskItem | None:
     """Risk's answer to the command at (`stream`, `seq`): the item of its log entries after
-    `after` that names it; None if none came within `CREDIT_WAIT`."""
+    `after` that names it; None if none came within `wait` seconds."""
     loop = asyncio.get_running_loop()
-    end = loop.time() + CREDIT_WAIT
+    end = loop.time() + wait
     while (left := end - loop.time()) > 0:
         try:
             got = await bus.read(log, after, limit=1000, timeout=min(left, 1.0))
@@ -177,45 +150,19 @@ async def _risk_outcome(
     return None
 
 
-def check_spec(spec: MarketSpec, known: dict[str, Asset] | None = None) -> MarketParams:
-    """The checks the engines apply to a new market, so the admin endpoint can refuse it:
-    assets it names that are not `known` get the decimals its steps need (at most 9)."""
-    known = known or {}
-    try:
-        check_market_symbol(spec)
-        base_dec, quote_dec = needed_decimals(spec)
-        pair = []
-        for symbol, dec, field in (
-            (spec.base, base_dec, "lot_size"),
-            (spec.quote, quote_dec, "tick_size"),
-        ):
-            asset = known.get(symbol)
-            if asset is None:
-                if dec > MAX_DECIMALS:
-                    raise CommandError(
-                        field, f"needs {dec} decimals of {symbol}; at most {MAX_DECIMALS}"
-                    )
-                asset = Asset(symbol=symbol, decimals=dec)
-            pair.append(asset)
-        return MarketParams(spec, pair[0], pair[1])
-    except CommandError as e:
-        raise ApiError(400, "invalid_market", e.message, e.field) from None
-    except (ValueError, msgspec.ValidationError) as e:
-        raise ApiError(400, "invalid_market", str(e)) from None
-
-
 def matching_admin_routes(bus: Bus, replica: ShardReplica) -> list[Any]:
     """The matching-engine's admin routes."""
     view = AdminView(bus)
 
     @post("/admin/markets", opt={"admin": True}, status_code=200)
     async def add_market(data: MarketSpec) -> dict[str, Any]:
-        known: dict[str, Asset] = {}
-        for w in list(replica.workers.values()):
-            known.update(w.engine.assets)  # type: ignore[attr-defined]
-        if any(data.market in w.engine.markets for w in replica.workers.values()):  # type: ignore[attr-defined]
+        await view.refresh()
+        if data.market in view.catalog.params:
             raise ApiError(409, "market_exists", f"market {data.market} already exists", "market")
-        check_spec(data, known)
+        try:
+            view.catalog.resolve(data)
+        except CommandError as e:
+            raise ApiError(400, "invalid_market", e.message, e.field) from None
         return await _admin_append(bus, ADMIN_STREAM, mc.AddMarket(spec=data))
 
     @post("/admin/markets/{market:str}/status", opt={"admin": True}, status_code=200)
@@ -246,17 +193,17 @@ def risk_admin_routes(bus: Bus, settings: Settings, replica: ShardReplica) -> li
 
     @post("/admin/accounts/{account:str}/freeze", opt={"admin": True}, status_code=200)
     async def freeze(account: str) -> dict[str, Any]:
-        a = _admin_account(account)
+        a = account_param(account)
         return await _admin_append(bus, to_shard(a), rc.Freeze(account=a))
 
     @post("/admin/accounts/{account:str}/unfreeze", opt={"admin": True}, status_code=200)
     async def unfreeze(account: str) -> dict[str, Any]:
-        a = _admin_account(account)
+        a = account_param(account)
         return await _admin_append(bus, to_shard(a), rc.Unfreeze(account=a))
 
     @post("/admin/accounts/{account:str}/disable", opt={"admin": True}, status_code=200)
     async def disable(account: str, data: DisableRequest) -> dict[str, Any]:
-        a = _admin_account(account)
+        a = account_param(account)
         if data.market is not None:
             await view.market(data.market)
         return await _admin_append(
@@ -265,7 +212,7 @@ def risk_admin_routes(bus: Bus, settings: Settings, replica: ShardReplica) -> li
 
     @post("/admin/accounts/{account:str}/enable", opt={"admin": True}, status_code=200)
     async def enable(account: str, data: DisableRequest) -> dict[str, Any]:
-        a = _admin_account(account)
+        a = account_param(account)
         if data.market is not None:
             await view.market(data.market)
         return await _admin_append(
@@ -278,7 +225,7 @@ def risk_admin_routes(bus: Bus, settings: Settings, replica: ShardReplica) -> li
         deposit it already credited (409 duplicate_deposit), refused (400)."""
         if not settings.faucet:
             raise ApiError(403, "faucet_disabled", "crediting test funds is disabled here")
-        a = _admin_account(account)
+        a = account_param(account)
         asset = await view.asset(data.asset, "asset")
         try:
             amount = to_steps(
@@ -296,12 +243,13 @@ def risk_admin_routes(bus: Bus, settings: Settings, replica: ShardReplica) -> li
         stream, log = to_shard(a), risk_log(shard_for(a, settings.risk_shards))
         after = await bus.last(log)
         answer = await _admin_append(bus, stream, cmd)
-        item = await _risk_outcome(bus, log, after, stream, answer["log_seq"])
+        wait = settings.admin_credit_wait_ms / 1000
+        item = await _risk_outcome(bus, log, after, stream, answer["log_seq"], wait)
         if item is None:
             raise ApiError(
                 504,
                 "timeout",
-                f"no answer from risk within {CREDIT_WAIT:g} s; the deposit is logged "
+                f"no answer from risk within {wait:g} s; the deposit is logged "
                 f"(log_seq {answer['log_seq']}) and will be applied",
             )
         if item.error is not None:
@@ -329,14 +277,8 @@ def risk_admin_routes(bus: Bus, settings: Settings, replica: ShardReplica) -> li
     @post("/admin/fees", opt={"admin": True}, status_code=200)
     async def fees(data: FeesRequest) -> dict[str, Any]:
         await view.market(data.market)
-        if (
-            not -10_000 <= data.maker_bps <= 10_000
-            or not -10_000 <= data.taker_bps <= 10_000
-            or data.maker_bps < -data.taker_bps
-        ):
-            raise ApiError(
-                400, "invalid_fee_rates", "need |bps| <= 10000 and maker_bps >= -taker_bps"
-            )
+        if not rc.fee_rates_ok(data.maker_bps, data.taker_bps):
+            raise ApiError(400, "invalid_fee_rates", rc.FEE_RATES_RULE, "maker_bps")
         return await _admin_append(
             bus,
             ADMIN_STREAM,
@@ -345,7 +287,7 @@ def risk_admin_routes(bus: Bus, settings: Settings, replica: ShardReplica) -> li
 
     @post("/admin/accounts/{account:str}/limits", opt={"admin": True}, status_code=200)
     async def limits(account: str, data: LimitsRequest) -> dict[str, Any]:
-        a = _admin_account(account)
+        a = account_param(account)
         if data.max_open_orders < 0:
             raise ApiError(400, "invalid_request", "must not be negative", "max_open_orders")
         notional: dict[str, int] = {}

@@ -55,6 +55,7 @@ def _sharded(
         "batch_size": settings.batch_size,
         "snapshot_every": settings.snapshot_every,
         "snapshot_fork": settings.snapshot_fork,
+        "snapshot_child_timeout": settings.snapshot_child_timeout_ms / 1000,
     }
 
     replica = ShardReplica(
@@ -130,6 +131,10 @@ def gateway_unit(bus: Bus, settings: Settings) -> Unit:
         faucet=settings.faucet,
         persistence_url=persistence,
         market_data_url=market_data,
+        wait=settings.gateway_wait_ms / 1000,
+        outcomes_kept=settings.gateway_outcomes_kept,
+        proxy_timeout=settings.gateway_proxy_timeout_ms / 1000,
+        max_trades=settings.market_data_recent_trades,
     )
     return Unit(
         "gateway",
@@ -157,6 +162,8 @@ def persistence_unit(bus: Bus, settings: Settings) -> Unit:
         health=health,
         metrics=metrics,
         log=log,
+        max_limit=settings.persistence_max_limit,
+        sqlite_busy_timeout=settings.sqlite_busy_timeout_ms / 1000,
     )
     return Unit(
         "persistence",
@@ -181,6 +188,8 @@ def market_data_unit(bus: Bus, settings: Settings) -> Unit:
         health=health,
         metrics=metrics,
         log=log,
+        recent_trades=settings.market_data_recent_trades,
+        max_levels=settings.market_data_max_levels,
     )
     return Unit(
         "market-data",

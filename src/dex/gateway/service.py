@@ -28,25 +28,23 @@ from litestar.params import Parameter
 
 from dex.bus import Bus, TrimmedError
 from dex.core import events as mev
-from dex.core.commands import AddAsset, AddMarket
 from dex.core.enums import STP, OrderType, Side, TimeInForce
 from dex.core.errors import CommandError
-from dex.core.markets import Asset, MarketParams, check_market_symbol, needed_decimals
+from dex.core.markets import MarketParams
 from dex.core.numbers import MAX_INT, to_steps
 from dex.core.validation import CLIENT_ORDER_ID_RULE, client_order_id_ok
 from dex.matching.textform import render
 from dex.risk import commands as rc
 from dex.risk import events as rev
-from dex.risk.address import canonical_address
 from dex.runtime.health import Health
-from dex.runtime.http import ApiError
+from dex.runtime.http import ApiError, account_param
 from dex.runtime.metrics import ServiceMetrics
+from dex.runtime.settings import DEFAULTS
 from dex.wire import codec
+from dex.wire.catalog import Catalog
 from dex.wire.ids import new_credit_tx_id
 from dex.wire.layout import ADMIN_STREAM, me_log, risk_in, risk_log, shard_for
 
-WAIT = 10.0  # seconds a request waits for its outcome
-RECENT = 50_000  # outcomes kept for waiters that register after the answer went by
 _ORDER_ID = re.compile(r"[0-9]{1,19}")  # fullmatch; then 1 to 2^63-1
 
 
@@ -75,28 +73,14 @@ class FaucetRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     amount: str
 
 
-class Markets:
+class Markets(Catalog):
     """The markets and assets named on the admin stream, with their integer parameters."""
 
-    def __init__(self) -> None:
-        self.assets: dict[str, Asset] = {}
-        self.params: dict[str, MarketParams] = {}
-
-    def apply(self, cmd: Any) -> None:
-        if isinstance(cmd, AddAsset):
-            self.assets.setdefault(cmd.asset.symbol, cmd.asset)
-        elif isinstance(cmd, AddMarket):
-            spec = cmd.spec
-            try:
-                check_market_symbol(spec)
-                base_dec, quote_dec = needed_decimals(spec)
-                base = self.assets.setdefault(spec.base, Asset(symbol=spec.base, decimals=base_dec))
-                quote = self.assets.setdefault(
-                    spec.quote, Asset(symbol=spec.quote, decimals=quote_dec)
-                )
-                self.params.setdefault(spec.market, MarketParams(spec, base, quote))
-            except CommandError as e:
-                raise codec.BadEntry(f"a market the engines refuse ({e})") from None
+    def apply(self, cmd: object) -> None:
+        try:
+            super().apply(cmd)
+        except CommandError as e:
+            raise codec.BadEntry(f"an admin command the engines refuse ({e})") from None
 
     def get(self, market: str) -> MarketParams:
         params = self.params.get(market)
@@ -119,20 +103,14 @@ def _order_id(raw: str) -> int:
     )
 
 
-def _account(raw: str) -> str:
-    account = canonical_address(raw)
-    if account is None:
-        raise ApiError(
-            400,
-            "invalid_address",
-            "account must be 0x and 40 hex digits (mixed case: a valid EIP-55 checksum)",
-            "account",
-        )
-    return account
-
-
 class Gateway:
-    """Sends requests to risk shards and answers each with its outcome."""
+    """Sends requests to risk shards and answers each with its outcome.
+
+    A request waits `wait` seconds for its outcome (then 504); the last `outcomes_kept`
+    outcomes of each kind are kept for waiters that register after the answer went by;
+    reads of persistence and market data time out after `proxy_timeout` seconds; a trades
+    query asks for at most `max_trades` (what market data keeps per market).
+    """
 
     def __init__(
         self,
@@ -146,6 +124,10 @@ class Gateway:
         faucet: bool,
         persistence_url: str,
         market_data_url: str,
+        wait: float = DEFAULTS.gateway_wait_ms / 1000,
+        outcomes_kept: int = DEFAULTS.gateway_outcomes_kept,
+        proxy_timeout: float = DEFAULTS.gateway_proxy_timeout_ms / 1000,
+        max_trades: int = DEFAULTS.market_data_recent_trades,
     ) -> None:
         self.bus = bus
         self.risk_shards = risk_shards
@@ -153,6 +135,9 @@ class Gateway:
         self.health = health
         self.log = log
         self.faucet = faucet
+        self.wait = wait
+        self.outcomes_kept = outcomes_kept
+        self.max_trades = max_trades
         self.markets = Markets()
         self.requests: dict[tuple[str, int], asyncio.Future[Any]] = {}
         self.orders: dict[int, asyncio.Future[Any]] = {}
@@ -161,7 +146,7 @@ class Gateway:
         self.pos: dict[str, int] = {}
         self._identity: str | None = None
         self._task: asyncio.Task[None] | None = None
-        self._http = httpx.AsyncClient(timeout=5.0)
+        self._http = httpx.AsyncClient(timeout=proxy_timeout)
         self.persistence_url = persistence_url.rstrip("/")
         self.market_data_url = market_data_url.rstrip("/")
         self.m_requests = metrics.counter("requests", "total", "requests sent to risk", ["kind"])
@@ -261,7 +246,7 @@ class Gateway:
                 continue
             key = (item.input.stream, item.input.log_seq)
             result = (item.error, item.events)
-            _remember(self.request_results, key, result)
+            _remember(self.request_results, key, result, self.outcomes_kept)
             fut = self.requests.pop(key, None)
             if fut is not None and not fut.done():
                 fut.set_result(result)
@@ -276,7 +261,7 @@ class Gateway:
             for ev in item.events:
                 if isinstance(ev, (mev.Accepted, mev.Rejected)) and ev.order_id is not None:
                     result = (ev, item.events)
-                    _remember(self.order_results, ev.order_id, result)
+                    _remember(self.order_results, ev.order_id, result, self.outcomes_kept)
                     fut = self.orders.pop(ev.order_id, None)
                     if fut is not None and not fut.done():
                         fut.set_result(result)
@@ -290,12 +275,12 @@ class Gateway:
         if fut is None:
             fut = table[key] = asyncio.get_running_loop().create_future()
         try:
-            return await asyncio.wait_for(asyncio.shield(fut), WAIT)
+            return await asyncio.wait_for(asyncio.shield(fut), self.wait)
         except TimeoutError:
             self.m_timeouts.inc()
             table.pop(key, None)
             raise ApiError(
-                504, "timeout", f"no outcome within {WAIT:g} s; the request is logged"
+                504, "timeout", f"no outcome within {self.wait:g} s; the request is logged"
             ) from None
 
     # ------------------------------------------------------------------ requests
@@ -317,7 +302,7 @@ class Gateway:
 
     def build_place(self, req: OrderRequest) -> rc.Place:
         params = self.markets.get(req.market)
-        account = _account(req.account)
+        account = account_param(req.account)
         if req.client_order_id is not None and not client_order_id_ok(req.client_order_id):
             raise ApiError(
                 400,
@@ -416,7 +401,7 @@ class Gateway:
 
     async def cancel(self, order_id: int, market: str, account: str) -> dict[str, Any]:
         self.markets.get(market)
-        acct = _account(account)
+        acct = account_param(account)
         error, events = await self.submit(
             acct, rc.Cancel(market=market, account=acct, order_id=order_id)
         )
@@ -430,7 +415,7 @@ class Gateway:
     async def credit(self, req: FaucetRequest) -> dict[str, Any]:
         if not self.faucet:
             raise ApiError(403, "faucet_disabled", "the faucet is disabled in this environment")
-        account = _account(req.account)
+        account = account_param(req.account)
         asset = self.markets.assets.get(req.asset)
         if asset is None:
             raise ApiError(400, "unknown_asset", f"no asset {req.asset!r}", "asset")
@@ -508,17 +493,20 @@ class Gateway:
         @get("/v1/accounts/{account:str}/balances")
         async def balances(account: str) -> Any:
             return await gw.proxy(
-                gw.persistence_url, f"/v1/accounts/{_account(account)}/balances", {}
+                gw.persistence_url, f"/v1/accounts/{account_param(account)}/balances", {}
             )
 
         @get("/v1/accounts/{account:str}/orders")
         async def orders(account: str) -> Any:
             return await gw.proxy(
-                gw.persistence_url, f"/v1/accounts/{_account(account)}/orders", {}
+                gw.persistence_url, f"/v1/accounts/{account_param(account)}/orders", {}
             )
 
         @get("/v1/markets/{market:str}/trades")
-        async def trades(market: str, limit: int = Parameter(default=100, ge=1, le=1000)) -> Any:
+        async def trades(
+            market: str,
+            limit: int = Parameter(default=min(100, gw.max_trades), ge=1, le=gw.max_trades),
+        ) -> Any:
             return await gw.proxy(
                 gw.market_data_url, f"/v1/markets/{market}/trades", {"limit": limit}
             )
@@ -536,7 +524,7 @@ class Gateway:
         return [markets, place_order, cancel_order, faucet, balances, orders, trades, depth, ticker]
 
 
-def _remember(table: OrderedDict[Any, Any], key: Any, value: Any) -> None:
+def _remember(table: OrderedDict[Any, Any], key: Any, value: Any, keep: int) -> None:
     table[key] = value
-    if len(table) > RECENT:
+    if len(table) > keep:
         table.popitem(last=False)

@@ -1,8 +1,10 @@
 """Market data: public L2 books, recent trades and tickers, kept in memory from match events.
 
 Reads every matching shard's log (`dex:{me:m}:events`) as the reader `market-data` and keeps,
-per market: the L2 book (price -> visible size per side), the last 1000 trades and a ticker
-(last price, best bid/ask, 24-hour volume, high and low). Served under `/v1/markets/...`.
+per market: the L2 book (price -> visible size per side), the last `recent_trades` trades
+(`DEX_MARKET_DATA_RECENT_TRADES`, 1000) and a ticker (last price, best bid/ask, 24-hour volume,
+high and low). Served under `/v1/markets/...`; a depth query returns at most `max_levels`
+levels per side (`DEX_MARKET_DATA_MAX_LEVELS`).
 Prices are ticks, sizes lots, times nanoseconds (integers; the gateway converts).
 
 The book is rebuilt from events by tracking each open order's visible resting size by id:
@@ -24,7 +26,7 @@ in memory, so a restart must rebuild it without the log from the beginning:
 - the book is rebuilt from the matching shard's latest snapshot (`Engine.restore` of its core:
   every open order with its visible part, every waiting stop, each market's status and last
   price), then the log entries after the snapshot are applied;
-- the trades and tickers need the entries holding the last 1000 trades and the last 24 hours
+- the trades and tickers need the entries holding the last trades kept and the last 24 hours
   of trades, so the position committed on each log is the entry before the oldest trade still
   kept (or the position applied, if no trade is kept). On restart the entries from the
   committed position up to the snapshot are read for their trades only.
@@ -55,20 +57,19 @@ from dex.core import events as me
 from dex.core.commands import Place
 from dex.core.enums import OrderType, Side, TimeInForce
 from dex.core.markets import MarketSpec
+from dex.core.numbers import DAY_NS
 from dex.matching import Engine
 from dex.matching.market import MarketState
 from dex.runtime.health import Health
 from dex.runtime.http import ApiError
 from dex.runtime.metrics import ServiceMetrics
+from dex.runtime.settings import DEFAULTS
 from dex.services.reader import BadList, Batch, LogReader, StopReading
 from dex.services.shard import SNAPSHOT_VERSION
 from dex.wire import codec
 from dex.wire.layout import MARKET_DATA_READER, me_log, me_tag, snapshot_name
 
-RECENT_TRADES = 1000
 MINUTE_NS = 60_000_000_000
-DAY_NS = 24 * 60 * MINUTE_NS
-MAX_LEVELS = 1000
 _RESTING_TIF = (TimeInForce.GTC, TimeInForce.GTD)
 
 
@@ -112,9 +113,14 @@ class _Bucket:
 
 
 class MarketBook:
-    """One market's public state: L2 book, recent trades, ticker figures."""
+    """One market's public state: L2 book, the last `recent_trades` trades, ticker figures."""
 
-    def __init__(self, spec: MarketSpec, stream: str) -> None:
+    def __init__(
+        self,
+        spec: MarketSpec,
+        stream: str,
+        recent_trades: int = DEFAULTS.market_data_recent_trades,
+    ) -> None:
         self.symbol = spec.market
         self.base = spec.base
         self.quote = spec.quote
@@ -124,15 +130,20 @@ class MarketBook:
         self.asks: dict[int, int] = {}
         self.orders: dict[int, _Order] = {}
         self.stops: dict[int, Place] = {}
-        self.trades: deque[_Trade] = deque(maxlen=RECENT_TRADES)
+        self.trades: deque[_Trade] = deque(maxlen=recent_trades)
         self.buckets: deque[_Bucket] = deque()
         self.last_price = 0
         self.log_seq = 0  # last log entry that changed this market
 
     @classmethod
-    def from_engine(cls, m: MarketState, stream: str) -> MarketBook:
+    def from_engine(
+        cls,
+        m: MarketState,
+        stream: str,
+        recent_trades: int = DEFAULTS.market_data_recent_trades,
+    ) -> MarketBook:
         """The book of a market as a restored engine holds it."""
-        book = cls(m.params.spec, stream)
+        book = cls(m.params.spec, stream, recent_trades)
         book.status = m.status
         book.last_price = m.last
         for oid, o in m.orders.items():
@@ -321,6 +332,8 @@ class MarketDataService(LogReader):
         clock_ns: Callable[[], int] = time.time_ns,
         batch_size: int = 1000,
         read_timeout: float = 0.1,
+        recent_trades: int = DEFAULTS.market_data_recent_trades,
+        max_levels: int = DEFAULTS.market_data_max_levels,
     ) -> None:
         self.me_streams = [me_log(m) for m in range(matching_shards)]
         super().__init__(
@@ -335,6 +348,8 @@ class MarketDataService(LogReader):
         )
         self.risk_shards = risk_shards  # unused: market data reads matching logs only
         self.clock_ns = clock_ns
+        self.recent_trades = recent_trades  # trades kept per market: the most a query returns
+        self.max_levels = max_levels  # the most levels per side a depth query returns
         self.books: dict[str, MarketBook] = {}
         self.full_from: dict[str, int] = dict.fromkeys(self.me_streams, 0)
         self.bootstrapped = False
@@ -372,7 +387,7 @@ class MarketDataService(LogReader):
             return
         committed = (await self.bus.positions(stream)).get(self.reader, 0)
         for symbol, state in engine.markets.items():
-            book = MarketBook.from_engine(state, stream)
+            book = MarketBook.from_engine(state, stream, self.recent_trades)
             book.log_seq = seq
             self.books[symbol] = book
         self.pos[stream] = min(seq, committed)
@@ -415,7 +430,7 @@ class MarketDataService(LogReader):
                     continue
                 if isinstance(ev, me.MarketAdded):
                     if ev.market not in books:
-                        books[ev.market] = MarketBook(ev.spec, stream)
+                        books[ev.market] = MarketBook(ev.spec, stream, self.recent_trades)
                     continue
                 book = books.get(ev.market)
                 if book is not None:
@@ -455,13 +470,15 @@ class MarketDataService(LogReader):
 
         @get("/v1/markets/{market:str}/depth")
         async def market_depth(
-            market: FromPath[str], levels: int = Parameter(default=50, ge=1, le=MAX_LEVELS)
+            market: FromPath[str],
+            levels: int = Parameter(default=min(50, svc.max_levels), ge=1, le=svc.max_levels),
         ) -> dict[str, Any]:
             return svc._book(market).depth(levels)
 
         @get("/v1/markets/{market:str}/trades")
         async def market_trades(
-            market: FromPath[str], limit: int = Parameter(default=100, ge=1, le=RECENT_TRADES)
+            market: FromPath[str],
+            limit: int = Parameter(default=min(100, svc.recent_trades), ge=1, le=svc.recent_trades),
         ) -> dict[str, Any]:
             return {"market": market, "trades": svc._book(market).recent_trades(limit)}
 

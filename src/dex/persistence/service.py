@@ -42,7 +42,7 @@ Invariants:
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -70,16 +70,15 @@ from dex.bus import Bus
 from dex.core import events as me
 from dex.core.enums import OrderType, Side
 from dex.risk import events as re_
-from dex.risk.address import canonical_address
 from dex.runtime.health import Health
-from dex.runtime.http import ApiError
+from dex.runtime.http import ApiError, account_param
 from dex.runtime.metrics import ServiceMetrics
+from dex.runtime.settings import DEFAULTS
 from dex.services.reader import BadList, Batch, LogReader
 from dex.wire import codec
 from dex.wire.layout import PERSISTENCE_READER, me_log, risk_log
 
 DATABASE = "database"  # Health key while the store is unreachable
-MAX_LIMIT = 1000
 _CHUNK = 500  # ids per IN (...) query
 _FEE_ACCOUNT = re.compile(r"fee:[0-9]+")
 
@@ -221,6 +220,8 @@ class PersistenceService(LogReader):
         schema: str | None = None,
         batch_size: int = 1000,
         read_timeout: float = 0.1,
+        max_limit: int = DEFAULTS.persistence_max_limit,
+        sqlite_busy_timeout: float = DEFAULTS.sqlite_busy_timeout_ms / 1000,
     ) -> None:
         self.risk_streams = [risk_log(r) for r in range(risk_shards)]
         self.me_streams = [me_log(m) for m in range(matching_shards)]
@@ -237,6 +238,8 @@ class PersistenceService(LogReader):
         self.apply_key = DATABASE
         self.url = async_database_url(database_url)
         self.schema = schema
+        self.max_limit = max_limit  # the most rows a history query returns
+        self.sqlite_busy_timeout = sqlite_busy_timeout  # seconds a SQLite store waits for a lock
         if schema is not None and make_url(self.url).get_backend_name() != "postgresql":
             raise ValueError("a database schema can only be given for PostgreSQL")
         self.fee_accounts = {risk_log(r): f"fee:{r}" for r in range(risk_shards)}
@@ -287,7 +290,7 @@ class PersistenceService(LogReader):
         if url.get_backend_name() == "sqlite":
             if url.database and url.database != ":memory:":
                 Path(url.database).parent.mkdir(parents=True, exist_ok=True)
-            event.listen(engine.sync_engine, "connect", _sqlite_on_connect)
+            event.listen(engine.sync_engine, "connect", _sqlite_pragmas(self.sqlite_busy_timeout))
         return engine
 
     def _engine(self) -> AsyncEngine:
@@ -673,7 +676,8 @@ class PersistenceService(LogReader):
 
         @get("/v1/markets/{market:str}/trades")
         async def market_trades(
-            market: FromPath[str], limit: int = Parameter(default=100, ge=1, le=MAX_LIMIT)
+            market: FromPath[str],
+            limit: int = Parameter(default=min(100, svc.max_limit), ge=1, le=svc.max_limit),
         ) -> dict[str, Any]:
             if market not in svc.markets:
                 raise ApiError(404, "unknown_market", f"unknown market {market!r}", "market")
@@ -696,7 +700,8 @@ class PersistenceService(LogReader):
 
         @get("/v1/accounts/{account:str}/orders")
         async def account_orders(
-            account: FromPath[str], limit: int = Parameter(default=100, ge=1, le=MAX_LIMIT)
+            account: FromPath[str],
+            limit: int = Parameter(default=min(100, svc.max_limit), ge=1, le=svc.max_limit),
         ) -> dict[str, Any]:
             acct = _account(account)
             got = await _store(svc.orders(acct, limit))
@@ -726,12 +731,7 @@ class PersistenceService(LogReader):
 def _account(account: str) -> str:
     if _FEE_ACCOUNT.fullmatch(account):
         return account
-    canonical = canonical_address(account)
-    if canonical is None:
-        raise ApiError(
-            400, "invalid_address", "account must be 0x and 40 hex digits (EIP-55)", "account"
-        )
-    return canonical
+    return account_param(account)
 
 
 async def _store(query: Any) -> Any:
@@ -814,9 +814,15 @@ def _chunks(items: Sequence[int], size: int) -> Iterable[Sequence[int]]:
         yield items[i : i + size]
 
 
-def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
-    """WAL (queries read while the writer writes) and a wait instead of `database is locked`."""
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA busy_timeout=5000")
-    cursor.close()
+def _sqlite_pragmas(busy_timeout: float) -> Callable[[Any, Any], None]:
+    """A connect hook: WAL (queries read while the writer writes) and a wait of `busy_timeout`
+    seconds for a lock instead of `database is locked` at once."""
+    milliseconds = round(busy_timeout * 1000)
+
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={milliseconds:d}")
+        cursor.close()
+
+    return on_connect

@@ -6,6 +6,8 @@ overrides (CLI flags) win, checks each value in field order and then the cross-f
 and raises `SettingsError` naming the first bad variable. Unknown `DEX_*` variables are
 ignored. Messages never echo a URL, a token or other free text that may hold a secret, so they
 are safe to log. `Settings(...)` built directly in code (tests) is trusted and not checked.
+Each default is written once, on its field: a service constructor that needs one takes it from
+`DEFAULTS` (`Settings()`), and `dex.app.units` passes the loaded value.
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     lease_ttl_ms: int = 3000
     snapshot_every: int = 10000  # inputs between two snapshots (more for a large state)
     snapshot_fork: bool = True  # periodic snapshots serialized by a forked child process
+    snapshot_child_timeout_ms: int = 600_000  # a forked snapshot taking longer is killed
     max_lag: int = 10000
     batch_size: int = 1000
     admin_token: str = ""  # empty: admin endpoints refuse everything
@@ -73,6 +76,17 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     idle_check_ms: int = 5000
     stop_timeout_ms: int = 10000
     allow_unsafe_redis: bool = False
+    gateway_wait_ms: int = 10_000  # a request waits this long for its outcome, then 504
+    gateway_outcomes_kept: int = 50_000  # outcomes kept for waiters that register late
+    gateway_proxy_timeout_ms: int = 5000  # the gateway's reads of persistence and market data
+    admin_credit_wait_ms: int = 10_000  # an admin credit waits this long for risk's answer
+    market_data_recent_trades: int = 1000  # trades kept per market: the most a query returns
+    market_data_max_levels: int = 1000  # the most levels per side a depth query returns
+    persistence_max_limit: int = 1000  # the most rows a history query returns
+    sqlite_busy_timeout_ms: int = 5000  # persistence on SQLite: how long to wait for a lock
+
+
+DEFAULTS = Settings()  # the default of every setting: constructors take theirs from here
 
 
 # (minimum, maximum or None) of every integer field.
@@ -87,6 +101,15 @@ _INT_RANGES: dict[str, tuple[int, int | None]] = {
     "batch_size": (1, None),
     "idle_check_ms": (1, None),
     "stop_timeout_ms": (0, None),
+    "snapshot_child_timeout_ms": (1, None),
+    "gateway_wait_ms": (1, None),
+    "gateway_outcomes_kept": (1, None),
+    "gateway_proxy_timeout_ms": (1, None),
+    "admin_credit_wait_ms": (1, None),
+    "market_data_recent_trades": (1, None),
+    "market_data_max_levels": (1, None),
+    "persistence_max_limit": (1, None),
+    "sqlite_busy_timeout_ms": (0, 2**31 - 1),  # SQLite takes a C int
 }
 _URL_SCHEMES: dict[str, tuple[str, ...]] = {
     "redis_url": ("redis://", "rediss://", "unix://"),

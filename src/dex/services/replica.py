@@ -26,6 +26,7 @@ from typing import Any
 from dex.bus import Bus, FencedError, TrimmedError
 from dex.runtime.health import Health
 from dex.runtime.metrics import ServiceMetrics
+from dex.runtime.settings import DEFAULTS
 from dex.services.shard import Divergence, InputFailed, ShardWorker, keep_threads_transient
 from dex.wire.layout import member_prefix
 
@@ -61,7 +62,7 @@ class ShardReplica:
         owner: str,
         ttl: float,
         max_shards: int,
-        idle_check: float = 5.0,
+        idle_check: float = DEFAULTS.idle_check_ms / 1000,
         health: Health,
         metrics: ServiceMetrics,
         log: Any,

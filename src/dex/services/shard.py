@@ -33,6 +33,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from dex.bus import Bus, Lease
+from dex.runtime.settings import DEFAULTS
 from dex.wire import codec
 from dex.wire.layout import snapshot_name
 
@@ -40,7 +41,6 @@ SNAPSHOT_VERSION = 1
 COMMIT_INTERVAL = 0.05  # seconds between two commits of our input positions (for trimming)
 FORK_SNAPSHOTS = hasattr(os, "fork")  # periodic snapshots are serialized by a forked child
 SNAPSHOT_STATE_SHARE = 0.25  # inputs between two snapshots, at least, per record of state
-SNAPSHOT_CHILD_TIMEOUT = 600.0  # seconds a forked snapshot may take before it is killed
 T = TypeVar("T")
 
 
@@ -179,11 +179,12 @@ class ShardWorker(ABC):
         tag: str,
         log_stream: str,
         *,
-        batch_size: int = 1000,
-        snapshot_every: int = 10_000,
+        batch_size: int = DEFAULTS.batch_size,
+        snapshot_every: int = DEFAULTS.snapshot_every,
         clock_ns: Callable[[], int] = time.time_ns,
         log_readers: tuple[str, ...] = (),
-        snapshot_fork: bool = True,
+        snapshot_fork: bool = DEFAULTS.snapshot_fork,
+        snapshot_child_timeout: float = DEFAULTS.snapshot_child_timeout_ms / 1000,
     ) -> None:
         self.bus = bus
         self.tag = tag
@@ -194,6 +195,7 @@ class ShardWorker(ABC):
         self.clock_ns = clock_ns
         self.log_readers = log_readers
         self.snapshot_fork = snapshot_fork and FORK_SNAPSHOTS
+        self.snapshot_child_timeout = snapshot_child_timeout  # seconds; a slower child is killed
         self.lease: Lease | None = None
         self.last = 0  # last log_seq of our log
         self.pos: dict[str, int] = {}  # input stream -> last position applied
@@ -465,12 +467,13 @@ class ShardWorker(ABC):
         `join_snapshot` when nothing listens."""
         try:
             try:
-                data = await asyncio.wait_for(_read_pipe(read_end), SNAPSHOT_CHILD_TIMEOUT)
+                data = await asyncio.wait_for(_read_pipe(read_end), self.snapshot_child_timeout)
             except TimeoutError:  # the pipe is closed by now
                 os.kill(pid, signal.SIGKILL)
                 await _reap(pid)
                 raise RuntimeError(
-                    f"the snapshot process took over {SNAPSHOT_CHILD_TIMEOUT:g} s and was killed"
+                    f"the snapshot process took over {self.snapshot_child_timeout:g} s "
+                    "and was killed"
                 ) from None
             except asyncio.CancelledError:  # the shard is going away: so does the child
                 os.kill(pid, signal.SIGKILL)
