@@ -31,6 +31,7 @@ from dex.persistence.service import (
     trades,
 )
 from dex.risk import events as re_
+from dex.risk.address import INVALID_ADDRESS
 from dex.risk.codes import RiskCode
 from dex.runtime.health import Health
 from dex.runtime.http import build_app
@@ -560,7 +561,7 @@ async def test_http_api(tmp_path: Any) -> None:
         assert got.status_code == 400
         assert got.json()["error"] == {
             "code": "invalid_address",
-            "message": "account must be 0x and 40 hex digits (EIP-55)",
+            "message": INVALID_ADDRESS,
             "field": "account",
         }
         got = await client.get(f"/v1/markets/{ETH_USDC}/trades", params={"limit": 0})

@@ -60,7 +60,6 @@ class TrimmedError(BusError):
 class Bus(ABC):
     """Append-only numbered streams with blocking reads, fenced writes, leases and snapshots."""
 
-    @abstractmethod
     async def append(
         self,
         stream: str,
@@ -83,6 +82,24 @@ class Bus(ABC):
         shard's log entry and the commands it passes on to other shards are written together
         or not at all.
         """
+        if not entries:
+            raise ValueError("cannot append an empty batch")
+        if lease is not None and expect_last is None:
+            raise ValueError("a fenced append needs expect_last")
+        if also and stream in also:
+            raise ValueError(f"{stream}: `also` must name other streams")
+        return await self._append(stream, entries, lease, expect_last, also or {})
+
+    @abstractmethod
+    async def _append(
+        self,
+        stream: str,
+        entries: list[bytes],
+        lease: Lease | None,
+        expect_last: int | None,
+        also: Mapping[str, list[bytes]],
+    ) -> int:
+        """`append` with its arguments checked: each bus's atomic check-and-write."""
 
     @abstractmethod
     async def read(

@@ -78,32 +78,24 @@ class MemoryBus(Bus):
         held = self._held.get(lease.name)
         return held is not None and held.lease == lease
 
-    async def append(
+    async def _append(
         self,
         stream: str,
         entries: list[bytes],
-        *,
-        lease: Lease | None = None,
-        expect_last: int | None = None,
-        also: Mapping[str, list[bytes]] | None = None,
+        lease: Lease | None,
+        expect_last: int | None,
+        also: Mapping[str, list[bytes]],
     ) -> int:
         """See `Bus.append`."""
-        if not entries:
-            raise ValueError("cannot append an empty batch")
-        if lease is not None and expect_last is None:
-            raise ValueError("a fenced append needs expect_last")
         s = self._stream(stream)
         if lease is not None and not self._is_held(lease):
             raise FencedError(f"{stream}: lease {lease.name} epoch {lease.epoch} is not held")
         if expect_last is not None and s.last != expect_last:
             raise FencedError(f"{stream}: last is {s.last}, caller expected {expect_last}")
-        if also and stream in also:
-            raise ValueError(f"{stream}: `also` must name other streams")
         self._extend(s, entries)
-        if also:
-            for name, more in also.items():
-                if more:
-                    self._extend(self._stream(name), more)
+        for name, more in also.items():
+            if more:
+                self._extend(self._stream(name), more)
         return s.last
 
     @staticmethod

@@ -359,20 +359,15 @@ class RedisBus(Bus):
 
     # --- streams ----------------------------------------------------------------------
 
-    async def append(
+    async def _append(
         self,
         stream: str,
         entries: list[bytes],
-        *,
-        lease: Lease | None = None,
-        expect_last: int | None = None,
-        also: Mapping[str, list[bytes]] | None = None,
+        lease: Lease | None,
+        expect_last: int | None,
+        also: Mapping[str, list[bytes]],
     ) -> int:
         """See `Bus.append`: one script checks the lease and last, then writes every stream."""
-        if not entries:
-            raise ValueError("cannot append an empty batch")
-        if lease is not None and expect_last is None:
-            raise ValueError("a fenced append needs expect_last")
         keys: list[str] = []
         args: list[bytes | str | int] = []
         if lease is None:
@@ -384,9 +379,7 @@ class RedisBus(Bus):
         keys += self._stream_keys(stream)
         args += [len(entries), *entries]
         tag = hash_tag(keys[-2])
-        for name, more in (also or {}).items():
-            if name == stream:
-                raise ValueError(f"{stream}: `also` must name other streams")
+        for name, more in also.items():
             if not more:
                 continue
             other = self._stream_keys(name)

@@ -210,24 +210,21 @@ class SqliteBus(MemoryBus):
             created.append(name)
         return sid
 
-    async def append(
+    async def _append(
         self,
         stream: str,
         entries: list[bytes],
-        *,
-        lease: Lease | None = None,
-        expect_last: int | None = None,
-        also: Mapping[str, list[bytes]] | None = None,
+        lease: Lease | None,
+        expect_last: int | None,
+        also: Mapping[str, list[bytes]],
     ) -> int:
         """See `Bus.append`; acknowledged only once the batch is committed to the file."""
-        touched = [stream, *(name for name, more in (also or {}).items() if more)]
+        touched = [stream, *(name for name, more in also.items() if more)]
         before = {name: self._last_in_memory(name) for name in touched}
         created: list[str] = []
         try:
             # MemoryBus.append never suspends: checks and the memory write are one step.
-            last = await super().append(
-                stream, entries, lease=lease, expect_last=expect_last, also=also
-            )
+            last = await super()._append(stream, entries, lease, expect_last, also)
             with self._write() as db:
                 rows: list[tuple[int, int, bytes]] = []
                 for name, old_last in before.items():

@@ -37,6 +37,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from dex import __version__
+from dex.risk.address import INVALID_ADDRESS, canonical_address
 from dex.runtime.health import Health
 from dex.runtime.logging import get_logger
 from dex.runtime.metrics import CONTENT_TYPE, ServiceMetrics, render_all
@@ -96,6 +97,15 @@ class ApiError(Exception):
         self.message = message
         self.field = field
         self.headers = dict(headers or {})
+
+
+def account_param(raw: str, field: str = "account") -> str:
+    """The canonical (lower-case) form of a wallet address taken from a request; a 400
+    `invalid_address` naming `field` otherwise. The one wording of that error in the API."""
+    account = canonical_address(raw)
+    if account is None:
+        raise ApiError(400, "invalid_address", INVALID_ADDRESS, field)
+    return account
 
 
 def error_body(code: str, message: str, field: str | None = None) -> dict[str, Any]:

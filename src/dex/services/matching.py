@@ -13,8 +13,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import msgspec
-
 from dex.core import commands as mc
 from dex.core.commands import InputRef
 from dex.core.errors import CommandError
@@ -34,12 +32,6 @@ from dex.wire.layout import (
 )
 
 TICK_INPUT = InputRef("tick", 0)
-
-
-def _stamp(cmd: mc.Command, ts: int) -> None:
-    """Set the logged time on a command we just decoded and nobody else holds (a copy would
-    run its checks again, which `replace` does)."""
-    msgspec.structs.force_setattr(cmd, "ts", ts)
 
 
 class MatchingShard(ShardWorker):
@@ -130,7 +122,7 @@ class MatchingShard(ShardWorker):
                 isinstance(cmd, (mc.AddMarket, mc.SetMarketStatus))
                 and self.owns(cmd.spec.market if isinstance(cmd, mc.AddMarket) else cmd.market)
             ):
-                _stamp(cmd, self.stamp())
+                codec.stamp(cmd, self.stamp())
                 items.append(self._apply(cmd, InputRef(ADMIN_STREAM, seq)))
         admin_pos = pos.get(ADMIN_STREAM, 0)
         for stream in self.sources:
@@ -144,7 +136,7 @@ class MatchingShard(ShardWorker):
                 if fwd.admin > admin_pos:
                     break  # its market may not be added yet: wait for the admin stream
                 pos[stream] = seq
-                _stamp(fwd.cmd, self.stamp())
+                codec.stamp(fwd.cmd, self.stamp())
                 items.append(self._apply(fwd.cmd, InputRef(stream, seq)))
         if self._tick_due:
             self._tick_due = False

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import msgspec
-
 from dex.core.commands import InputRef
 from dex.core.errors import CommandError
 from dex.core.events import (
@@ -151,7 +149,7 @@ class RiskShard(ShardWorker):
 
     def _command(self, cmd: rc.RiskCommand, src: InputRef) -> codec.RiskItem:
         ts = self.stamp()
-        msgspec.structs.force_setattr(cmd, "ts", ts)  # decoded (or built) here, held by nobody
+        codec.stamp(cmd, ts)
         return self._apply(cmd, None, src, ts)
 
     def process(

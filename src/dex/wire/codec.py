@@ -128,3 +128,13 @@ decode_match_entry = _Decoder(MatchEntry, "matching log entry")
 decode_match_events = _Decoder(MatchEntryEvents, "matching log entry")
 decode_risk_entry = _Decoder(RiskEntry, "risk log entry")
 decode_snapshot = _Decoder(SnapshotEnvelope, "shard snapshot")
+
+
+def stamp(cmd: mc.Command | rc.RiskCommand, ts: int) -> None:
+    """Set the time a shard logs a command with, in place.
+
+    Commands are frozen structs; this is safe only on a command the caller has just decoded
+    (or built) and shared with nobody yet, which is how both shards use it. A stamped copy
+    (`msgspec.structs.replace`) would run the struct's checks again for every command on the
+    hot path."""
+    msgspec.structs.force_setattr(cmd, "ts", ts)

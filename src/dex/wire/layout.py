@@ -16,7 +16,7 @@ risk shards by `crc32(key) mod count`, never Python's `hash()`.
 
 from __future__ import annotations
 
-import zlib
+from dex.core.sharding import shard_of
 
 ADMIN_STREAM = "dex:{admin}:log"
 MATCHING = "matching-engine"
@@ -27,9 +27,7 @@ MARKET_DATA_READER = "market-data"
 PERSISTENCE_READER = "persistence"
 
 
-def shard_for(key: str, count: int) -> int:
-    """The shard of a market symbol or canonical account address."""
-    return zlib.crc32(key.encode()) % count
+shard_for = shard_of  # the one mapping (dex.core.sharding), under the name the services use
 
 
 def me_tag(m: int) -> str:
