@@ -13,11 +13,12 @@ import msgspec
 import pytest
 
 from dex.core.commands import InputRef, SetMarketStatus
-from dex.core.enums import MarketStatus, OrderType, Side, TimeInForce
+from dex.core.enums import MarketStatus, OrderStatus, OrderType, Side, TimeInForce
 from dex.core.errors import CommandError
+from dex.core.events import Accepted
 from dex.core.markets import Asset
 from dex.risk import commands as rc
-from dex.risk.codes import OrderStatus, RiskCode
+from dex.risk.codes import RiskCode
 from dex.risk.events import (
     ControlChanged,
     DepositCredited,
@@ -250,6 +251,39 @@ def test_triggered_stop_settles_like_its_order(desk: Desk) -> None:
     [ts] = [e for e in of(events, TradeSettled) if e.taker and e.taker.account == A]
     assert (ts.price, ts.size, ts.taker.released) == (103, 2, 2 * (111 - 103))
     assert desk.bal(A, "USD") == (10_000 - 206, 0)
+
+
+def test_a_stop_is_untriggered_until_it_triggers_then_open(desk: Desk) -> None:
+    trade_at_100(desk)
+    desk.do(place(A, "buy", 95, 2, type=OrderType.STOP_LIMIT, trigger_price=101))
+    [stop] = desk.ledger.accounts[A].orders.values()
+    assert stop.status == OrderStatus.UNTRIGGERED
+    desk.do(place(C, "sell", 101, 1))
+    desk.do(place(B, "buy", 101, 1))  # trades at 101: the stop triggers and rests at 95
+    assert stop.status == OrderStatus.OPEN
+
+
+def test_an_order_event_the_status_table_refuses_raises_and_changes_nothing(desk: Desk) -> None:
+    desk.do(place(A, "buy", 90, 5))
+    [accepted] = [e for e in desk.match_events if isinstance(e, Accepted)]
+    led = desk.ledger
+    before = led.snapshot()
+    with pytest.raises(CommandError, match="cannot go from open to open"):
+        led.apply(accepted, InputRef("x", 1), desk.ts)  # accepted twice: open -> open
+    assert led.snapshot() == before
+
+
+def test_a_snapshot_with_the_old_triggered_status_loads_it_as_open(desk: Desk) -> None:
+    trade_at_100(desk)
+    desk.do(place(A, "buy", 95, 2, type=OrderType.STOP_LIMIT, trigger_price=101))
+    desk.do(place(C, "sell", 101, 1))
+    desk.do(place(B, "buy", 101, 1))
+    snap = desk.ledger.snapshot()
+    assert snap.count(b"open") >= 1
+    old = snap.replace(b"\xa4open", b"\xa9triggered")  # msgpack: the status as the old word
+    assert old != snap
+    [stop] = Ledger.restore(old).accounts[A].orders.values()
+    assert stop.status == OrderStatus.OPEN
 
 
 # ---------------------------------------------------------------- ends of orders

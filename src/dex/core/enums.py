@@ -53,3 +53,30 @@ class CancelReason(StrEnum):
     NO_LIQUIDITY = "no_liquidity"
     AMEND = "amend"
     ADMIN = "admin"
+
+
+class OrderStatus(StrEnum):
+    """Where an order stands: one set of states for risk, the gateway and persistence.
+
+    An order moves only along `ORDER_TRANSITIONS`; filled, cancelled, expired and rejected
+    are terminal (each order ends with exactly one of them)."""
+
+    PENDING = "pending"  # taken by risk (funds held), on its way to matching
+    UNTRIGGERED = "untriggered"  # a stop order accepted by matching, waiting for its trigger
+    OPEN = "open"  # accepted by matching (or triggered): resting or being matched
+    FILLED = "filled"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+    REJECTED = "rejected"
+
+
+_ENDS = frozenset(
+    {OrderStatus.FILLED, OrderStatus.CANCELLED, OrderStatus.EXPIRED, OrderStatus.REJECTED}
+)
+ORDER_TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
+    OrderStatus.PENDING: _ENDS | {OrderStatus.UNTRIGGERED, OrderStatus.OPEN},
+    OrderStatus.UNTRIGGERED: _ENDS | {OrderStatus.OPEN},
+    OrderStatus.OPEN: _ENDS,
+    **{end: frozenset() for end in _ENDS},
+}
+TERMINAL_STATUSES = _ENDS

@@ -28,7 +28,7 @@ from litestar.params import Parameter
 
 from dex.bus import Bus, TrimmedError
 from dex.core import events as mev
-from dex.core.enums import STP, OrderType, Side, TimeInForce
+from dex.core.enums import ORDER_TRANSITIONS, STP, OrderStatus, OrderType, Side, TimeInForce
 from dex.core.errors import CommandError
 from dex.core.markets import MarketParams
 from dex.core.numbers import MAX_INT, to_steps
@@ -46,6 +46,8 @@ from dex.wire.ids import new_credit_tx_id
 from dex.wire.layout import ADMIN_STREAM, me_log, risk_in, risk_log, shard_for
 
 _ORDER_ID = re.compile(r"[0-9]{1,19}")  # fullmatch; then 1 to 2^63-1
+
+_STOPS = (OrderType.STOP_LIMIT, OrderType.STOP_MARKET)
 
 
 class OrderRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -351,7 +353,7 @@ class Gateway:
         for ev in events:
             if isinstance(ev, rev.OrderRejected):
                 return {
-                    "status": "rejected",
+                    "status": OrderStatus.REJECTED,
                     "code": str(ev.code),
                     "message": ev.message,
                     "order_id": ev.order_id,
@@ -367,7 +369,7 @@ class Gateway:
             if isinstance(ev, (rev.OrderAcceptedForMatching, rev.OrderCommandForwarded)):
                 oid = ev.order_id
                 if oid is None or isinstance(ev, rev.OrderCommandForwarded):
-                    return {"status": "forwarded", "order_id": oid}
+                    return {"status": OrderStatus.PENDING, "order_id": oid}
                 first, item_events = await self._wait(self.orders, self.order_results, oid)
                 return self._engine_outcome(oid, first, item_events)
         raise ApiError(500, "internal_error", "risk gave no order outcome")
@@ -381,19 +383,26 @@ class Gateway:
             or getattr(ev, "maker_order_id", None) == oid
             or getattr(ev, "taker_order_id", None) == oid
         ]
-        status = "open"
+        status = OrderStatus.PENDING
         out: dict[str, Any] = {"order_id": oid}
-        for ev in mine:
-            if isinstance(ev, mev.Rejected):
-                status = "rejected"
+        for ev in mine:  # the order's events in order: its status moves along the one table
+            new = status
+            if isinstance(ev, mev.Accepted):
+                new = OrderStatus.UNTRIGGERED if ev.order.type in _STOPS else OrderStatus.OPEN
+            elif isinstance(ev, mev.Triggered):
+                new = OrderStatus.OPEN
+            elif isinstance(ev, mev.Rejected):
+                new = OrderStatus.REJECTED
                 out["code"] = str(ev.code)
             elif isinstance(ev, mev.Filled):
-                status = "filled"
+                new = OrderStatus.FILLED
             elif isinstance(ev, mev.Cancelled):
-                status = "cancelled"
+                new = OrderStatus.CANCELLED
                 out["reason"] = str(ev.reason)
             elif isinstance(ev, mev.Expired):
-                status = "expired"
+                new = OrderStatus.EXPIRED
+            if new is not status and new in ORDER_TRANSITIONS[status]:
+                status = new
         out["status"] = status
         out["events"] = [render(ev, markets) for ev in mine]
         del first
@@ -409,8 +418,15 @@ class Gateway:
             raise ApiError(400, "invalid_request", error)
         for ev in events:
             if isinstance(ev, rev.OrderRejected):
-                return {"status": "rejected", "code": str(ev.code), "message": ev.message}
-        return {"status": "cancel_sent", "order_id": order_id}
+                return {
+                    "accepted": False,
+                    "order_id": order_id,
+                    "code": str(ev.code),
+                    "message": ev.message,
+                }
+        # risk took the cancel and sent it to matching; the order's status follows on its
+        # own (GET /v1/accounts/{account}/orders), as the engine decides
+        return {"accepted": True, "order_id": order_id}
 
     async def credit(self, req: FaucetRequest) -> dict[str, Any]:
         if not self.faucet:
@@ -440,7 +456,6 @@ class Gateway:
         for ev in events:
             if isinstance(ev, rev.DepositCredited):
                 return {
-                    "status": "credited",
                     "account": account,
                     "asset": asset.symbol,
                     "amount_units": ev.amount,

@@ -68,7 +68,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from dex.bus import Bus
 from dex.core import events as me
-from dex.core.enums import OrderType, Side
+from dex.core.enums import ORDER_TRANSITIONS, OrderStatus, OrderType, Side
 from dex.risk import events as re_
 from dex.runtime.health import Health
 from dex.runtime.http import ApiError, account_param
@@ -147,8 +147,8 @@ events = Table(
     Column("body", BODY, nullable=False),
 )
 
-OPEN = "open"
-UNTRIGGERED = "untriggered"
+OPEN = OrderStatus.OPEN
+UNTRIGGERED = OrderStatus.UNTRIGGERED  # stored as their values (plain text)
 _STOPS = (OrderType.STOP_LIMIT, OrderType.STOP_MARKET)
 _BALANCE_EVENTS = (
     re_.DepositCredited,
@@ -556,7 +556,7 @@ class PersistenceService(LogReader):
                 "price": o.price,
                 "size": o.size,
                 "client_order_id": o.client_order_id,
-                "status": UNTRIGGERED if o.type in _STOPS else OPEN,
+                "status": (UNTRIGGERED if o.type in _STOPS else OPEN).value,
                 "filled": 0,
                 "reason": None,
                 "updated_ts": ev.ts,
@@ -572,7 +572,7 @@ class PersistenceService(LogReader):
                 "price": None,
                 "size": None,
                 "client_order_id": ev.client_order_id,
-                "status": "rejected",
+                "status": OrderStatus.REJECTED.value,
                 "filled": 0,
                 "reason": str(ev.code),
                 "updated_ts": ev.ts,
@@ -595,17 +595,26 @@ class PersistenceService(LogReader):
         if row is None:
             self.log.warning("order_unknown", order_id=ev.order_id, event=type(ev).__name__)
             return []
-        row["updated_ts"] = ev.ts
-        if isinstance(ev, me.Triggered):
-            row["status"] = OPEN
-        elif isinstance(ev, me.Amended):
-            row["price"], row["size"] = ev.price, ev.size
-        elif isinstance(ev, me.Filled):
-            row["status"], row["filled"] = "filled", ev.size
+        if isinstance(ev, me.Amended):
+            row["price"], row["size"], row["updated_ts"] = ev.price, ev.size, ev.ts
+            return [ev.order_id]
+        status, filled, reason = OPEN, row["filled"], row["reason"]
+        if isinstance(ev, me.Filled):
+            status, filled = OrderStatus.FILLED, ev.size
         elif isinstance(ev, me.Cancelled):
-            row["status"], row["filled"], row["reason"] = "cancelled", ev.filled, str(ev.reason)
-        else:
-            row["status"], row["filled"] = "expired", ev.filled
+            status, filled, reason = OrderStatus.CANCELLED, ev.filled, str(ev.reason)
+        elif isinstance(ev, me.Expired):
+            status, filled = OrderStatus.EXPIRED, ev.filled
+        if status not in ORDER_TRANSITIONS[OrderStatus(row["status"])]:
+            self.log.error(  # the engine never does this: keep the row, say where
+                "order_status_refused",
+                order_id=ev.order_id,
+                status=str(row["status"]),
+                to=str(status),
+                event=type(ev).__name__,
+            )
+            return []
+        row.update(status=status.value, filled=filled, reason=reason, updated_ts=ev.ts)
         return [ev.order_id]
 
     # ------------------------------------------------------------------ queries

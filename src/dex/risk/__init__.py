@@ -6,7 +6,8 @@ risk command (`dex.risk.commands`) or a matching event (`dex.core.events`). Depe
 depends on it but the risk service shell. The rules are in docs/risk.md.
 """
 
-from dex.risk.codes import Control, OrderStatus, RiskCode
+from dex.core.enums import OrderStatus
+from dex.risk.codes import Control, RiskCode
 from dex.risk.ledger import Ledger, LedgerHalted
 
 __all__ = ["Control", "Ledger", "LedgerHalted", "OrderStatus", "RiskCode"]

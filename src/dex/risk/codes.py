@@ -28,16 +28,16 @@ class RiskCode(StrEnum):
     INVALID_FEE_RATES = "invalid_fee_rates"
 
 
-class OrderStatus(StrEnum):
-    """Where an order accepted by risk stands, as far as risk has seen."""
+class ReleaseCause(StrEnum):
+    """Why `funds_released` gave held funds back: an order's end (its terminal status) or an
+    amend settled."""
 
-    PENDING = "pending"  # forwarded to matching, no `accepted` seen yet
-    OPEN = "open"  # accepted by matching (resting, an untriggered stop, or matching)
-    TRIGGERED = "triggered"  # a stop that has triggered and not ended yet
     FILLED = "filled"
     CANCELLED = "cancelled"
     EXPIRED = "expired"
     REJECTED = "rejected"
+    AMENDED = "amended"  # the amend's new hold is less than the old one
+    AMEND_REJECTED = "amend_rejected"  # the increase held for a refused amend
 
 
 class Control(StrEnum):

@@ -16,9 +16,9 @@ import msgspec
 from dex.core.commands import Amend, CancelAll, InputRef
 from dex.core.commands import Cancel as MatchCancel
 from dex.core.commands import Place as MatchPlace
-from dex.core.enums import Side
+from dex.core.enums import OrderStatus, Side
 from dex.core.markets import Asset, MarketSpec
-from dex.risk.codes import Control, OrderStatus, RiskCode
+from dex.risk.codes import Control, ReleaseCause, RiskCode
 
 
 class _RiskEvent(msgspec.Struct, frozen=True, gc=False, tag_field="event"):
@@ -175,7 +175,7 @@ class FundsReleased(_RiskEvent, frozen=True, tag="funds_released"):
     account: str
     market: str
     order_id: int
-    cause: str
+    cause: ReleaseCause
     asset: str
     amount: int
     available: int

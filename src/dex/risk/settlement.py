@@ -14,7 +14,7 @@ Cost: O(1) per event, plus the self-check of the accounts touched (O(their open 
 from __future__ import annotations
 
 from dex.core.commands import InputRef
-from dex.core.enums import Side
+from dex.core.enums import ORDER_TRANSITIONS, OrderStatus, OrderType, Side
 from dex.core.errors import CommandError
 from dex.core.events import (
     Accepted,
@@ -28,7 +28,7 @@ from dex.core.events import (
     Trade,
     Triggered,
 )
-from dex.risk.codes import OrderStatus
+from dex.risk.codes import ReleaseCause
 from dex.risk.events import FundsReleased, RiskEvent, Settlement, TradeSettled
 from dex.risk.state import SCHEMA_VERSION, MarketInfo, Order, _Core
 
@@ -40,6 +40,10 @@ CANCELLED = OrderStatus.CANCELLED
 EXPIRED = OrderStatus.EXPIRED
 REJECTED = OrderStatus.REJECTED
 OPEN = OrderStatus.OPEN
+UNTRIGGERED = OrderStatus.UNTRIGGERED
+_STOPS = (OrderType.STOP_LIMIT, OrderType.STOP_MARKET)
+_MOVES = ORDER_TRANSITIONS
+_CAUSE = {s: ReleaseCause(s.value) for s in (FILLED, CANCELLED, EXPIRED, REJECTED)}
 
 
 class _Settlement(_Core):
@@ -154,17 +158,25 @@ class _Settlement(_Core):
     def _on_accepted(self, e: Accepted, src: InputRef, ts: int) -> list[RiskEvent]:
         oid = e.order_id
         if oid >> 40 == self.shard:
-            try:
-                self.orders[oid].status = OPEN
-            except KeyError:
+            o = self.orders.get(oid)
+            if o is None:
                 raise CommandError(
                     "order_id", f"order {oid} of risk shard {self.shard} is not open"
-                ) from None
+                )
+            self._move(o, UNTRIGGERED if e.order.type in _STOPS else OPEN)
         return []
+
+    @staticmethod
+    def _move(o: Order, status: OrderStatus) -> None:
+        """Change `o`'s status along `ORDER_TRANSITIONS`; CommandError (nothing changed) for a
+        move the table does not allow: the engine and risk disagree about the order."""
+        if status not in _MOVES[o.status]:
+            raise CommandError("order_id", f"order {o.oid} cannot go from {o.status} to {status}")
+        o.status = status
 
     def _on_triggered(self, e: Triggered, src: InputRef, ts: int) -> list[RiskEvent]:
         if e.order_id >> 40 == self.shard:
-            self._own(e.order_id, "order_id").status = OrderStatus.TRIGGERED
+            self._move(self._own(e.order_id, "order_id"), OPEN)
         return []
 
     def _on_filled(self, e: Filled, src: InputRef, ts: int) -> list[RiskEvent]:
@@ -191,9 +203,12 @@ class _Settlement(_Core):
         self, oid: int, status: OrderStatus, detail: str, ts: int, src: InputRef
     ) -> list[RiskEvent]:
         """An order's terminal event: release exactly what it still holds."""
-        o = self.orders.pop(oid, None)
+        o = self.orders.get(oid)
         if o is None:
             raise CommandError("order_id", f"order {oid} of risk shard {self.shard} is not open")
+        if status not in _MOVES[o.status]:
+            raise CommandError("order_id", f"order {oid} cannot go from {o.status} to {status}")
+        del self.orders[oid]
         acct = o.account
         orders = acct.orders
         del orders[oid]
@@ -226,7 +241,7 @@ class _Settlement(_Core):
                 acct.addr,
                 o.market.symbol,
                 oid,
-                status,
+                _CAUSE[status],
                 asset,
                 amount,
                 held[0],
@@ -267,7 +282,7 @@ class _Settlement(_Core):
                 o.account.addr,
                 m.symbol,
                 o.oid,
-                "amended",
+                ReleaseCause.AMENDED,
                 o.hold_asset,
                 amount,
                 held[0],
@@ -300,7 +315,7 @@ class _Settlement(_Core):
                 o.account.addr,
                 o.market.symbol,
                 oid,
-                "amend_rejected",
+                ReleaseCause.AMEND_REJECTED,
                 o.hold_asset,
                 amount,
                 held[0],

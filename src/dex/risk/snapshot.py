@@ -17,9 +17,8 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from dex.core.enums import MarketStatus, OrderType
+from dex.core.enums import MarketStatus, OrderStatus, OrderType
 from dex.core.markets import Asset, MarketParams, MarketSpec
-from dex.risk.codes import OrderStatus
 from dex.risk.state import SCHEMA_VERSION, Closed, MarketInfo, Order, Withdrawal, _Core
 
 SNAPSHOT_VERSION = 1
@@ -46,7 +45,9 @@ _order_row = attrgetter(
 )
 _closed_order = attrgetter("ts", "oid")
 _KINDS = {k.value: k for k in OrderType}
-_STATUSES = {s.value: s for s in OrderStatus}
+# "triggered" was an open order's state after its stop triggered, before statuses were shared
+# (dex.core.enums.OrderStatus): such an order is open
+_STATUSES = {s.value: s for s in OrderStatus} | {"triggered": OrderStatus.OPEN}
 
 
 def dump(ledger: _Core) -> bytes:

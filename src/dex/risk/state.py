@@ -17,11 +17,10 @@ from __future__ import annotations
 
 from collections import deque
 
-from dex.core.enums import MarketStatus, OrderType
+from dex.core.enums import MarketStatus, OrderStatus, OrderType
 from dex.core.errors import CommandError
 from dex.core.markets import Asset, MarketParams
 from dex.risk.address import shard_of
-from dex.risk.codes import OrderStatus
 
 SCHEMA_VERSION = 1
 MAX_AMOUNT = 2**63 - 1

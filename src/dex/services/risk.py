@@ -28,6 +28,7 @@ from dex.risk import Ledger, LedgerHalted
 from dex.risk import commands as rc
 from dex.risk.address import canonical_address
 from dex.risk.events import OrderAcceptedForMatching, OrderCommandForwarded, RiskEvent
+from dex.runtime.settings import DEFAULTS
 from dex.services.shard import Divergence, InputFailed, ShardWorker
 from dex.wire import codec
 from dex.wire.layout import (
@@ -54,7 +55,7 @@ class RiskShard(ShardWorker):
         *,
         matching_shards: int,
         risk_shards: int,
-        max_lag: int = 10_000,
+        max_lag: int = DEFAULTS.max_lag,
         **kw: Any,
     ) -> None:
         super().__init__(bus, risk_tag(r), risk_log(r), log_readers=(PERSISTENCE_READER,), **kw)
