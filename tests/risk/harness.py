@@ -17,6 +17,7 @@ import msgspec
 from dex.core import commands as mc
 from dex.core.commands import InputRef
 from dex.core.events import Event
+from dex.core.numbers import DAY_NS
 from dex.matching.engine import Engine
 from dex.risk import commands as rc
 from dex.risk.address import canonical_address, shard_of
@@ -25,7 +26,7 @@ from dex.risk.ledger import Ledger
 from tests.support.markets import E_USD, T_USD
 
 T0 = 1_000_000
-DAY = 24 * 3600 * 1_000_000_000
+DAY = DAY_NS  # the 24-hour client-order-id memory
 
 # The desk's two markets (tests/support/markets.py): T-USD, tick 1 and lot 1, and E-USD, tick 0.5
 # and lot 0.1 (needs USD at 2 decimals: add_asset `USD` first).

@@ -16,7 +16,6 @@ from dex.core.commands import InputRef, SetMarketStatus
 from dex.core.enums import MarketStatus, OrderStatus, OrderType, Side, TimeInForce
 from dex.core.errors import CommandError
 from dex.core.events import Accepted
-from dex.core.markets import Asset
 from dex.risk import commands as rc
 from dex.risk.codes import RiskCode
 from dex.risk.events import (
@@ -37,6 +36,7 @@ from dex.risk.events import (
 )
 from dex.risk.ledger import Ledger, LedgerHalted
 from tests.risk.harness import DAY, FINE, SIMPLE, Desk, addr
+from tests.support.markets import USD
 
 A, B, C = addr(1), addr(2), addr(3)
 M = "T-USD"
@@ -458,7 +458,7 @@ def test_withdrawal_refusals(desk: Desk) -> None:
 
 def test_freeze_cancels_all_open_orders_per_market_and_refuses_trading() -> None:
     desk = Desk()
-    desk.do(rc.AddAsset(asset=Asset(symbol="USD", decimals=2)))
+    desk.do(rc.AddAsset(asset=USD))
     desk.do(rc.AddMarket(spec=SIMPLE))
     desk.do(rc.AddMarket(spec=FINE))
     fund(desk, A, "USD", 1_000_000)
