@@ -22,14 +22,9 @@ from dex.core import events as me
 from dex.core.commands import InputRef
 from dex.core.enums import OrderType, Side
 from dex.core.errors import RejectCode
-from dex.persistence.service import (
-    PersistenceService,
-    async_database_url,
-    balances,
-    events,
-    orders,
-    trades,
-)
+from dex.persistence.schema import balances, events, orders, trades
+from dex.persistence.service import PersistenceService
+from dex.persistence.store import async_database_url
 from dex.risk import events as re_
 from dex.risk.address import INVALID_ADDRESS
 from dex.risk.codes import RiskCode

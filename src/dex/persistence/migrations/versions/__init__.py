@@ -1,0 +1,1 @@
+"""The revisions, oldest first (`NNNN_<what>.py`); each one's `down_revision` is the one before."""

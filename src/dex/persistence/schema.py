@@ -1,0 +1,88 @@
+"""The history store's tables (SQLAlchemy 2 Core): what the code reads and writes.
+
+Amounts are integers: asset units, price ticks, size lots.
+
+- `positions(stream PK, log_seq)`: the last entry of each log applied.
+- `markets(market PK, base, quote)`: from risk `market_added` (trade_settled needs them).
+- `balances(account, asset, available, locked; PK account, asset)`: copied from the risk
+  events that carry an account's new balance; fee accounts `fee:<r>` from `trade_settled`.
+- `trades(market, trade_id, price, size, maker_order_id, taker_order_id, taker_side, ts;
+  PK market, trade_id)`: matching `trade`.
+- `orders(order_id PK, account, market, side, type, price, size, client_order_id, status,
+  filled, reason, updated_ts)`: matching order events (status open / untriggered / filled /
+  cancelled / expired / rejected; `filled` in lots).
+- `events(stream, log_seq, idx, kind, body; PK stream, log_seq, idx)`: every event of every
+  entry, `body` its JSON (JSONB on PostgreSQL).
+
+The tables are created and changed by the migrations (`dex.persistence.migrations`), never
+from here: a change to this module comes with a new revision, and a test holds the migrated
+schema equal to these tables.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import JSON, BigInteger, Column, Index, MetaData, Table, Text
+from sqlalchemy.dialects import postgresql
+
+metadata = MetaData()
+BODY = JSON().with_variant(postgresql.JSONB(), "postgresql")
+
+positions = Table(
+    "positions",
+    metadata,
+    Column("stream", Text, primary_key=True),
+    Column("log_seq", BigInteger, nullable=False),
+)
+markets = Table(
+    "markets",
+    metadata,
+    Column("market", Text, primary_key=True),
+    Column("base", Text, nullable=False),
+    Column("quote", Text, nullable=False),
+)
+balances = Table(
+    "balances",
+    metadata,
+    Column("account", Text, primary_key=True),
+    Column("asset", Text, primary_key=True),
+    Column("available", BigInteger, nullable=False),
+    Column("locked", BigInteger, nullable=False),
+)
+trades = Table(
+    "trades",
+    metadata,
+    Column("market", Text, primary_key=True),
+    Column("trade_id", BigInteger, primary_key=True),
+    Column("price", BigInteger, nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("maker_order_id", BigInteger, nullable=False),
+    Column("taker_order_id", BigInteger, nullable=False),
+    Column("taker_side", Text, nullable=False),
+    Column("ts", BigInteger, nullable=False),
+)
+orders = Table(
+    "orders",
+    metadata,
+    Column("order_id", BigInteger, primary_key=True),
+    Column("account", Text, nullable=False),
+    Column("market", Text, nullable=False),
+    Column("side", Text, nullable=False),
+    Column("type", Text),  # None for an order the engine rejected (the event does not say)
+    Column("price", BigInteger),
+    Column("size", BigInteger),
+    Column("client_order_id", Text),
+    Column("status", Text, nullable=False),
+    Column("filled", BigInteger, nullable=False),
+    Column("reason", Text),  # cancel reason or reject code
+    Column("updated_ts", BigInteger, nullable=False),
+    Index("orders_by_account", "account", "order_id"),
+)
+events = Table(
+    "events",
+    metadata,
+    Column("stream", Text, primary_key=True),
+    Column("log_seq", BigInteger, primary_key=True),
+    Column("idx", BigInteger, primary_key=True),
+    Column("kind", Text, nullable=False),
+    Column("body", BODY, nullable=False),
+)

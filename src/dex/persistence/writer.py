@@ -1,0 +1,397 @@
+"""The ingest writer: log entries -> rows, written with the positions in one transaction.
+
+`collect` decodes a batch of log entries into a `Work` (all in memory, no I/O); `write` writes
+it and moves the positions in the caller's transaction. The service (`service.py`) runs the
+batch loop around them.
+
+Invariants:
+- The positions are moved with `UPDATE ... WHERE log_seq = <old>`, so an entry applied by
+  anyone before (a restart, a second replica) is never applied again: `PositionsMoved` rolls
+  the transaction back and the caller reloads the positions.
+- Balances are copied from the events (each carries the account's new balance), never
+  computed, so the store agrees with the ledger entry by entry. Orders come from the matching
+  events only (their one authoritative life: accepted -> trades -> one terminal event).
+- Text is stored as the store can hold it: a NUL (which PostgreSQL refuses in text and jsonb)
+  is stored as U+FFFD; `Work.scrubbed` names the entries so changed. A command inside an
+  event (an accepted order) is written as on the bus, without its fields that hold their
+  default value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import msgspec
+from sqlalchemy import Table, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DataError, DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from dex.core import events as me
+from dex.core.enums import ORDER_TRANSITIONS, OrderStatus, OrderType, Side
+from dex.persistence.schema import balances, events, markets, orders, positions, trades
+from dex.risk import events as re_
+from dex.services.reader import BadList, Batch
+from dex.wire import codec
+
+_CHUNK = 500  # ids per IN (...) query
+OPEN = OrderStatus.OPEN
+UNTRIGGERED = OrderStatus.UNTRIGGERED  # stored as their values (plain text)
+_STOPS = (OrderType.STOP_LIMIT, OrderType.STOP_MARKET)
+_BALANCE_EVENTS = (
+    re_.DepositCredited,
+    re_.WithdrawalRequested,
+    re_.WithdrawalCompleted,
+    re_.WithdrawalFailed,
+    re_.FundsReleased,
+)
+_ORDER_EVENTS = (
+    me.Accepted,
+    me.Rejected,
+    me.Trade,
+    me.Triggered,
+    me.Amended,
+    me.Filled,
+    me.Cancelled,
+    me.Expired,
+)
+
+
+class PositionsMoved(Exception):
+    """Someone else moved a position since we read it: reload, never apply twice."""
+
+
+class Work:
+    """What one batch writes, built in memory before the transaction."""
+
+    def __init__(self, known_markets: dict[str, tuple[str, str]]) -> None:
+        self.markets = dict(known_markets)
+        self.new_markets: list[dict[str, Any]] = []
+        self.balances: dict[tuple[str, str], tuple[int, int]] = {}
+        self.trades: list[dict[str, Any]] = []
+        self.order_events: list[me.Event] = []
+        self.events: list[dict[str, Any]] = []
+        self.scrubbed: list[tuple[str, int]] = []  # entries stored with U+FFFD for NUL
+
+
+def collect(
+    got: Batch,
+    pos: dict[str, int],
+    fee_accounts: dict[str, str],
+    known_markets: dict[str, tuple[str, str]],
+) -> tuple[Work, dict[str, tuple[int, int]], BadList]:
+    """Decode the entries of `got` past `pos`: what to write, each moved stream's
+    (old, new) position, and the entries that do not decode. `fee_accounts` maps each risk
+    log to its fee account; a stream not in it is a matching log."""
+    work = Work(known_markets)
+    bad: BadList = []
+    moved: dict[str, tuple[int, int]] = {}
+    for stream, entries in got.items():
+        old = last = pos[stream]
+        fee_account = fee_accounts.get(stream)
+        for seq, data in entries:
+            if seq <= last:
+                continue  # applied already
+            last = seq
+            try:
+                if fee_account is not None:
+                    risk_entry = codec.decode_risk_entry(data)
+                    if _holds_nul(risk_entry):
+                        risk_entry = _scrubbed(risk_entry)
+                        work.scrubbed.append((stream, seq))
+                    _risk_entry(work, stream, seq, risk_entry, fee_account)
+                else:
+                    match_entry = codec.decode_match_events(data)
+                    if _holds_nul(match_entry):
+                        match_entry = _scrubbed(match_entry)
+                        work.scrubbed.append((stream, seq))
+                    _match_entry(work, stream, seq, match_entry)
+            except codec.BadEntry as e:
+                bad.append((stream, seq, str(e)))
+        if last != old:
+            moved[stream] = (old, last)
+    return work, moved, bad
+
+
+def _risk_entry(
+    work: Work, stream: str, seq: int, entry: codec.RiskEntry, fee_account: str
+) -> None:
+    idx = 0
+    bal = work.balances
+    for item in entry.items:
+        for ev in item.events:
+            work.events.append(_event_row(stream, seq, idx, ev))
+            idx += 1
+            if isinstance(ev, _BALANCE_EVENTS):
+                bal[(ev.account, ev.asset)] = (ev.available, ev.locked)
+            elif isinstance(ev, re_.OrderAcceptedForMatching):
+                bal[(ev.account, ev.hold_asset)] = (ev.available, ev.locked)
+            elif isinstance(ev, re_.OrderCommandForwarded):
+                if ev.hold_asset is not None:
+                    bal[(ev.account, ev.hold_asset)] = (ev.available, ev.locked)
+            elif isinstance(ev, re_.TradeSettled):
+                known = work.markets.get(ev.market)
+                if known is None:
+                    raise RuntimeError(
+                        f"{stream}#{seq}: trade_settled in {ev.market!r} before market_added"
+                    )
+                base, quote = known
+                for side in (ev.maker, ev.taker):
+                    if side is None:
+                        continue
+                    bal[(side.account, base)] = (side.base_available, side.base_locked)
+                    bal[(side.account, quote)] = (side.quote_available, side.quote_locked)
+                    fee_asset = base if side.side is Side.BUY else quote
+                    bal[(fee_account, fee_asset)] = (side.fee_account_balance, 0)
+            elif isinstance(ev, re_.MarketAdded):
+                spec = ev.spec
+                if spec.market not in work.markets:
+                    work.markets[spec.market] = (spec.base, spec.quote)
+                    work.new_markets.append(
+                        {"market": spec.market, "base": spec.base, "quote": spec.quote}
+                    )
+
+
+def _match_entry(work: Work, stream: str, seq: int, entry: codec.MatchEntryEvents) -> None:
+    idx = 0
+    for item in entry.items:
+        for ev in item.events:
+            work.events.append(_event_row(stream, seq, idx, ev))
+            idx += 1
+            if isinstance(ev, _ORDER_EVENTS):
+                work.order_events.append(ev)
+            if isinstance(ev, me.Trade):
+                work.trades.append(
+                    {
+                        "market": ev.market,
+                        "trade_id": ev.trade_id,
+                        "price": ev.price,
+                        "size": ev.size,
+                        "maker_order_id": ev.maker_order_id,
+                        "taker_order_id": ev.taker_order_id,
+                        "taker_side": str(ev.aggressor),
+                        "ts": ev.ts,
+                    }
+                )
+
+
+def insert(conn: AsyncConnection, table: Table) -> Any:
+    """The dialect's INSERT (with ON CONFLICT) for `table`."""
+    if conn.dialect.name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)
+
+
+async def write(
+    conn: AsyncConnection, work: Work, moved: dict[str, tuple[int, int]], log: Any
+) -> dict[str, int]:
+    """Move the positions and write `work` in the caller's transaction; rows per table.
+    Raises `PositionsMoved` when a position is no longer where it was read."""
+    for stream, (old, new) in moved.items():
+        res = await conn.execute(
+            update(positions)
+            .where(positions.c.stream == stream, positions.c.log_seq == old)
+            .values(log_seq=new)
+        )
+        if res.rowcount != 1:
+            raise PositionsMoved(f"{stream} is no longer at {old} in the store")
+    written = {"positions": len(moved)}
+    if work.new_markets:
+        stmt = insert(conn, markets).on_conflict_do_nothing()
+        await conn.execute(stmt, work.new_markets)
+        written["markets"] = len(work.new_markets)
+    if work.balances:
+        stmt = insert(conn, balances)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[balances.c.account, balances.c.asset],
+            set_={"available": stmt.excluded.available, "locked": stmt.excluded.locked},
+        )
+        rows = [
+            {"account": a, "asset": s, "available": v, "locked": lk}
+            for (a, s), (v, lk) in work.balances.items()
+        ]
+        await conn.execute(stmt, rows)
+        written["balances"] = len(rows)
+    if work.trades:
+        await conn.execute(insert(conn, trades).on_conflict_do_nothing(), work.trades)
+        written["trades"] = len(work.trades)
+    if work.order_events:
+        written["orders"] = await _write_orders(conn, work.order_events, log)
+    if work.events:
+        await conn.execute(insert(conn, events).on_conflict_do_nothing(), work.events)
+        written["events"] = len(work.events)
+    return written
+
+
+async def _write_orders(conn: AsyncConnection, evs: list[me.Event], log: Any) -> int:
+    ids: set[int] = set()
+    for ev in evs:
+        if isinstance(ev, me.Trade):
+            ids.add(ev.maker_order_id)
+            ids.add(ev.taker_order_id)
+        elif isinstance(ev, _ORDER_EVENTS):
+            ids.add(ev.order_id)
+    rows: dict[int, dict[str, Any]] = {}
+    for chunk in _chunks(sorted(ids), _CHUNK):
+        got = await conn.execute(select(orders).where(orders.c.order_id.in_(chunk)))
+        for row in got.mappings():
+            rows[int(row["order_id"])] = dict(row)
+    touched: set[int] = set()
+    for ev in evs:
+        touched.update(fold_order(rows, ev, log))
+    if not touched:
+        return 0
+    stmt = insert(conn, orders)
+    cols = ("type", "price", "size", "status", "filled", "reason", "updated_ts")
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[orders.c.order_id],
+        set_={c: stmt.excluded[c] for c in cols},
+    )
+    await conn.execute(stmt, [rows[oid] for oid in sorted(touched)])
+    return len(touched)
+
+
+def fold_order(rows: dict[int, dict[str, Any]], ev: me.Event, log: Any) -> list[int]:
+    """Apply one matching event to the order rows it concerns; the ids it changed."""
+    if isinstance(ev, me.Accepted):
+        o = ev.order
+        rows[ev.order_id] = {
+            "order_id": ev.order_id,
+            "account": o.account,
+            "market": ev.market,
+            "side": str(o.side),
+            "type": str(o.type),
+            "price": o.price,
+            "size": o.size,
+            "client_order_id": o.client_order_id,
+            "status": (UNTRIGGERED if o.type in _STOPS else OPEN).value,
+            "filled": 0,
+            "reason": None,
+            "updated_ts": ev.ts,
+        }
+        return [ev.order_id]
+    if isinstance(ev, me.Rejected):
+        rows[ev.order_id] = {
+            "order_id": ev.order_id,
+            "account": ev.account,
+            "market": ev.market,
+            "side": str(ev.side),
+            "type": None,
+            "price": None,
+            "size": None,
+            "client_order_id": ev.client_order_id,
+            "status": OrderStatus.REJECTED.value,
+            "filled": 0,
+            "reason": str(ev.code),
+            "updated_ts": ev.ts,
+        }
+        return [ev.order_id]
+    if isinstance(ev, me.Trade):
+        changed = []
+        for oid in (ev.maker_order_id, ev.taker_order_id):
+            row = rows.get(oid)
+            if row is None:
+                log.warning("order_unknown", order_id=oid, trade_id=ev.trade_id)
+                continue
+            row["filled"] += ev.size
+            row["updated_ts"] = ev.ts
+            changed.append(oid)
+        return changed
+    if not isinstance(ev, (me.Triggered, me.Amended, me.Filled, me.Cancelled, me.Expired)):
+        return []
+    row = rows.get(ev.order_id)
+    if row is None:
+        log.warning("order_unknown", order_id=ev.order_id, event=type(ev).__name__)
+        return []
+    if isinstance(ev, me.Amended):
+        row["price"], row["size"], row["updated_ts"] = ev.price, ev.size, ev.ts
+        return [ev.order_id]
+    status, filled, reason = OPEN, row["filled"], row["reason"]
+    if isinstance(ev, me.Filled):
+        status, filled = OrderStatus.FILLED, ev.size
+    elif isinstance(ev, me.Cancelled):
+        status, filled, reason = OrderStatus.CANCELLED, ev.filled, str(ev.reason)
+    elif isinstance(ev, me.Expired):
+        status, filled = OrderStatus.EXPIRED, ev.filled
+    if status not in ORDER_TRANSITIONS[OrderStatus(row["status"])]:
+        log.error(  # the engine never does this: keep the row, say where
+            "order_status_refused",
+            order_id=ev.order_id,
+            status=str(row["status"]),
+            to=str(status),
+            event=type(ev).__name__,
+        )
+        return []
+    row.update(status=status.value, filled=filled, reason=reason, updated_ts=ev.ts)
+    return [ev.order_id]
+
+
+def _event_row(stream: str, seq: int, idx: int, ev: Any) -> dict[str, Any]:
+    body = msgspec.to_builtins(ev)
+    return {"stream": stream, "log_seq": seq, "idx": idx, "kind": body["event"], "body": body}
+
+
+_NUL = "\x00"
+_REPLACEMENT = "\ufffd"
+_NUL_IN_JSON = b"\\u0000"  # JSON's NUL (a text that spells it out only costs a walk)
+_json = msgspec.json.Encoder().encode
+
+
+def _holds_nul(entry: codec.RiskEntry | codec.MatchEntryEvents) -> bool:
+    """Whether any text of the entry's events holds a NUL (one C-speed pass, no walk)."""
+    return _NUL_IN_JSON in _json([item.events for item in entry.items])
+
+
+def _scrubbed(entry: Any) -> Any:
+    """The entry with every NUL in the text of its events replaced by U+FFFD."""
+    items = [msgspec.structs.replace(i, events=_scrub(i.events)) for i in entry.items]
+    return msgspec.structs.replace(entry, items=items)
+
+
+def _scrub(value: Any) -> Any:
+    """`value` with each NUL in its text (strings, keys, nested structs) replaced by U+FFFD;
+    the same object where there is none. One character for one: lengths are kept."""
+    if isinstance(value, str):
+        return value.replace(_NUL, _REPLACEMENT) if _NUL in value else value
+    if isinstance(value, msgspec.Struct):
+        changes = {}
+        for name in value.__struct_fields__:
+            old = getattr(value, name)
+            new = _scrub(old)
+            if new is not old:
+                changes[name] = new
+        return msgspec.structs.replace(value, **changes) if changes else value
+    if isinstance(value, list):
+        items = [_scrub(v) for v in value]
+        return value if all(a is b for a, b in zip(items, value, strict=True)) else items
+    if isinstance(value, dict):
+        pairs = [(_scrub(k), _scrub(v)) for k, v in value.items()]
+        same = all(a is k and b is v for (a, b), (k, v) in zip(pairs, value.items(), strict=True))
+        return value if same else dict(pairs)
+    return value
+
+
+def unstorable(error: Exception) -> bool:
+    """Whether the store refused a value (not itself: a connection, a lock): a PostgreSQL data
+    exception (SQLSTATE class 22: bad text, a number out of range, ...) or a SQLite integer
+    too large for its column."""
+    if isinstance(error, DataError | OverflowError):
+        return True
+    if isinstance(error, DBAPIError):
+        state = getattr(error.orig, "sqlstate", None) or getattr(error.orig, "pgcode", None)
+        return isinstance(state, str) and state.startswith("22")
+    return False
+
+
+def short_error(error: Exception) -> str:
+    return f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"[:500]
+
+
+def count_entries(got: Batch) -> int:
+    return sum(len(entries) for entries in got.values())
+
+
+def _chunks(items: Sequence[int], size: int) -> Iterable[Sequence[int]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
