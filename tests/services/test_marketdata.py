@@ -1,11 +1,12 @@
 """The market-data service against the real shard writers on a MemoryBus: its L2 books equal
 the engines' visible sizes level by level (icebergs, amends, stops, cancels), trades and
-tickers match the logs, a restart after the logs were trimmed rebuilds from the matching
+tickers and candles match the logs, a restart after the logs were trimmed rebuilds from the matching
 snapshots, bad entries are skipped and counted, a trimmed log without a snapshot stops it."""
 
 from __future__ import annotations
 
 import random
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -13,7 +14,8 @@ from litestar.testing import AsyncTestClient
 
 from dex.bus import MemoryBus, TrimmedError
 from dex.core import events as me
-from dex.marketdata.service import DAY_NS, MarketDataService
+from dex.core.numbers import DAY_NS
+from dex.marketdata.service import MarketDataService
 from dex.risk import commands as rc
 from dex.runtime.health import Health
 from dex.runtime.http import build_app
@@ -65,6 +67,19 @@ def md_depth(svc: MarketDataService, market: str) -> tuple[list[Any], list[Any]]
     )
 
 
+def dec(n: int, step: Decimal) -> str:
+    """`n` steps as a decimal string with the step's decimals (computed apart from the service)."""
+    exponent = step.normalize().as_tuple().exponent
+    assert isinstance(exponent, int)
+    return f"{Decimal(n) * step:.{max(0, -exponent)}f}"
+
+
+def steps(c: Cluster, market: str) -> tuple[Decimal, Decimal]:
+    """(tick, lot) of a market as the engine holds it."""
+    params = c.me[layout.shard_for(market, c.m_count)].engine.markets[market].params
+    return params.tick, params.lot
+
+
 async def all_trades(c: Cluster, after: dict[str, int] | None = None) -> list[me.Trade]:
     if after is None:
         evs = await match_events(c)
@@ -84,29 +99,49 @@ async def check_against_engines(
     for market in MARKETS:
         bids, asks = engine_depth(c, market)
         assert md_depth(svc, market) == (bids, asks), market
+        tick, lot = steps(c, market)
+        book = svc.book(market, 10**6)
+        assert book is not None
+        assert book["bids"] == [[dec(p, tick), dec(n, lot)] for p, n in bids]
+        assert book["asks"] == [[dec(p, tick), dec(n, lot)] for p, n in asks]
+        view = c.me[layout.shard_for(market, c.m_count)].engine.view(market)
+        assert book["seq"] == c.me[layout.shard_for(market, c.m_count)].engine.markets[market].seq
         mine = [t for t in trades if t.market == market]
         listed = svc.trades(market, 1000)
         assert listed == [
             {
                 "trade_id": t.trade_id,
-                "price_ticks": t.price,
-                "size_lots": t.size,
+                "price": dec(t.price, tick),
+                "size": dec(t.size, lot),
                 "taker_side": str(t.aggressor),
-                "ts": t.ts,
+                "time_ms": t.ts // 10**6,
             }
             for t in reversed(mine[-1000:])
         ]
         ticker = svc.ticker(market)
         assert ticker is not None
-        view = c.me[layout.shard_for(market, c.m_count)].engine.view(market)
-        assert ticker["last_price_ticks"] == (view.last_price or None)
-        assert ticker["best_bid_ticks"] == (bids[0][0] if bids else None)
-        assert ticker["best_ask_ticks"] == (asks[0][0] if asks else None)
-        assert ticker["volume_24h_lots"] == sum(t.size for t in mine)
-        assert ticker["trades_24h"] == len(mine)
-        assert ticker["high_24h_ticks"] == max((t.price for t in mine), default=None)
-        assert ticker["low_24h_ticks"] == min((t.price for t in mine), default=None)
+        assert ticker["last"] == (dec(view.last_price, tick) if view.last_price else None)
+        assert ticker["best_bid"] == (dec(bids[0][0], tick) if bids else None)
+        assert ticker["best_bid_size"] == (dec(bids[0][1], lot) if bids else None)
+        assert ticker["best_ask"] == (dec(asks[0][0], tick) if asks else None)
+        assert ticker["best_ask_size"] == (dec(asks[0][1], lot) if asks else None)
+        assert ticker["base_volume"] == dec(sum(t.size for t in mine), lot)
+        assert ticker["quote_volume"] == dec(sum(t.price * t.size for t in mine), tick * lot)
+        assert ticker["trades"] == len(mine)
+        prices = [t.price for t in mine]
+        assert ticker["high"] == (dec(max(prices), tick) if prices else None)
+        assert ticker["low"] == (dec(min(prices), tick) if prices else None)
+        assert ticker["open"] == (dec(prices[0], tick) if prices else None)
         assert ticker["status"] == str(view.status)
+        # one candle per interval that saw a trade, holding every trade (the other candle
+        # figures are checked against a naive computation in tests/marketdata)
+        for interval, iv in (("1m", 60_000_000_000), ("1d", DAY_NS)):
+            rows = svc.candles(market, interval)
+            assert rows is not None and len(rows) == len({t.ts // iv for t in mine})
+            assert [r[0] for r in rows] == sorted({t.ts // iv * iv // 10**6 for t in mine})
+            assert sum(r[7] for r in rows) == len(mine)
+            if mine:
+                assert rows[-1][4] == dec(prices[-1], tick)
 
 
 @aio
@@ -192,7 +227,8 @@ async def test_restart_after_trim_rebuilds_from_the_matching_snapshots() -> None
     await svc.start()
     await rich_trading(c)
     await until(svc, lambda: caught_up(svc), "market data to catch up")
-    before = {m: (svc.depth(m, 100), svc.trades(m, 1000), svc.ticker(m)) for m in MARKETS}
+    before = {m: (svc.book(m, 100), svc.trades(m, 1000), svc.ticker(m)) for m in MARKETS}
+    candles_before = {(m, iv): svc.candles(m, iv) for m in MARKETS for iv in ("1m", "4h", "1d")}
     await svc.stop()
     trades = await all_trades(c)
     lasts = {stream: await c.bus.last(stream) for stream in svc.streams}
@@ -209,8 +245,9 @@ async def test_restart_after_trim_rebuilds_from_the_matching_snapshots() -> None
     again = service(c)
     await again.start()
     await until(again, lambda: caught_up(again), "the restarted service to catch up")
-    after = {m: (again.depth(m, 100), again.trades(m, 1000), again.ticker(m)) for m in MARKETS}
+    after = {m: (again.book(m, 100), again.trades(m, 1000), again.ticker(m)) for m in MARKETS}
     assert after == before
+    assert {k: again.candles(*k) for k in candles_before} == candles_before
     assert again.log.named("bootstrapped")  # type: ignore[attr-defined]
     # and it goes on from there
     await c.send(ACCOUNTS[0], place(ACCOUNTS[0], "buy", 200_000, 700, display_size=100))
@@ -269,16 +306,18 @@ async def test_ticker_counts_only_the_last_24_hours() -> None:
     trades = [e for e in await match_events(c) if isinstance(e, me.Trade) and e.market == ETH_USDC]
     now[0] = trades[-1].ts
     ticker = svc.ticker(ETH_USDC)
-    assert ticker is not None and ticker["trades_24h"] == len(trades)
+    assert ticker is not None and ticker["trades"] == len(trades)
     now[0] = trades[-1].ts + DAY_NS + 2 * 60 * 10**9
     ticker = svc.ticker(ETH_USDC)
     assert ticker is not None
-    assert (ticker["trades_24h"], ticker["volume_24h_lots"], ticker["high_24h_ticks"]) == (
+    assert (ticker["trades"], ticker["base_volume"], ticker["high"], ticker["change"]) == (
         0,
-        0,
+        "0.0000",
+        None,
         None,
     )
-    assert ticker["last_price_ticks"] == trades[-1].price
+    tick, _ = steps(c, ETH_USDC)
+    assert ticker["last"] == dec(trades[-1].price, tick)
     assert len(svc.trades(ETH_USDC, 1000) or []) == len(trades)  # the list is by count
     await svc.stop()
 
@@ -305,13 +344,70 @@ async def test_http_api() -> None:
         got = await client.get(f"/v1/markets/{BTC_USDC}/ticker")
         assert got.status_code == 200
         assert got.json()["market"] == BTC_USDC
-        for path in ("depth", "trades", "ticker"):
+        for path in ("depth", "book", "trades", "ticker", "candles"):
             got = await client.get(f"/v1/markets/DOGE-USDC/{path}")
             assert got.status_code == 404
             assert got.json()["error"]["code"] == "unknown_market"
         got = await client.get(f"/v1/markets/{ETH_USDC}/depth", params={"levels": 0})
         assert got.status_code == 400
         assert got.json()["error"]["code"] == "invalid_request"
+
+        tick, lot = steps(c, ETH_USDC)
+        got = await client.get(f"/v1/markets/{ETH_USDC}/book", params={"depth": 2})
+        assert got.status_code == 200
+        body = got.json()
+        assert set(body) == {"market", "seq", "bids", "asks", "checksum"}
+        assert body["market"] == ETH_USDC and body["seq"] > 0
+        assert body["bids"] == [[dec(p, tick), dec(n, lot)] for p, n in bids[:2]]
+        assert body["asks"] == [[dec(p, tick), dec(n, lot)] for p, n in asks[:2]]
+        full = (await client.get(f"/v1/markets/{ETH_USDC}/book")).json()
+        assert full["checksum"] == body["checksum"]  # the top 25 levels, whatever the depth
+        assert full["bids"] == [[dec(p, tick), dec(n, lot)] for p, n in bids[:100]]
+
+        got = await client.get("/v1/tickers")
+        assert got.status_code == 200
+        assert [t["market"] for t in got.json()] == sorted(MARKETS)
+        assert got.json()[1] == (await client.get(f"/v1/markets/{ETH_USDC}/ticker")).json()
+
+        got = await client.get(f"/v1/markets/{ETH_USDC}/candles", params={"interval": "5m"})
+        assert got.status_code == 200
+        body = got.json()
+        assert (body["market"], body["interval"]) == (ETH_USDC, "5m")
+        assert body["candles"] and all(len(row) == 8 for row in body["candles"])
+        open_ms = body["candles"][0][0]
+        assert open_ms % 300_000 == 0
+        for params in (
+            {"start": open_ms, "end": open_ms},
+            {"start": open_ms},
+            {"end": open_ms, "limit": 1},
+        ):
+            params["interval"] = "5m"
+            got = await client.get(f"/v1/markets/{ETH_USDC}/candles", params=params)
+            assert got.status_code == 200, params
+            assert got.json()["candles"][0][0] == open_ms, params
+        got = await client.get(
+            f"/v1/markets/{ETH_USDC}/candles", params={"interval": "5m", "end": open_ms - 1}
+        )
+        assert got.json()["candles"] == []
+
+        bad: list[tuple[str, dict[str, Any], str]] = [
+            ("book", {"depth": 0}, "depth"),
+            ("book", {"depth": svc.max_levels + 1}, "depth"),
+            ("book", {"depth": "x"}, "depth"),
+            ("trades", {"limit": 0}, "limit"),
+            ("trades", {"limit": svc.recent_trades + 1}, "limit"),
+            ("candles", {"interval": "2m"}, "interval"),
+            ("candles", {"start": -1}, "start"),
+            ("candles", {"end": "soon"}, "end"),
+            ("candles", {"start": 10, "end": 9}, "end"),
+            ("candles", {"limit": 0}, "limit"),
+            ("candles", {"limit": 1501}, "limit"),
+        ]
+        for path, params, field in bad:
+            got = await client.get(f"/v1/markets/{ETH_USDC}/{path}", params=params)
+            assert got.status_code == 400, (path, params)
+            error = got.json()["error"]
+            assert (error["code"], error["field"]) == ("invalid_request", field), (path, params)
     await svc.stop()
 
 

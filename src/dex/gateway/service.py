@@ -536,7 +536,37 @@ class Gateway:
         async def ticker(market: str) -> Any:
             return await gw.proxy(gw.market_data_url, f"/v1/markets/{market}/ticker", {})
 
-        return [markets, place_order, cancel_order, faucet, balances, orders, trades, depth, ticker]
+        # market data checks the parameters of these (400 naming the one at fault)
+        @get("/v1/markets/{market:str}/book")
+        async def book(market: str, request: Request[Any, Any, Any]) -> Any:
+            return await gw.proxy(
+                gw.market_data_url, f"/v1/markets/{market}/book", dict(request.query_params)
+            )
+
+        @get("/v1/markets/{market:str}/candles")
+        async def candles(market: str, request: Request[Any, Any, Any]) -> Any:
+            return await gw.proxy(
+                gw.market_data_url, f"/v1/markets/{market}/candles", dict(request.query_params)
+            )
+
+        @get("/v1/tickers")
+        async def tickers() -> Any:
+            return await gw.proxy(gw.market_data_url, "/v1/tickers", {})
+
+        return [
+            markets,
+            place_order,
+            cancel_order,
+            faucet,
+            balances,
+            orders,
+            trades,
+            depth,
+            ticker,
+            book,
+            candles,
+            tickers,
+        ]
 
 
 def _remember(table: OrderedDict[Any, Any], key: Any, value: Any, keep: int) -> None:
