@@ -30,6 +30,7 @@ test: lint
 bench: $(STAMP)
 	$(BIN)/python bench/matching.py
 	$(BIN)/python bench/risk.py
+	$(BIN)/python bench/marketdata.py
 	$(BIN)/python bench/pipeline.py memory
 	$(BIN)/python bench/pipeline.py redis
 	$(BIN)/python bench/pipeline.py recovery
