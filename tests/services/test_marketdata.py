@@ -9,12 +9,14 @@ import random
 from decimal import Decimal
 from typing import Any
 
+import httpx
 import pytest
 from litestar.testing import AsyncTestClient
 
 from dex.bus import MemoryBus, TrimmedError
 from dex.core import events as me
 from dex.core.numbers import DAY_NS
+from dex.gateway.service import Gateway
 from dex.marketdata.service import MarketDataService
 from dex.risk import commands as rc
 from dex.runtime.health import Health
@@ -409,6 +411,66 @@ async def test_http_api() -> None:
             error = got.json()["error"]
             assert (error["code"], error["field"]) == ("invalid_request", field), (path, params)
     await svc.stop()
+
+
+@aio
+async def test_the_gateway_serves_the_market_data_routes_as_market_data_answers() -> None:
+    c = Cluster(matching_shards=3)
+    await c.start()
+    svc = service(c)
+    await svc.start()
+    await rich_trading(c)
+    await until(svc, lambda: caught_up(svc), "market data to catch up")
+    md_app = build_app("market-data", svc.health, svc.metrics, route_handlers=svc.route_handlers())
+    metrics = ServiceMetrics("gateway")
+    health = Health(metrics)
+    health.started = True
+    gw = Gateway(
+        c.bus,
+        risk_shards=c.r_count,
+        matching_shards=c.m_count,
+        health=health,
+        metrics=metrics,
+        log=RecordingLog(),
+        faucet=False,
+        persistence_url="http://127.0.0.1:9",
+        market_data_url="http://market-data",
+    )
+    await gw._http.aclose()
+    gw._http = httpx.AsyncClient(transport=httpx.ASGITransport(app=md_app), timeout=5.0)
+    gw_app = build_app("gateway", health, metrics, route_handlers=gw.route_handlers())
+    asks = [
+        ("/v1/tickers", {}),
+        (f"/v1/markets/{ETH_USDC}/book", {"depth": 3}),
+        (f"/v1/markets/{ETH_USDC}/book", {}),
+        (f"/v1/markets/{ETH_USDC}/trades", {"limit": 4}),
+        (f"/v1/markets/{BTC_USDC}/ticker", {}),
+        (f"/v1/markets/{ETH_USDC}/candles", {"interval": "1h", "limit": 2}),
+        (f"/v1/markets/{ETH_USDC}/depth", {"levels": 2}),
+        (f"/v1/markets/{ETH_USDC}/book", {"depth": 0}),
+        (f"/v1/markets/{ETH_USDC}/candles", {"interval": "7m"}),
+        (f"/v1/markets/{ETH_USDC}/candles", {"start": 5, "end": 4}),
+        ("/v1/markets/DOGE-USDC/book", {}),
+        ("/v1/markets/DOGE-USDC/candles", {}),
+    ]
+    try:
+        direct = httpx.AsyncClient(transport=httpx.ASGITransport(app=md_app), base_url="http://m")
+        proxied = httpx.AsyncClient(transport=httpx.ASGITransport(app=gw_app), base_url="http://g")
+        async with direct, proxied:
+            for path, params in asks:
+                want = await direct.get(path, params=params)
+                got = await proxied.get(path, params=params)
+                assert got.status_code == want.status_code, (path, params)
+                if want.status_code == 200:
+                    assert got.json() == want.json(), (path, params)
+                else:
+                    assert want.status_code in (400, 404), (path, params)
+                    assert got.json()["error"] == {
+                        k: want.json()["error"][k] for k in ("code", "message", "field")
+                    }, (path, params)
+    finally:
+        await gw.stop()
+        await svc.stop()
 
 
 @aio

@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 import msgspec
 from litestar import Request, delete, get, post
-from litestar.params import Parameter
+from litestar.params import FromPath, Parameter
 
 from dex.bus import Bus, TrimmedError
 from dex.core import events as mev
@@ -519,7 +519,7 @@ class Gateway:
 
         @get("/v1/markets/{market:str}/trades")
         async def trades(
-            market: str,
+            market: FromPath[str],
             limit: int = Parameter(default=min(100, gw.max_trades), ge=1, le=gw.max_trades),
         ) -> Any:
             return await gw.proxy(
@@ -527,24 +527,24 @@ class Gateway:
             )
 
         @get("/v1/markets/{market:str}/depth")
-        async def depth(market: str, request: Request[Any, Any, Any]) -> Any:
+        async def depth(market: FromPath[str], request: Request[Any, Any, Any]) -> Any:
             return await gw.proxy(
                 gw.market_data_url, f"/v1/markets/{market}/depth", dict(request.query_params)
             )
 
         @get("/v1/markets/{market:str}/ticker")
-        async def ticker(market: str) -> Any:
+        async def ticker(market: FromPath[str]) -> Any:
             return await gw.proxy(gw.market_data_url, f"/v1/markets/{market}/ticker", {})
 
         # market data checks the parameters of these (400 naming the one at fault)
         @get("/v1/markets/{market:str}/book")
-        async def book(market: str, request: Request[Any, Any, Any]) -> Any:
+        async def book(market: FromPath[str], request: Request[Any, Any, Any]) -> Any:
             return await gw.proxy(
                 gw.market_data_url, f"/v1/markets/{market}/book", dict(request.query_params)
             )
 
         @get("/v1/markets/{market:str}/candles")
-        async def candles(market: str, request: Request[Any, Any, Any]) -> Any:
+        async def candles(market: FromPath[str], request: Request[Any, Any, Any]) -> Any:
             return await gw.proxy(
                 gw.market_data_url, f"/v1/markets/{market}/candles", dict(request.query_params)
             )
