@@ -234,6 +234,91 @@ def shards_cmd(matching_url: str, risk_url: str, as_json: bool) -> None:
 # ---------------------------------------------------------------------- operators
 
 
+@main.group("db")
+def db() -> None:
+    """The history store's schema: DEX_DATABASE_URL, or when unset the embedded mode's SQLite
+    file under the data folder (DEX_DATA_DIR, --data-dir)."""
+
+
+_data_dir_option = click.option(
+    "--data-dir", default=None, help="Data folder of the embedded mode (DEX_DATA_DIR)."
+)
+
+
+def _history(data_dir: str | None) -> str:
+    from dex.persistence.store import history_url
+
+    settings = _settings(data_dir=data_dir)
+    return str(history_url(settings.database_url, settings.data_dir))
+
+
+def _on_store(url: str, work: Any) -> Any:
+    """`work(connection)` in one transaction on the store; a store that cannot be reached or
+    migrated: one line on stderr and exit 1."""
+    import asyncio
+
+    from alembic.util import CommandError
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from dex.persistence.migrations import UnknownSchema
+    from dex.persistence.store import run_sync
+
+    try:
+        return asyncio.run(run_sync(url, work))
+    except (SQLAlchemyError, OSError, UnknownSchema, CommandError, ValueError) as e:
+        _fail(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+
+
+def _revision(revision: str | None, head: str) -> str:
+    return f"{revision} (head)" if revision == head else f"{revision} (head is {head})"
+
+
+@db.command("upgrade")
+@_data_dir_option
+def db_upgrade_cmd(data_dir: str | None) -> None:
+    """Migrate the history store to the newest revision (what persistence does at start). A
+    store made before migrations is stamped at the first revision, then upgraded."""
+    from dex.persistence import migrations
+
+    url = _history(data_dir)
+
+    def work(conn: Any) -> tuple[str | None, str | None]:
+        return migrations.current(conn), migrations.upgrade(conn)
+
+    before, after = _on_store(url, work)
+    head = migrations.head()
+    if before == after:
+        click.echo(f"up to date: {_revision(after, head)}")
+    else:
+        click.echo(f"upgraded: {before or 'none'} -> {_revision(after, head)}")
+
+
+@db.command("current")
+@_data_dir_option
+def db_current_cmd(data_dir: str | None) -> None:
+    """Print the history store's revision: `<revision> (head)` when it is up to date, `none`
+    for an empty store or one made before migrations (then run `dex db upgrade`)."""
+    from dex.persistence import migrations
+    from dex.persistence.store import sqlite_file
+
+    url = _history(data_dir)
+    path = sqlite_file(url)
+    if path is not None and not path.exists():
+        click.echo(f"none (no store at {path}: dex db upgrade creates it)")
+        return
+
+    def work(conn: Any) -> tuple[str | None, bool]:
+        return migrations.current(conn), migrations.unversioned(conn)
+
+    revision, unversioned = _on_store(url, work)
+    head = migrations.head()
+    if revision is None:
+        why = "made before migrations" if unversioned else "empty"
+        click.echo(f"none ({why}: dex db upgrade brings it to {head})")
+    else:
+        click.echo(_revision(revision, head))
+
+
 @main.group("admin")
 @click.option(
     "--token", envvar="DEX_ADMIN_TOKEN", default="", help="Admin token (DEX_ADMIN_TOKEN)."

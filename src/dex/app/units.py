@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from dex.admin.routes import matching_admin_routes, risk_admin_routes
@@ -151,9 +150,10 @@ def gateway_unit(bus: Bus, settings: Settings) -> Unit:
 
 def persistence_unit(bus: Bus, settings: Settings) -> Unit:
     from dex.persistence.service import PersistenceService
+    from dex.persistence.store import history_url
 
     metrics, health, log = _unit_base("persistence", settings)
-    url = settings.database_url or f"sqlite+aiosqlite:///{Path(settings.data_dir) / 'dex.sqlite3'}"
+    url = history_url(settings.database_url, settings.data_dir)
     svc = PersistenceService(
         bus,
         url,

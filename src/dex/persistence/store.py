@@ -34,6 +34,20 @@ def async_database_url(url: str) -> str:
     return parsed.set(drivername=wanted).render_as_string(hide_password=False)
 
 
+def history_url(database_url: str, data_dir: str) -> str:
+    """The history store of a deployment: `database_url` (DEX_DATABASE_URL) or, when it is
+    empty, the embedded mode's SQLite file `<data_dir>/dex.sqlite3`."""
+    return database_url or f"sqlite+aiosqlite:///{Path(data_dir) / 'dex.sqlite3'}"
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite URL; None for PostgreSQL or an in-memory SQLite."""
+    parsed = make_url(async_database_url(url))
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database)
+
+
 def make_engine(
     url: str,
     *,

@@ -54,6 +54,13 @@ def current(connection: Connection) -> str | None:
     return MigrationContext.configure(connection).get_current_revision()
 
 
+def unversioned(connection: Connection) -> bool:
+    """Whether the store holds tables of the first revision but no revision: made by the code
+    before migrations (`upgrade` stamps it)."""
+    tables = set(inspect(connection).get_table_names())
+    return VERSION_TABLE not in tables and bool(tables & BASELINE_TABLES)
+
+
 def upgrade(connection: Connection, target: str = "head") -> str | None:
     """Bring the store to `target` (the newest revision by default); its revision after.
 

@@ -1,0 +1,1 @@
+"""The history store on its own: migrations, `dex db`."""

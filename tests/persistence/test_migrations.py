@@ -1,0 +1,444 @@
+"""The history store's migrations (Alembic) and `dex db upgrade` / `dex db current`, on SQLite
+and on PostgreSQL (`DEX_DATABASE_URL`; each test on a database of its own, dropped after):
+from an empty store, from the previous revision, a second upgrade changing nothing, the
+migrated schema equal to `dex.persistence.schema`, and a store made by the code before
+migrations (its `create_all`, frozen below as LEGACY) upgraded in place without loss."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.resources
+import os
+import secrets
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from click.testing import CliRunner, Result
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    Connection,
+    Index,
+    MetaData,
+    Table,
+    Text,
+    inspect,
+    select,
+    text,
+)
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from dex.cli import main
+from dex.persistence import migrations, schema
+from dex.persistence.store import async_database_url, run_sync
+from dex.wire import layout
+from tests.bus.contract import aio
+from tests.services.inproc import Cluster, place
+from tests.services.reader_kit import A, B, caught_up, rich_trading, until
+from tests.services.test_persistence import check_against_shards, service, store_rows
+
+T = TypeVar("T")
+
+# ---------------------------------------------------------------------------- the old schema
+
+# What `PersistenceService.prepare` created with `metadata.create_all` before migrations
+# existed (commit 4aa4c55), copied here and never changed: the store a data folder of that
+# code holds.
+LEGACY = MetaData()
+Table(
+    "positions",
+    LEGACY,
+    Column("stream", Text, primary_key=True),
+    Column("log_seq", BigInteger, nullable=False),
+)
+Table(
+    "markets",
+    LEGACY,
+    Column("market", Text, primary_key=True),
+    Column("base", Text, nullable=False),
+    Column("quote", Text, nullable=False),
+)
+Table(
+    "balances",
+    LEGACY,
+    Column("account", Text, primary_key=True),
+    Column("asset", Text, primary_key=True),
+    Column("available", BigInteger, nullable=False),
+    Column("locked", BigInteger, nullable=False),
+)
+Table(
+    "trades",
+    LEGACY,
+    Column("market", Text, primary_key=True),
+    Column("trade_id", BigInteger, primary_key=True),
+    Column("price", BigInteger, nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("maker_order_id", BigInteger, nullable=False),
+    Column("taker_order_id", BigInteger, nullable=False),
+    Column("taker_side", Text, nullable=False),
+    Column("ts", BigInteger, nullable=False),
+)
+Table(
+    "orders",
+    LEGACY,
+    Column("order_id", BigInteger, primary_key=True),
+    Column("account", Text, nullable=False),
+    Column("market", Text, nullable=False),
+    Column("side", Text, nullable=False),
+    Column("type", Text),
+    Column("price", BigInteger),
+    Column("size", BigInteger),
+    Column("client_order_id", Text),
+    Column("status", Text, nullable=False),
+    Column("filled", BigInteger, nullable=False),
+    Column("reason", Text),
+    Column("updated_ts", BigInteger, nullable=False),
+    Index("orders_by_account", "account", "order_id"),
+)
+Table(
+    "events",
+    LEGACY,
+    Column("stream", Text, primary_key=True),
+    Column("log_seq", BigInteger, primary_key=True),
+    Column("idx", BigInteger, primary_key=True),
+    Column("kind", Text, nullable=False),
+    Column("body", JSON().with_variant(postgresql.JSONB(), "postgresql"), nullable=False),
+)
+
+BIG = 2**62 + 12_345  # amounts are integers; a large one must come back exact
+LEGACY_ROWS: dict[str, list[dict[str, Any]]] = {
+    "positions": [
+        {"stream": layout.risk_log(0), "log_seq": 41},
+        {"stream": layout.me_log(0), "log_seq": 17},
+    ],
+    "markets": [{"market": "ETH-USDC", "base": "ETH", "quote": "USDC"}],
+    "balances": [
+        {"account": A, "asset": "USDC", "available": BIG, "locked": 7},
+        {"account": "fee:0", "asset": "ETH", "available": 3, "locked": 0},
+    ],
+    "trades": [
+        {
+            "market": "ETH-USDC",
+            "trade_id": 1,
+            "price": 200_000,
+            "size": 5,
+            "maker_order_id": 10,
+            "taker_order_id": 11,
+            "taker_side": "buy",
+            "ts": 1_700_000_000_000_000_000,
+        }
+    ],
+    "orders": [
+        {
+            "order_id": 10,
+            "account": A,
+            "market": "ETH-USDC",
+            "side": "sell",
+            "type": "limit",
+            "price": 200_000,
+            "size": 5,
+            "client_order_id": "c-1",
+            "status": "filled",
+            "filled": 5,
+            "reason": None,
+            "updated_ts": 1_700_000_000_000_000_000,
+        },
+        {
+            "order_id": 12,
+            "account": B,
+            "market": "ETH-USDC",
+            "side": "buy",
+            "type": None,
+            "price": None,
+            "size": None,
+            "client_order_id": None,
+            "status": "rejected",
+            "filled": 0,
+            "reason": "post_only_would_take",
+            "updated_ts": 1_700_000_000_000_000_001,
+        },
+    ],
+    "events": [
+        {
+            "stream": layout.me_log(0),
+            "log_seq": 17,
+            "idx": 0,
+            "kind": "trade",
+            "body": {"event": "trade", "trade_id": 1, "price": 200_000, "nested": [1, "x"]},
+        }
+    ],
+}
+
+# ---------------------------------------------------------------------------- stores
+
+
+async def _admin(url: str, sql: str) -> None:
+    engine = create_async_engine(async_database_url(url), isolation_level="AUTOCOMMIT")
+    try:
+        async with engine.connect() as conn:
+            await conn.execute(text(sql))
+    finally:
+        await engine.dispose()
+
+
+def fresh_postgres() -> Iterator[str]:
+    """The URL of a new database on the server of DEX_DATABASE_URL, dropped after."""
+    url = os.environ.get("DEX_DATABASE_URL")
+    if not url:
+        pytest.skip("DEX_DATABASE_URL is not set: no PostgreSQL server to test against")
+    name = f"dex_mig_{secrets.token_hex(6)}"
+    asyncio.run(_admin(url, f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        asyncio.run(_admin(url, f'DROP DATABASE "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[str]:
+    """The URL of an empty store: a SQLite file, or a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'data' / 'dex.sqlite3'}"
+    else:
+        yield from fresh_postgres()
+
+
+@pytest.fixture
+def postgres_store() -> Iterator[str]:
+    yield from fresh_postgres()
+
+
+def on(url: str, work: Callable[[Connection], T]) -> T:
+    """`work(connection)` in one committed transaction on the store."""
+    return asyncio.run(run_sync(url, work))
+
+
+def diff(md: MetaData) -> Callable[[Connection], list[Any]]:
+    """What autogenerate would change to make the store look like `md` (types compared)."""
+
+    def work(conn: Connection) -> list[Any]:
+        ctx = MigrationContext.configure(conn, opts={"compare_type": True})
+        return list(compare_metadata(ctx, md))
+
+    return work
+
+
+def shape(conn: Connection) -> dict[str, Any]:
+    """The store's tables as reflected: columns (name, type, nullable), primary key, indexes."""
+    insp = inspect(conn)
+    out: dict[str, Any] = {}
+    for name in sorted(insp.get_table_names()):
+        out[name] = (
+            [(c["name"], str(c["type"]), c["nullable"]) for c in insp.get_columns(name)],
+            insp.get_pk_constraint(name)["constrained_columns"],
+            sorted((i["name"], tuple(i["column_names"])) for i in insp.get_indexes(name)),
+        )
+    return out
+
+
+def contents(conn: Connection) -> dict[str, list[dict[str, Any]]]:
+    """Every row of the first revision's tables, in primary-key order."""
+    out = {}
+    for name in sorted(migrations.BASELINE_TABLES):
+        table = schema.metadata.tables[name]
+        got = conn.execute(select(table).order_by(*table.primary_key.columns))
+        out[name] = [dict(r) for r in got.mappings()]
+    return out
+
+
+def legacy_store(rows: bool) -> Callable[[Connection], None]:
+    """The work that makes what the code before migrations made: its create_all (and the
+    position rows it added), then `LEGACY_ROWS` if `rows`."""
+
+    def work(conn: Connection) -> None:
+        LEGACY.create_all(conn)
+        if rows:
+            for name, values in LEGACY_ROWS.items():
+                conn.execute(LEGACY.tables[name].insert(), values)
+
+    return work
+
+
+def dex_db(url: str, *args: str, data_dir: str | None = None) -> Result:
+    """`dex db ...` with the store at `url` (DEX_DATABASE_URL), or with DEX_DATABASE_URL unset
+    and the data folder `data_dir` (DEX_DATA_DIR): the embedded mode's SQLite file."""
+    env = {"DEX_DATABASE_URL": None, "DEX_DATA_DIR": data_dir} if data_dir else {}
+    if not data_dir:
+        env["DEX_DATABASE_URL"] = url
+    return CliRunner().invoke(main, ["db", *args], env=env)
+
+
+def said(result: Result) -> str:
+    assert result.exit_code == 0, (result.exit_code, result.output)
+    return result.output.strip()
+
+
+def head() -> str:
+    return migrations.head()
+
+
+# ---------------------------------------------------------------------------- the tests
+
+
+def test_the_scripts_ship_in_the_package() -> None:
+    """Alembic finds its scripts next to the package's code (no alembic.ini): one line of
+    revisions from the baseline to one head, each a file of the versions package."""
+    files = importlib.resources.files("dex.persistence.migrations")
+    assert files.joinpath("env.py").is_file()
+    assert files.joinpath("script.py.mako").is_file()
+    assert files.joinpath("versions", "__init__.py").is_file()
+    scripts = ScriptDirectory.from_config(migrations.config())
+    chain = list(scripts.walk_revisions())  # newest first
+    assert [s.revision for s in chain][-1] == migrations.BASELINE
+    assert chain[-1].down_revision is None
+    assert scripts.get_heads() == [head()]
+    for s in chain:
+        assert s.path is not None and files.joinpath("versions", os.path.basename(s.path)).is_file()
+
+
+def test_upgrade_from_empty_gives_the_schema_of_the_code(store: str) -> None:
+    assert on(store, migrations.current) is None
+    assert on(store, migrations.upgrade) == head()
+    assert on(store, migrations.current) == head()
+    assert on(store, diff(schema.metadata)) == []
+    tables = set(on(store, lambda conn: inspect(conn).get_table_names()))
+    assert tables == set(schema.metadata.tables) | {migrations.VERSION_TABLE}
+
+
+def test_the_first_revision_is_the_schema_of_the_code_before_migrations(store: str) -> None:
+    """Revision 0001 is exactly what create_all made: a store stamped at it is right."""
+    on(store, lambda conn: migrations.upgrade(conn, migrations.BASELINE))
+    assert on(store, diff(LEGACY)) == []
+    made = on(store, shape)
+    made.pop(migrations.VERSION_TABLE)
+    other = store + "-legacy" if store.startswith("sqlite") else None
+    if other is not None:  # the same comparison the other way: create_all's store, reflected
+        on(other, legacy_store(rows=False))
+        assert on(other, shape) == made
+
+
+def test_from_the_previous_revision_down_to_base_and_up_again(store: str) -> None:
+    on(store, migrations.upgrade)
+    scripts = ScriptDirectory.from_config(migrations.config())
+    previous = scripts.get_revision(head()).down_revision
+    target = previous if isinstance(previous, str) else "base"
+    assert on(store, lambda conn: migrations.downgrade(conn, target)) == (
+        None if target == "base" else target
+    )
+    if target == "base":
+        left = set(on(store, lambda conn: inspect(conn).get_table_names()))
+        assert left <= {migrations.VERSION_TABLE}
+    assert said(dex_db(store, "upgrade")) == f"upgraded: {previous or 'none'} -> {head()} (head)"
+    assert on(store, migrations.current) == head()
+    assert on(store, diff(schema.metadata)) == []
+
+
+def test_an_up_to_date_store_is_left_unchanged(store: str) -> None:
+    on(store, migrations.upgrade)
+    on(store, lambda conn: conn.execute(schema.positions.insert(), LEGACY_ROWS["positions"]))
+    before = (on(store, shape), on(store, contents))
+    assert said(dex_db(store, "upgrade")) == f"up to date: {head()} (head)"
+    assert on(store, migrations.upgrade) == head()
+    assert (on(store, shape), on(store, contents)) == before
+    assert on(store, migrations.current) == head()
+
+
+def test_dex_db_current(store: str, tmp_path: Any) -> None:
+    if store.startswith("sqlite"):
+        data = str(tmp_path / "folder")
+        assert said(dex_db(store, "current", data_dir=data)) == (
+            f"none (no store at {tmp_path / 'folder' / 'dex.sqlite3'}: dex db upgrade creates it)"
+        )
+        assert said(dex_db(store, "upgrade", data_dir=data)) == f"upgraded: none -> {head()} (head)"
+        assert said(dex_db(store, "current", data_dir=data)) == f"{head()} (head)"
+        on(store, lambda conn: None)  # an empty SQLite file
+    assert said(dex_db(store, "current")) == f"none (empty: dex db upgrade brings it to {head()})"
+    said(dex_db(store, "upgrade"))
+    assert said(dex_db(store, "current")) == f"{head()} (head)"
+
+
+def test_dex_db_upgrade_stamps_a_store_of_the_code_before_migrations(store: str) -> None:
+    """A store made by create_all, with rows in every table and no alembic_version: stamped at
+    the first revision and upgraded, every row as it was."""
+    on(store, legacy_store(rows=True))
+    assert said(dex_db(store, "current")) == (
+        f"none (made before migrations: dex db upgrade brings it to {head()})"
+    )
+    assert said(dex_db(store, "upgrade")) == f"upgraded: none -> {head()} (head)"
+    assert said(dex_db(store, "current")) == f"{head()} (head)"
+    got = on(store, contents)
+    for name, rows in LEGACY_ROWS.items():
+        key = [c.name for c in schema.metadata.tables[name].primary_key.columns]
+        assert got[name] == sorted(rows, key=lambda r: [r[k] for k in key])
+    assert on(store, diff(schema.metadata)) == []
+
+
+def test_a_store_with_only_some_old_tables_is_refused_and_left_alone(store: str) -> None:
+    on(store, lambda conn: LEGACY.tables["positions"].create(conn))
+    got = dex_db(store, "upgrade")
+    assert got.exit_code == 1
+    assert "UnknownSchema" in got.output
+    assert set(on(store, lambda conn: inspect(conn).get_table_names())) == {"positions"}
+    with pytest.raises(migrations.UnknownSchema):
+        on(store, migrations.upgrade)
+
+
+def test_replicas_starting_together_migrate_once(postgres_store: str) -> None:
+    """Several persistence replicas start at once on PostgreSQL: the advisory lock lets one
+    migrate while the others wait, then find it done. (The embedded mode, on SQLite, runs one
+    persistence.)"""
+    store = postgres_store
+
+    async def together() -> list[str | None]:
+        four = asyncio.gather(*(run_sync(store, migrations.upgrade) for _ in range(4)))
+        return list(await asyncio.wait_for(four, 60))  # without the lock they can hang
+
+    assert asyncio.run(together()) == [head()] * 4
+    assert on(store, diff(schema.metadata)) == []
+
+
+@aio
+async def test_the_service_upgrades_a_data_folder_of_the_code_before_in_place(
+    store: str,
+) -> None:
+    """A store filled by real trading, turned into what the code before migrations left (the
+    same tables, shown equal to create_all's, and no alembic_version); more trading while it
+    is down; the new service stamps and upgrades it at start, loses nothing and applies
+    nothing twice."""
+    c = Cluster(matching_shards=3)
+    await c.start()
+    db = (store, None)
+    svc = service(c, db)
+    await svc.start()
+    await rich_trading(c)
+    await until(svc, lambda: caught_up(svc), "persistence to catch up")
+    events_before = {
+        (r["stream"], r["log_seq"], r["idx"]) for r in await store_rows(svc, schema.events)
+    }
+    await svc.stop()
+    await run_sync(store, lambda conn: conn.execute(text(f"DROP TABLE {migrations.VERSION_TABLE}")))
+    assert await run_sync(store, diff(LEGACY)) == []
+    assert await run_sync(store, migrations.unversioned)
+    await c.send(A, place(A, "sell", 200_300, 400))
+    await c.send(B, place(B, "buy", 200_300, 400))
+    await c.pump()
+    again = service(c, db)
+    await again.start()
+    try:
+        await until(again, lambda: caught_up(again), "the upgraded store to catch up")
+        assert again.health.ready
+        await check_against_shards(again, c)
+        events_after = {
+            (r["stream"], r["log_seq"], r["idx"]) for r in await store_rows(again, schema.events)
+        }
+        assert events_before < events_after
+        assert await run_sync(store, migrations.current) == head()
+    finally:
+        await again.stop()
