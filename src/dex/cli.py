@@ -319,6 +319,47 @@ def db_current_cmd(data_dir: str | None) -> None:
         click.echo(_revision(revision, head))
 
 
+@db.command("verify")
+@_data_dir_option
+def db_verify_cmd(data_dir: str | None) -> None:
+    """Reconcile the history store: each account's available and locked per asset recomputed
+    from the ledger entries against the balances table, every event's entries summing to zero
+    per asset, conservation per asset (balances and clearing = deposits - withdrawals), every
+    trade's clearing back to zero. A table of the differences and exit 1 if there is any."""
+    from dex.persistence import migrations
+    from dex.persistence.store import sqlite_file
+    from dex.persistence.verify import Difference, verify
+
+    url = _history(data_dir)
+    path = sqlite_file(url)
+    if path is not None and not path.exists():
+        _fail(f"no store at {path}")
+
+    def work(conn: Any) -> tuple[str | None, list[Difference] | None]:
+        revision = migrations.current(conn)
+        return revision, verify(conn) if revision == migrations.head() else None
+
+    revision, found = _on_store(url, work)
+    if found is None:
+        _fail(f"the store is at {revision or 'none'}, not {migrations.head()}: dex db upgrade")
+    if not found:
+        click.echo("verified: the ledger, the balances and the flows agree")
+        return
+    rows = [
+        {
+            "check": d.check,
+            "account": d.account,
+            "asset": d.asset,
+            "expected": d.expected,
+            "found": d.found,
+            "where": d.where,
+        }
+        for d in found
+    ]
+    _print_table(f"{len(found)} difference(s)", rows)
+    raise SystemExit(1)
+
+
 @main.group("admin")
 @click.option(
     "--token", envvar="DEX_ADMIN_TOKEN", default="", help="Admin token (DEX_ADMIN_TOKEN)."

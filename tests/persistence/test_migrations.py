@@ -423,6 +423,7 @@ async def test_the_service_upgrades_a_data_folder_of_the_code_before_in_place(
         (r["stream"], r["log_seq"], r["idx"]) for r in await store_rows(svc, schema.events)
     }
     await svc.stop()
+    await run_sync(store, lambda conn: migrations.downgrade(conn, migrations.BASELINE))
     await run_sync(store, lambda conn: conn.execute(text(f"DROP TABLE {migrations.VERSION_TABLE}")))
     assert await run_sync(store, diff(LEGACY)) == []
     assert await run_sync(store, migrations.unversioned)
@@ -442,3 +443,53 @@ async def test_the_service_upgrades_a_data_folder_of_the_code_before_in_place(
         assert await run_sync(store, migrations.current) == head()
     finally:
         await again.stop()
+
+
+NEW_IN_0002 = {"fills", "ledger_entries", "deposits", "withdrawals"}
+
+
+def test_0002_adds_the_ledger_tables_and_its_downgrade_takes_them_away(store: str) -> None:
+    """0001 with rows -> 0002: the four tables appear empty with their keys and indexes, the
+    rows of 0001 untouched; 0002 -> 0001: exactly the first revision's store again."""
+    on(store, lambda conn: migrations.upgrade(conn, migrations.BASELINE))
+    for name, rows in LEGACY_ROWS.items():
+        on(
+            store,
+            lambda conn, name=name, rows=rows: conn.execute(LEGACY.tables[name].insert(), rows),
+        )
+    before = on(store, contents)
+    legacy_shape = on(store, shape)
+    assert on(store, lambda conn: migrations.upgrade(conn, "0002")) == "0002"
+    made = on(store, shape)
+    assert set(made) == set(legacy_shape) | NEW_IN_0002
+    assert made["ledger_entries"][1] == ["stream", "log_seq", "idx", "line"]
+    assert made["fills"][1] == ["trade_id", "market", "liquidity"]
+    assert made["deposits"][1] == ["tx_id", "log_index"]
+    assert made["withdrawals"][1] == ["withdrawal_id"]
+    assert on(store, contents) == before
+    for name in NEW_IN_0002:
+        table = schema.metadata.tables[name]
+        assert on(store, lambda conn, t=table: conn.execute(select(t)).all()) == []
+    # an entry as large as money gets comes back exact
+    entry = {
+        "stream": layout.risk_log(0),
+        "log_seq": 1,
+        "idx": 0,
+        "line": 0,
+        "account": A,
+        "asset": "USDC",
+        "bucket": "available",
+        "delta": -BIG,
+        "cause": "deposit",
+        "ts": 1,
+    }
+    on(store, lambda conn: conn.execute(schema.ledger_entries.insert(), [entry]))
+    got = on(
+        store,
+        lambda conn: [dict(r) for r in conn.execute(select(schema.ledger_entries)).mappings()],
+    )
+    assert got == [entry]
+    assert on(store, lambda conn: migrations.downgrade(conn, migrations.BASELINE)) == "0001"
+    assert on(store, shape) == legacy_shape
+    assert on(store, contents) == before
+    assert on(store, diff(LEGACY)) == []

@@ -13,6 +13,22 @@ Amounts are integers: asset units, price ticks, size lots.
   cancelled / expired / rejected; `filled` in lots).
 - `events(stream, log_seq, idx, kind, body; PK stream, log_seq, idx)`: every event of every
   entry, `body` its JSON (JSONB on PostgreSQL).
+- `fills(trade_id, market, liquidity, order_id, account, side, price, size, fee, fee_asset,
+  ts, stream, log_seq; PK trade_id, market, liquidity)`: one row per side of each trade, from
+  the risk `trade_settled` of the shard that owns the side (`fee` negative: a rebate; the fee
+  asset is the asset the side received).
+- `ledger_entries(stream, log_seq, idx, line, account, asset, bucket, delta, cause, ts;
+  PK stream, log_seq, idx, line)`: double-entry, one row per change of an account's
+  `available` or `locked` (signed units) with its cause (`dex.persistence.ledger`): the risk
+  event at (`stream`, `log_seq`, `idx`) as in `events`, `line` its n-th entry. Each event's
+  entries sum to zero per asset, against the system accounts `external` (deposits in,
+  completed withdrawals out) and `clearing:<market>` (each side of a trade against the
+  market; zero once both sides of every trade are applied).
+- `deposits(tx_id, log_index, account, asset, amount, ts, stream, log_seq; PK tx_id,
+  log_index)`: risk `deposit_credited`.
+- `withdrawals(withdrawal_id PK, account, asset, amount, status, tx_id, reason,
+  requested_ts, updated_ts, stream, log_seq)`: risk `withdrawal_requested`, then
+  `withdrawal_completed` / `withdrawal_failed` (status requested / completed / failed).
 
 The tables are created and changed by the migrations (`dex.persistence.migrations`), never
 from here: a change to this module comes with a new revision, and a test holds the migrated
@@ -85,4 +101,66 @@ events = Table(
     Column("idx", BigInteger, primary_key=True),
     Column("kind", Text, nullable=False),
     Column("body", BODY, nullable=False),
+)
+fills = Table(
+    "fills",
+    metadata,
+    Column("trade_id", BigInteger, primary_key=True),
+    Column("market", Text, primary_key=True),
+    Column("liquidity", Text, primary_key=True),  # maker / taker
+    Column("order_id", BigInteger, nullable=False),
+    Column("account", Text, nullable=False),
+    Column("side", Text, nullable=False),
+    Column("price", BigInteger, nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("fee", BigInteger, nullable=False),
+    Column("fee_asset", Text, nullable=False),
+    Column("ts", BigInteger, nullable=False),
+    Column("stream", Text, nullable=False),
+    Column("log_seq", BigInteger, nullable=False),
+    Index("fills_by_account", "account", "ts"),
+)
+ledger_entries = Table(
+    "ledger_entries",
+    metadata,
+    Column("stream", Text, primary_key=True),
+    Column("log_seq", BigInteger, primary_key=True),
+    Column("idx", BigInteger, primary_key=True),
+    Column("line", BigInteger, primary_key=True),
+    Column("account", Text, nullable=False),
+    Column("asset", Text, nullable=False),
+    Column("bucket", Text, nullable=False),  # available / locked
+    Column("delta", BigInteger, nullable=False),
+    Column("cause", Text, nullable=False),
+    Column("ts", BigInteger, nullable=False),
+    Index("ledger_entries_by_account", "account", "asset"),
+)
+deposits = Table(
+    "deposits",
+    metadata,
+    Column("tx_id", Text, primary_key=True),
+    Column("log_index", BigInteger, primary_key=True),
+    Column("account", Text, nullable=False),
+    Column("asset", Text, nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("ts", BigInteger, nullable=False),
+    Column("stream", Text, nullable=False),
+    Column("log_seq", BigInteger, nullable=False),
+    Index("deposits_by_account", "account", "ts"),
+)
+withdrawals = Table(
+    "withdrawals",
+    metadata,
+    Column("withdrawal_id", BigInteger, primary_key=True),
+    Column("account", Text, nullable=False),
+    Column("asset", Text, nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("status", Text, nullable=False),  # requested / completed / failed
+    Column("tx_id", Text),
+    Column("reason", Text),
+    Column("requested_ts", BigInteger, nullable=False),
+    Column("updated_ts", BigInteger, nullable=False),
+    Column("stream", Text, nullable=False),
+    Column("log_seq", BigInteger, nullable=False),
+    Index("withdrawals_by_account", "account", "requested_ts"),
 )

@@ -9,7 +9,10 @@ Invariants:
   anyone before (a restart, a second replica) is never applied again: `PositionsMoved` rolls
   the transaction back and the caller reloads the positions.
 - Balances are copied from the events (each carries the account's new balance), never
-  computed, so the store agrees with the ledger entry by entry. Orders come from the matching
+  computed, so the store agrees with the ledger entry by entry. The same events make the
+  double-entry `ledger_entries` (`dex.persistence.ledger`), the `fills` (one per own side of
+  a `trade_settled`), `deposits` and `withdrawals`, in the same transaction: `dex db verify`
+  recomputes the balances from the entries. Orders come from the matching
   events only (their one authoritative life: accepted -> trades -> one terminal event).
 - Text is stored as the store can hold it: a NUL (which PostgreSQL refuses in text and jsonb)
   is stored as U+FFFD; `Work.scrubbed` names the entries so changed. A command inside an
@@ -23,14 +26,26 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import msgspec
-from sqlalchemy import Table, select, update
+from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DataError, DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from dex.core import events as me
 from dex.core.enums import ORDER_TRANSITIONS, OrderStatus, OrderType, Side
-from dex.persistence.schema import balances, events, markets, orders, positions, trades
+from dex.persistence import ledger
+from dex.persistence.schema import (
+    balances,
+    deposits,
+    events,
+    fills,
+    ledger_entries,
+    markets,
+    orders,
+    positions,
+    trades,
+    withdrawals,
+)
 from dex.risk import events as re_
 from dex.services.reader import BadList, Batch
 from dex.wire import codec
@@ -72,6 +87,11 @@ class Work:
         self.trades: list[dict[str, Any]] = []
         self.order_events: list[me.Event] = []
         self.events: list[dict[str, Any]] = []
+        self.entries: list[dict[str, Any]] = []
+        self.fills: list[dict[str, Any]] = []
+        self.deposits: list[dict[str, Any]] = []
+        self.withdrawals: list[dict[str, Any]] = []  # requested
+        self.withdrawal_ends: list[dict[str, Any]] = []  # completed / failed, in order
         self.scrubbed: list[tuple[str, int]] = []  # entries stored with U+FFFD for NUL
 
 
@@ -122,6 +142,7 @@ def _risk_entry(
     for item in entry.items:
         for ev in item.events:
             work.events.append(_event_row(stream, seq, idx, ev))
+            _money(work, stream, seq, idx, ev, fee_account)
             idx += 1
             if isinstance(ev, _BALANCE_EVENTS):
                 bal[(ev.account, ev.asset)] = (ev.available, ev.locked)
@@ -131,12 +152,7 @@ def _risk_entry(
                 if ev.hold_asset is not None:
                     bal[(ev.account, ev.hold_asset)] = (ev.available, ev.locked)
             elif isinstance(ev, re_.TradeSettled):
-                known = work.markets.get(ev.market)
-                if known is None:
-                    raise RuntimeError(
-                        f"{stream}#{seq}: trade_settled in {ev.market!r} before market_added"
-                    )
-                base, quote = known
+                base, quote = work.markets[ev.market]  # known: `_money` checked
                 for side in (ev.maker, ev.taker):
                     if side is None:
                         continue
@@ -151,6 +167,88 @@ def _risk_entry(
                     work.new_markets.append(
                         {"market": spec.market, "base": spec.base, "quote": spec.quote}
                     )
+
+
+def _money(
+    work: Work, stream: str, seq: int, idx: int, ev: re_.RiskEvent, fee_account: str
+) -> None:
+    """The ledger entries, fills, deposits and withdrawals of one risk event."""
+    if isinstance(ev, re_.TradeSettled) and ev.market not in work.markets:
+        raise RuntimeError(f"{stream}#{seq}: trade_settled in {ev.market!r} before market_added")
+    for line, e in enumerate(ledger.entries(ev, fee_account, work.markets)):
+        work.entries.append(
+            {
+                "stream": stream,
+                "log_seq": seq,
+                "idx": idx,
+                "line": line,
+                "account": e.account,
+                "asset": e.asset,
+                "bucket": e.bucket,
+                "delta": e.delta,
+                "cause": e.cause,
+                "ts": ev.ts,
+            }
+        )
+    where = {"stream": stream, "log_seq": seq}
+    if isinstance(ev, re_.TradeSettled):
+        base, quote = work.markets[ev.market]
+        for liquidity, side in (("maker", ev.maker), ("taker", ev.taker)):
+            if side is None:
+                continue
+            work.fills.append(
+                {
+                    "trade_id": ev.trade_id,
+                    "market": ev.market,
+                    "liquidity": liquidity,
+                    "order_id": side.order_id,
+                    "account": side.account,
+                    "side": str(side.side),
+                    "price": ev.price,
+                    "size": ev.size,
+                    "fee": side.fee,
+                    "fee_asset": ledger.fee_asset(side.side, base, quote),
+                    "ts": ev.ts,
+                    **where,
+                }
+            )
+    elif isinstance(ev, re_.DepositCredited):
+        work.deposits.append(
+            {
+                "tx_id": ev.tx_id,
+                "log_index": ev.log_index,
+                "account": ev.account,
+                "asset": ev.asset,
+                "amount": ev.amount,
+                "ts": ev.ts,
+                **where,
+            }
+        )
+    elif isinstance(ev, re_.WithdrawalRequested):
+        work.withdrawals.append(
+            {
+                "withdrawal_id": ev.withdrawal_id,
+                "account": ev.account,
+                "asset": ev.asset,
+                "amount": ev.amount,
+                "status": "requested",
+                "tx_id": None,
+                "reason": None,
+                "requested_ts": ev.ts,
+                "updated_ts": ev.ts,
+                **where,
+            }
+        )
+    elif isinstance(ev, re_.WithdrawalCompleted):
+        work.withdrawal_ends.append(
+            {"wid": ev.withdrawal_id, "w_status": "completed", "w_tx_id": ev.tx_id}
+            | {"w_reason": None, "w_ts": ev.ts}
+        )
+    elif isinstance(ev, re_.WithdrawalFailed):
+        work.withdrawal_ends.append(
+            {"wid": ev.withdrawal_id, "w_status": "failed", "w_tx_id": None}
+            | {"w_reason": ev.reason, "w_ts": ev.ts}
+        )
 
 
 def _match_entry(work: Work, stream: str, seq: int, entry: codec.MatchEntryEvents) -> None:
@@ -221,6 +319,28 @@ async def write(
     if work.events:
         await conn.execute(insert(conn, events).on_conflict_do_nothing(), work.events)
         written["events"] = len(work.events)
+    for table, rows in (
+        (ledger_entries, work.entries),
+        (fills, work.fills),
+        (deposits, work.deposits),
+        (withdrawals, work.withdrawals),
+    ):
+        if rows:
+            await conn.execute(insert(conn, table).on_conflict_do_nothing(), rows)
+            written[table.name] = len(rows)
+    if work.withdrawal_ends:
+        stmt = (
+            update(withdrawals)
+            .where(withdrawals.c.withdrawal_id == bindparam("wid"))
+            .values(
+                status=bindparam("w_status"),
+                tx_id=bindparam("w_tx_id"),
+                reason=bindparam("w_reason"),
+                updated_ts=bindparam("w_ts"),
+            )
+        )
+        await conn.execute(stmt, work.withdrawal_ends)
+        written["withdrawals"] = written.get("withdrawals", 0) + len(work.withdrawal_ends)
     return written
 
 
