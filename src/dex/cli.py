@@ -321,27 +321,49 @@ def db_current_cmd(data_dir: str | None) -> None:
 
 @db.command("verify")
 @_data_dir_option
-def db_verify_cmd(data_dir: str | None) -> None:
+@click.option(
+    "--snapshots/--no-snapshots",
+    default=True,
+    show_default=True,
+    help="Also compare with the risk shards' latest snapshots on the bus (DEX_REDIS_URL, or "
+    "the data folder's bus file when DEX_DATABASE_URL is unset).",
+)
+def db_verify_cmd(data_dir: str | None, snapshots: bool) -> None:
     """Reconcile the history store: each account's available and locked per asset recomputed
-    from the ledger entries against the balances table, every event's entries summing to zero
-    per asset, conservation per asset (balances and clearing = deposits - withdrawals), every
-    trade's clearing back to zero. A table of the differences and exit 1 if there is any."""
+    from the ledger entries against the balances table and against the risk shards' latest
+    snapshots, every event's entries summing to zero per asset, conservation per asset
+    (balances and clearing = deposits - withdrawals), every trade's clearing back to zero. A
+    table of the differences and exit 1 if there is any."""
     from dex.persistence import migrations
     from dex.persistence.store import sqlite_file
-    from dex.persistence.verify import Difference, verify
+    from dex.persistence.verify import Difference, against_snapshots, risk_shards, verify
 
+    settings = _settings(data_dir=data_dir)
     url = _history(data_dir)
     path = sqlite_file(url)
     if path is not None and not path.exists():
         _fail(f"no store at {path}")
 
-    def work(conn: Any) -> tuple[str | None, list[Difference] | None]:
+    def work(conn: Any) -> tuple[str | None, list[Difference] | None, list[int]]:
         revision = migrations.current(conn)
-        return revision, verify(conn) if revision == migrations.head() else None
+        if revision != migrations.head():
+            return revision, None, []
+        return revision, verify(conn), risk_shards(conn)
 
-    revision, found = _on_store(url, work)
+    revision, found, shards = _on_store(url, work)
     if found is None:
         _fail(f"the store is at {revision or 'none'}, not {migrations.head()}: dex db upgrade")
+    notes: list[str] = []
+    if snapshots:
+        got, why = _risk_snapshots(settings, shards)
+        if got is None:
+            notes.append(f"risk snapshots not compared: {why}")
+        else:
+            more, said = _on_store(url, lambda conn: against_snapshots(conn, got))
+            found += more
+            notes += said
+    for note in notes:
+        click.echo(f"note: {note}")
     if not found:
         click.echo("verified: the ledger, the balances and the flows agree")
         return
@@ -357,7 +379,49 @@ def db_verify_cmd(data_dir: str | None) -> None:
         for d in found
     ]
     _print_table(f"{len(found)} difference(s)", rows)
-    raise SystemExit(1)
+    sys.exit(1)
+
+
+def _risk_snapshots(settings: Any, shards: list[int]) -> tuple[Any, str]:
+    """The risk shards' latest snapshots (`read_snapshots`), from Redis when the store is
+    PostgreSQL's (DEX_DATABASE_URL) and DEX_REDIS_URL is set, else from the data folder's bus
+    file; (None, why) when there is no bus to read. Redis unreachable: exit 1."""
+    import asyncio
+    from pathlib import Path
+
+    from dex.persistence.verify import read_snapshots
+
+    if settings.database_url:
+        if not settings.redis_url:
+            return None, "DEX_REDIS_URL is not set"
+        from redis.exceptions import RedisError
+
+        from dex.bus.redis import RedisBus
+
+        async def from_redis() -> Any:
+            bus = RedisBus(settings.redis_url)
+            try:
+                return await read_snapshots(bus, shards)
+            finally:
+                await bus.close()
+
+        try:
+            return asyncio.run(from_redis()), ""
+        except (OSError, RedisError) as e:
+            _fail(f"DEX_REDIS_URL: cannot read the risk snapshots: {e}")
+    from dex.bus.sqlite import BusFileError, SqliteBus
+
+    path = Path(settings.data_dir) / "bus.sqlite3"
+    if not path.exists():
+        return None, f"no bus file at {path}"
+    try:
+        bus = SqliteBus(path)
+    except BusFileError as e:
+        return None, f"{e} (is dex up running?)"
+    try:
+        return asyncio.run(read_snapshots(bus, shards)), ""
+    finally:
+        bus.close()
 
 
 @main.group("admin")

@@ -16,6 +16,7 @@ import pytest
 from click.testing import CliRunner, Result
 from sqlalchemy import Connection, func, select, update
 
+from dex.bus.sqlite import SqliteBus
 from dex.cli import main
 from dex.core import events as me
 from dex.core.enums import STP, OrderType, Side, TimeInForce
@@ -23,7 +24,13 @@ from dex.persistence import ledger, migrations
 from dex.persistence.schema import balances, deposits, fills, ledger_entries, withdrawals
 from dex.persistence.service import PersistenceService
 from dex.persistence.store import run_sync
-from dex.persistence.verify import verify
+from dex.persistence.verify import (
+    Difference,
+    against_snapshots,
+    read_snapshots,
+    risk_shards,
+    verify,
+)
 from dex.risk import commands as rc
 from dex.risk import events as re_
 from dex.wire import layout
@@ -55,7 +62,10 @@ def store(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[str]:
 
 
 def run_verify(url: str) -> Result:
-    return CliRunner().invoke(main, ["db", "verify"], env={"DEX_DATABASE_URL": url})
+    """`dex db verify` on the store at `url`, no bus to read snapshots from (DEX_REDIS_URL
+    unset: never the shared Redis of the test run)."""
+    env = {"DEX_DATABASE_URL": url, "DEX_REDIS_URL": None}
+    return CliRunner().invoke(main, ["db", "verify"], env=env)
 
 
 async def dex_db_verify(url: str) -> Result:
@@ -240,6 +250,13 @@ async def test_verify_passes_after_random_trading_and_names_a_tampered_row(store
     await svc.stop()
     await check_books(c, store)
     assert await run_sync(store, verify) == []
+    for w in c.risk:  # the risk engines' own state, as a deployment keeps it on the bus
+        await w.take_snapshot()
+    shards = list(range(c.r_count))
+    snaps = await read_snapshots(c.bus, shards)
+    assert sorted(snaps) == shards and all(seq for seq, _ in snaps.values())
+    assert await run_sync(store, risk_shards) == shards
+    assert await run_sync(store, lambda conn: against_snapshots(conn, snaps)) == ([], [])
     ok = await dex_db_verify(store)
     assert ok.exit_code == 0, ok.output
 
@@ -291,6 +308,21 @@ async def test_verify_passes_after_random_trading_and_names_a_tampered_row(store
     assert event.asset == "USDC" and C in event.account.split(", ")
     assert event.where == f"{entry['stream']}#{entry['log_seq']}/{entry['idx']}"
     assert event.found == "sum -5"
+    shard = next(r for r in shards if layout.risk_log(r) == entry["stream"])
+    held = ledger_balances(c)[C]["USDC"]
+    assert await run_sync(store, lambda conn: against_snapshots(conn, snaps)) == (
+        [
+            Difference(
+                "snapshot",
+                C,
+                "USDC",
+                f"available {held[0]} locked {held[1]}",
+                next(d.expected for d in found if d.check == "balance"),  # the tampered sum
+                f"{entry['stream']}#{snaps[shard][0]}",
+            )
+        ],
+        [],
+    )
     bad = await dex_db_verify(store)
     assert bad.exit_code == 1
     assert C in bad.output and "USDC" in bad.output
@@ -337,3 +369,82 @@ def test_verify_refuses_a_store_that_is_missing_or_behind(tmp_path: Any) -> None
     got = run_verify(behind)
     assert got.exit_code == 1
     assert asyncio.run(run_sync(behind, migrations.current)) == migrations.BASELINE
+
+
+async def verify_folder(data: Any) -> Result:
+    """`dex db verify` in the embedded mode: the data folder's SQLite store and bus file."""
+    env = {"DEX_DATABASE_URL": None, "DEX_REDIS_URL": None, "DEX_DATA_DIR": str(data)}
+    return await asyncio.to_thread(CliRunner().invoke, main, ["db", "verify"], env=env)
+
+
+@aio
+async def test_verify_compares_the_data_folder_with_the_risk_snapshots(tmp_path: Any) -> None:
+    """`dex up`'s data folder: the store against the risk shards' latest snapshots in the bus
+    file: not compared while the bus is in use or while the store is behind a snapshot (a note
+    says so), compared and equal once it caught up, and a tampered entry named."""
+    data = tmp_path / "data"
+    db = (f"sqlite:///{data / 'dex.sqlite3'}", None)
+    bus = SqliteBus(data / "bus.sqlite3")
+    c = Cluster(bus=bus, matching_shards=3)
+    await c.start()
+    svc = service(c, db)
+    await svc.start()
+    await rich_trading(c)
+    await until(svc, lambda: caught_up(svc), "persistence to catch up")
+    await svc.stop()
+    await random_trading(c, seed=7, n=40)  # the store misses these
+    for w in c.risk:
+        await w.take_snapshot()
+    in_use = await verify_folder(data)
+    assert in_use.exit_code == 0, in_use.output
+    assert "note: risk snapshots not compared" in in_use.output
+    bus.close()
+    behind = await verify_folder(data)
+    assert behind.exit_code == 0, behind.output
+    assert "behind the snapshot" in behind.output
+    # dex up again: the shards recover from their snapshots, persistence catches up
+    bus = SqliteBus(data / "bus.sqlite3")
+    try:
+        c = Cluster(bus=bus, matching_shards=3)
+        await c.start()
+        svc = service(c, db)
+        await svc.start()
+        await until(svc, lambda: caught_up(svc), "persistence to catch up after the restart")
+        await svc.stop()
+    finally:
+        bus.close()
+    ok = await verify_folder(data)
+    assert ok.exit_code == 0, ok.output
+    assert "note:" not in ok.output
+    url = db[0]
+    entry = next(e for e in await rows(url, ledger_entries) if e["account"] == B)
+
+    def tamper(conn: Connection) -> None:
+        conn.execute(
+            update(ledger_entries)
+            .where(
+                ledger_entries.c.stream == entry["stream"],
+                ledger_entries.c.log_seq == entry["log_seq"],
+                ledger_entries.c.idx == entry["idx"],
+                ledger_entries.c.line == entry["line"],
+            )
+            .values(delta=entry["delta"] + 1)
+        )
+
+    await run_sync(url, tamper)
+    snaps = await read_snapshots_of(data)
+    found, notes = await run_sync(url, lambda conn: against_snapshots(conn, snaps))
+    assert notes == [] and [(d.check, d.account, d.asset) for d in found] == [
+        ("snapshot", B, entry["asset"])
+    ]
+    bad = await verify_folder(data)
+    assert bad.exit_code == 1
+    assert "snapshot" in bad.output and B in bad.output
+
+
+async def read_snapshots_of(data: Any) -> dict[int, Any]:
+    bus = SqliteBus(data / "bus.sqlite3")
+    try:
+        return await read_snapshots(bus, [0, 1])
+    finally:
+        bus.close()

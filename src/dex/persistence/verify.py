@@ -10,17 +10,31 @@
   while persistence is behind on one risk log may show a trade half applied here.
 
 Sums are computed by the database (GROUP BY), so the check reads aggregates, not rows.
+
+Against the risk engine's own state (`snapshot` differences): each risk shard's latest snapshot
+on the bus (`Ledger.restore`) holds its accounts' and its fee account's balances as of the
+snapshot's position in the shard's log; every account's balances live on one shard, so they
+equal the sums of that log's entries up to that position. A store behind the snapshot is not
+compared (a note says so): persistence has not applied that far yet.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection, func, select
 
 from dex.persistence.ledger import AVAILABLE, CLEARING, is_system
-from dex.persistence.schema import balances, deposits, ledger_entries, withdrawals
+from dex.persistence.schema import balances, deposits, ledger_entries, positions, withdrawals
+from dex.risk.ledger import Ledger
+from dex.wire import codec, layout
+
+if TYPE_CHECKING:
+    from dex.bus import Bus
+
+Cells = dict[tuple[str, str], tuple[int, int]]  # (account, asset) -> (available, locked)
 
 
 @dataclass(frozen=True)
@@ -152,3 +166,86 @@ def _clearing(conn: Connection) -> list[Difference]:
         Difference("clearing", account, asset, "0", str(int(delta)))
         for account, asset, delta in got
     ]
+
+
+# ---------------------------------------------------------------------------- risk snapshots
+
+
+def risk_shards(conn: Connection) -> list[int]:
+    """The risk shards whose logs the store applies (0, 1, ... as their positions say)."""
+    streams = {r.stream for r in conn.execute(select(positions.c.stream))}
+    out: list[int] = []
+    while layout.risk_log(len(out)) in streams:
+        out.append(len(out))
+    return out
+
+
+def snapshot_cells(core: bytes, shard: int) -> Cells:
+    """The non-zero balances a risk shard's core snapshot holds, its fee account included."""
+    led = Ledger.restore(core)
+    out: Cells = {}
+    for addr, acct in led.accounts.items():
+        for asset, cell in acct.bal.items():
+            if cell[0] or cell[1]:
+                out[(addr, asset)] = (cell[0], cell[1])
+    for asset, amount in led.fees.items():
+        if amount:
+            out[(f"fee:{shard}", asset)] = (amount, 0)
+    return out
+
+
+async def read_snapshots(bus: Bus, shards: list[int]) -> dict[int, tuple[int, Cells]]:
+    """Each shard's latest snapshot on the bus: (its position in the shard's log, balances)."""
+    out: dict[int, tuple[int, Cells]] = {}
+    for r in shards:
+        got = await bus.get_snapshot(layout.snapshot_name(layout.risk_tag(r)))
+        if got is not None:
+            seq, data = got
+            out[r] = (seq, snapshot_cells(codec.decode_snapshot(data).core, r))
+    return out
+
+
+def against_snapshots(
+    conn: Connection, snapshots: dict[int, tuple[int, Cells]]
+) -> tuple[list[Difference], list[str]]:
+    """The differences between the store and each risk snapshot, and notes on what was not
+    compared (no snapshot yet, or the store behind it)."""
+    found: list[Difference] = []
+    notes: list[str] = []
+    applied = {r.stream: int(r.log_seq) for r in conn.execute(select(positions))}
+    for r in risk_shards(conn):
+        stream = layout.risk_log(r)
+        if r not in snapshots:
+            notes.append(f"risk shard {r}: no snapshot on the bus yet, not compared")
+            continue
+        seq, want = snapshots[r]
+        if applied.get(stream, 0) < seq:
+            notes.append(
+                f"risk shard {r}: the store is at {applied.get(stream, 0)} of its log, behind "
+                f"the snapshot at {seq}: not compared"
+            )
+            continue
+        le = ledger_entries.c
+        sums: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
+        for account, asset, bucket, delta in conn.execute(
+            select(le.account, le.asset, le.bucket, func.sum(le.delta))
+            .where(le.stream == stream, le.log_seq <= seq)
+            .group_by(le.account, le.asset, le.bucket)
+        ):
+            if not is_system(account):
+                sums[(account, asset)][0 if bucket == AVAILABLE else 1] += int(delta)
+        have = {k: (v[0], v[1]) for k, v in sums.items() if v[0] or v[1]}
+        for key in sorted(set(want) | set(have)):
+            w, h = want.get(key, (0, 0)), have.get(key, (0, 0))
+            if w != h:
+                found.append(
+                    Difference(
+                        "snapshot",
+                        key[0],
+                        key[1],
+                        f"available {w[0]} locked {w[1]}",
+                        f"available {h[0]} locked {h[1]}",
+                        f"{stream}#{seq}",
+                    )
+                )
+    return found, notes
