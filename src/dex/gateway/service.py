@@ -23,7 +23,7 @@ from typing import Any
 
 import httpx
 import msgspec
-from litestar import Request, delete, get, post
+from litestar import Request, WebSocket, delete, get, post, websocket
 from litestar.params import FromPath, Parameter
 
 from dex.bus import Bus, TrimmedError
@@ -33,6 +33,7 @@ from dex.core.errors import CommandError
 from dex.core.markets import MarketParams
 from dex.core.numbers import MAX_INT, to_steps
 from dex.core.validation import CLIENT_ORDER_ID_RULE, client_order_id_ok
+from dex.gateway.feed import MAX_BUFFER, FeedRelay
 from dex.matching.textform import render
 from dex.risk import commands as rc
 from dex.risk import events as rev
@@ -130,6 +131,7 @@ class Gateway:
         outcomes_kept: int = DEFAULTS.gateway_outcomes_kept,
         proxy_timeout: float = DEFAULTS.gateway_proxy_timeout_ms / 1000,
         max_trades: int = DEFAULTS.market_data_recent_trades,
+        feed_max_buffer: int = MAX_BUFFER,
     ) -> None:
         self.bus = bus
         self.risk_shards = risk_shards
@@ -156,6 +158,13 @@ class Gateway:
             "order_latency", "seconds", "submit to outcome", buckets=(0.001, 0.005, 0.02, 0.1, 1)
         )
         self.m_timeouts = metrics.counter("timeouts", "total", "requests answered by timeout")
+        self.feed = FeedRelay(
+            bus,
+            market_spec=self._market_spec,
+            fetch_book=self._fetch_book,
+            log=log,
+            max_buffer=feed_max_buffer,
+        )
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -167,13 +176,26 @@ class Gateway:
             self.pos[s] = 0 if s == ADMIN_STREAM else await self.bus.last(s)
         await self._catch_up_admin()
         self._task = asyncio.create_task(self._tail())
+        self.feed.start()
 
     async def stop(self) -> None:
+        await self.feed.stop()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         await self._http.aclose()
+
+    def _market_spec(self, market: str) -> Any:
+        params = self.markets.params.get(market)
+        return None if params is None else params.spec
+
+    async def _fetch_book(self, market: str) -> dict[str, Any]:
+        """Market data's whole book of `market` in integers, at its seq (the feed's start)."""
+        resp = await self._http.get(f"{self.market_data_url}/internal/feed/{market}/book")
+        resp.raise_for_status()
+        body: dict[str, Any] = resp.json()
+        return body
 
     async def _catch_up_admin(self) -> None:
         while True:
@@ -553,6 +575,10 @@ class Gateway:
         async def tickers() -> Any:
             return await gw.proxy(gw.market_data_url, "/v1/tickers", {})
 
+        @websocket("/v1/ws")
+        async def feed(socket: WebSocket[Any, Any, Any]) -> None:
+            await gw.feed.serve(socket)
+
         return [
             markets,
             place_order,
@@ -566,6 +592,7 @@ class Gateway:
             book,
             candles,
             tickers,
+            feed,
         ]
 
 

@@ -91,6 +91,8 @@ class L2Book:
         self.stops: dict[int, Place] = {}
         self.seq = 0  # the market's event seq of the last event applied
         self.last_price = 0  # ticks, 0 before the first trade
+        # (is_buy, price) of every level changed since the caller set an empty set here
+        self.touched: set[tuple[bool, int]] | None = None
 
     @classmethod
     def from_engine(cls, m: MarketState) -> L2Book:
@@ -110,6 +112,8 @@ class L2Book:
 
     def _level(self, is_buy: bool, price: int, delta: int) -> None:
         side = self.bids if is_buy else self.asks
+        if self.touched is not None:
+            self.touched.add((is_buy, price))
         total = side.get(price, 0) + delta
         if total:
             side[price] = total

@@ -108,6 +108,12 @@ class Candles:
         seqs = [c.log_seq for rows in self.series.values() for c in rows[:1]]
         return min(seqs) if seqs else None
 
+    def at(self, name: str, open_time: int) -> Candle | None:
+        """The candle of interval `name` opened at `open_time` (ns), if any."""
+        starts = self._starts[name]
+        i = bisect_left(starts, open_time)
+        return self.series[name][i] if i < len(starts) and starts[i] == open_time else None
+
     def since(self, name: str, start_ns: int) -> list[Candle]:
         """The candles of interval `name` opened at or after `start_ns`, oldest first."""
         return self.series[name][bisect_left(self._starts[name], start_ns) :]

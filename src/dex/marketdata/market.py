@@ -17,9 +17,36 @@ from typing import Any
 from dex.core import events as me
 from dex.core.markets import MarketSpec
 from dex.marketdata.book import L2Book, Precision
-from dex.marketdata.candles import MS, Candles
+from dex.marketdata.candles import INTERVALS, MS, Candles
 from dex.marketdata.ticker import rolling, window_start
 from dex.matching.market import MarketState
+from dex.wire.feed import FeedCandle, FeedTicker
+
+
+def render_ticker(t: FeedTicker, fmt: Precision) -> dict[str, Any]:
+    """The ticker's API view (`GET /ticker`, the feed's ticker message): decimal strings."""
+    price, size = fmt.price.render, fmt.size.render
+
+    def opt(v: int | None) -> str | None:
+        return None if v is None else price(v)
+
+    bid, ask, last = t.best_bid, t.best_ask, t.last
+    return {
+        "market": t.market,
+        "status": t.status,
+        "last": opt(last),
+        "open": opt(t.open),
+        "high": opt(t.high),
+        "low": opt(t.low),
+        "change": None if t.open is None or last is None else price(last - t.open),
+        "base_volume": size(t.base),
+        "quote_volume": fmt.notional.render(t.quote),
+        "trades": t.count,
+        "best_bid": None if bid is None else price(bid[0]),
+        "best_bid_size": None if bid is None else size(bid[1]),
+        "best_ask": None if ask is None else price(ask[0]),
+        "best_ask_size": None if ask is None else size(ask[1]),
+    }
 
 
 class Trade:
@@ -101,32 +128,54 @@ class MarketData:
             )
         return out
 
-    def ticker_view(self, now_ns: int) -> dict[str, Any]:
+    def ticker_entry(self, now_ns: int) -> FeedTicker:
+        """The 24-hour ticker in integers (what the feed carries)."""
         f = rolling(self.candles.since("1m", window_start(now_ns)))
-        book, fmt = self.book, self.fmt
-        price, size = fmt.price.render, fmt.size.render
-        last = book.last_price or None
-        bid, ask = book.best_bid(), book.best_ask()
+        book = self.book
+        return FeedTicker(
+            market=self.symbol,
+            seq=book.seq,
+            status=str(book.status),
+            last=book.last_price or None,
+            open=f.open,
+            high=f.high,
+            low=f.low,
+            base=f.base,
+            quote=f.quote,
+            count=f.count,
+            best_bid=book.best_bid(),
+            best_ask=book.best_ask(),
+        )
 
-        def opt(v: int | None) -> str | None:
-            return None if v is None else price(v)
+    def ticker_view(self, now_ns: int) -> dict[str, Any]:
+        return render_ticker(self.ticker_entry(now_ns), self.fmt)
 
-        return {
-            "market": self.symbol,
-            "status": str(book.status),
-            "last": opt(last),
-            "open": opt(f.open),
-            "high": opt(f.high),
-            "low": opt(f.low),
-            "change": None if f.open is None or last is None else price(last - f.open),
-            "base_volume": size(f.base),
-            "quote_volume": fmt.notional.render(f.quote),
-            "trades": f.count,
-            "best_bid": None if bid is None else price(bid[0]),
-            "best_bid_size": None if bid is None else size(bid[1]),
-            "best_ask": None if ask is None else price(ask[0]),
-            "best_ask_size": None if ask is None else size(ask[1]),
-        }
+    def changed_candles(self, trades: list[me.Trade]) -> list[FeedCandle]:
+        """The candles (every interval) holding `trades`, as they are now."""
+        out: list[FeedCandle] = []
+        for name, iv in INTERVALS.items():
+            seen: set[int] = set()
+            for t in trades:
+                start = t.ts - t.ts % iv
+                if start in seen:
+                    continue
+                seen.add(start)
+                c = self.candles.at(name, start)
+                if c is not None:
+                    out.append(
+                        FeedCandle(
+                            name,
+                            c.open_time,
+                            c.open,
+                            c.high,
+                            c.low,
+                            c.close,
+                            c.base,
+                            c.quote,
+                            c.count,
+                        )
+                    )
+        return out
 
     def candles_view(
         self, interval: str, start_ms: int | None, end_ms: int | None, limit: int
@@ -148,4 +197,4 @@ class MarketData:
         ]
 
 
-__all__ = ["MarketData", "Trade"]
+__all__ = ["MarketData", "Trade", "render_ticker"]

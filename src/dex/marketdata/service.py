@@ -34,6 +34,8 @@ restart bootstraps again) rather than anything skipped.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 from typing import Any
@@ -53,9 +55,12 @@ from dex.runtime.settings import DEFAULTS
 from dex.services.reader import BadList, Batch, LogReader, StopReading
 from dex.services.shard import SNAPSHOT_VERSION
 from dex.wire import codec
-from dex.wire.layout import MARKET_DATA_READER, me_log, me_tag, snapshot_name
+from dex.wire.feed import FeedTrade, FeedUpdate, encode_feed
+from dex.wire.layout import MARKET_DATA_READER, md_feed, me_log, me_tag, snapshot_name
 
 MAX_CANDLES = 1500  # the most candles a query returns (a day of 1-minute candles fits)
+FEED_KEEP = 10_000  # entries each market's feed stream keeps
+TICKER_EVERY = 0.1  # seconds: a market's ticker is published at most this often
 
 
 class MarketDataService(LogReader):
@@ -75,6 +80,9 @@ class MarketDataService(LogReader):
         read_timeout: float = 0.1,
         recent_trades: int = DEFAULTS.market_data_recent_trades,
         max_levels: int = DEFAULTS.market_data_max_levels,
+        feed: bool = True,
+        feed_keep: int = FEED_KEEP,
+        ticker_every: float = TICKER_EVERY,
     ) -> None:
         self.me_streams = [me_log(m) for m in range(matching_shards)]
         super().__init__(
@@ -95,6 +103,13 @@ class MarketDataService(LogReader):
         self.full_from: dict[str, int] = dict.fromkeys(self.me_streams, 0)
         self.bootstrapped = False
         self.m_trades = metrics.counter("trades", "total", "trades seen", ["market"])
+        self.feed = feed  # publish each market's updates on its feed stream
+        self.feed_keep = feed_keep  # entries a feed stream keeps (trimmed below)
+        self.ticker_every = ticker_every
+        self.outbox: dict[str, list[bytes]] = {}
+        self.ticker_due: set[str] = set()
+        self._trimmed: dict[str, int] = {}
+        self._ticker_task: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -102,6 +117,8 @@ class MarketDataService(LogReader):
         """Start tailing; the first pass rebuilds from each matching shard's snapshot (retried
         while the bus is unreachable; not ready until caught up)."""
         self.start_reading()
+        if self.feed:
+            self._ticker_task = asyncio.create_task(self._tickers())
 
     async def prepare(self) -> None:
         if self.bootstrapped:
@@ -111,6 +128,11 @@ class MarketDataService(LogReader):
         self.bootstrapped = True
 
     async def stop(self) -> None:
+        if self._ticker_task is not None:
+            self._ticker_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker_task
+            self._ticker_task = None
         await self.stop_reading()
 
     async def _bootstrap(self, m: int, stream: str) -> None:
@@ -154,10 +176,13 @@ class MarketDataService(LogReader):
         now = self.clock_ns()
         for book in self.books.values():
             book.prune(now)
+        if self.outbox:
+            await self._publish()
         return bad
 
     def _entry(self, stream: str, seq: int, entry: codec.MatchEntryEvents, *, full: bool) -> None:
         books = self.books
+        changed: dict[str, tuple[int, list[me.Trade]]] = {}  # market -> (prev_seq, trades)
         for item in entry.items:
             for ev in item.events:
                 if isinstance(ev, me.Trade):
@@ -174,7 +199,65 @@ class MarketDataService(LogReader):
                     continue
                 book = books.get(ev.market)
                 if book is not None:
+                    if self.feed and ev.market not in changed:
+                        changed[ev.market] = (book.book.seq, [])
+                        book.book.touched = set()
                     book.apply(ev, seq)
+                    if self.feed and isinstance(ev, me.Trade):
+                        changed[ev.market][1].append(ev)
+        for market, (prev_seq, trades) in changed.items():
+            self._updated(books[market], prev_seq, trades)
+
+    def _updated(self, data: MarketData, prev_seq: int, trades: list[me.Trade]) -> None:
+        """Queue the feed update of one log entry for one market (published after the batch)."""
+        book = data.book
+        touched, book.touched = book.touched or set(), None
+        bids = sorted(((p, book.bids.get(p, 0)) for buy, p in touched if buy), reverse=True)
+        asks = sorted((p, book.asks.get(p, 0)) for buy, p in touched if not buy)
+        update = FeedUpdate(
+            market=data.symbol,
+            prev_seq=prev_seq,
+            seq=book.seq,
+            bids=bids,
+            asks=asks,
+            trades=[FeedTrade(t.trade_id, t.price, t.size, str(t.aggressor), t.ts) for t in trades],
+            candles=data.changed_candles(trades) if trades else [],
+        )
+        self.outbox.setdefault(data.symbol, []).append(encode_feed(update))
+        self.ticker_due.add(data.symbol)
+
+    async def _publish(self) -> None:
+        """Append the queued updates to each market's feed and trim it to `feed_keep` entries.
+        A failed append is logged and dropped: a relay sees the `prev_seq` gap and takes a new
+        snapshot, so nothing wrong reaches a client."""
+        outbox, self.outbox = self.outbox, {}
+        for market, entries in outbox.items():
+            stream = md_feed(market)
+            try:
+                last = await self.bus.append(stream, entries)
+                mark = self._trimmed.get(stream, 0)
+                if last - mark >= self.feed_keep + max(1, self.feed_keep // 10):
+                    await self.bus.trim(stream, last - self.feed_keep + 1)
+                    self._trimmed[stream] = last - self.feed_keep
+            except Exception as e:
+                self.log.warning("feed_publish_failed", market=market, error=f"{e!r}")
+
+    async def _tickers(self) -> None:
+        """Every `ticker_every` seconds, the ticker of each market that changed since."""
+        while True:
+            await asyncio.sleep(self.ticker_every)
+            due, self.ticker_due = self.ticker_due, set()
+            if not due:
+                continue
+            now = self.clock_ns()
+            for market in sorted(due):
+                data = self.books.get(market)
+                if data is None:
+                    continue
+                try:
+                    await self.bus.append(md_feed(market), [encode_feed(data.ticker_entry(now))])
+                except Exception as e:
+                    self.log.warning("feed_publish_failed", market=market, error=f"{e!r}")
 
     def commit_floor(self, stream: str) -> int:
         floor = self.pos[stream]
@@ -264,6 +347,13 @@ class MarketDataService(LogReader):
         async def market_ticker(market: FromPath[str]) -> dict[str, Any]:
             return svc._market(market).ticker_view(svc.clock_ns())
 
+        @get("/internal/feed/{market:str}/book")
+        async def feed_book(market: FromPath[str]) -> dict[str, Any]:
+            """The whole book in integers at its seq: where a feed relay starts a market."""
+            book = svc._market(market).book
+            bids, asks = book.top(len(book.bids) + len(book.asks))
+            return {"market": market, "seq": book.seq, "bids": bids, "asks": asks}
+
         @get("/v1/tickers")
         async def all_tickers() -> list[dict[str, Any]]:
             return svc.tickers()
@@ -299,6 +389,7 @@ class MarketDataService(LogReader):
             market_ticker,
             all_tickers,
             market_candles,
+            feed_book,
         ]
 
 

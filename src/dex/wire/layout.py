@@ -12,6 +12,7 @@ risk shards by `crc32(key) mod count`, never Python's `hash()`.
 | `dex:{risk:r}:log` | risk shard r (fenced) | persistence, gateway |
 | `dex:{risk:r}:to:m` | risk shard r (fenced, with its log) | matching shard m |
 | `dex:{me:m}:events` | matching shard m (fenced) | risk shards, market-data, persistence, gateway |
+| `dex:{md:<market>}:feed` | market-data (unfenced, trimmed to its last entries) | gateway |
 """
 
 from __future__ import annotations
@@ -52,6 +53,11 @@ def risk_log(r: int) -> str:
 
 def risk_to(r: int, m: int) -> str:
     return f"dex:{{risk:{r}}}:to:{m}"
+
+
+def md_feed(market: str) -> str:
+    """A market's public feed (`dex.wire.feed` entries), published by market data."""
+    return f"dex:{{md:{market}}}:feed"
 
 
 def snapshot_name(tag: str) -> str:
