@@ -38,6 +38,8 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from dex.cli import main
 from dex.persistence import migrations, schema
 from dex.persistence.store import async_database_url, run_sync
+from dex.persistence.verify import verify
+from dex.risk.events import DepositCredited
 from dex.wire import layout
 from tests.bus.contract import aio
 from tests.services.inproc import Cluster, place
@@ -441,6 +443,17 @@ async def test_the_service_upgrades_a_data_folder_of_the_code_before_in_place(
         }
         assert events_before < events_after
         assert await run_sync(store, migrations.current) == head()
+        # the history before the upgrade got its ledger entries, fills and deposits too
+        assert await run_sync(store, verify) == []
+        fill_rows = await store_rows(again, schema.fills)
+        assert len(fill_rows) == 2 * len(await store_rows(again, schema.trades))
+        credited = []
+        for r in range(c.r_count):
+            credited += [e for e in await c.log_events(layout.risk_log(r)) if is_deposit(e)]
+        deposit_rows = await store_rows(again, schema.deposits)
+        assert sorted((d["tx_id"], d["amount"]) for d in deposit_rows) == sorted(
+            (e.tx_id, e.amount) for e in credited
+        )
     finally:
         await again.stop()
 
@@ -493,3 +506,7 @@ def test_0002_adds_the_ledger_tables_and_its_downgrade_takes_them_away(store: st
     assert on(store, shape) == legacy_shape
     assert on(store, contents) == before
     assert on(store, diff(LEGACY)) == []
+
+
+def is_deposit(ev: Any) -> bool:
+    return isinstance(ev, DepositCredited)

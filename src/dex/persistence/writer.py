@@ -26,7 +26,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import msgspec
-from sqlalchemy import Table, bindparam, select, update
+from sqlalchemy import Connection, Table, bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DataError, DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -48,7 +48,7 @@ from dex.persistence.schema import (
 )
 from dex.risk import events as re_
 from dex.services.reader import BadList, Batch
-from dex.wire import codec
+from dex.wire import codec, layout
 
 _CHUNK = 500  # ids per IN (...) query
 OPEN = OrderStatus.OPEN
@@ -70,6 +70,18 @@ _ORDER_EVENTS = (
     me.Filled,
     me.Cancelled,
     me.Expired,
+)
+
+
+_END_WITHDRAWAL = (
+    update(withdrawals)
+    .where(withdrawals.c.withdrawal_id == bindparam("wid"))
+    .values(
+        status=bindparam("w_status"),
+        tx_id=bindparam("w_tx_id"),
+        reason=bindparam("w_reason"),
+        updated_ts=bindparam("w_ts"),
+    )
 )
 
 
@@ -274,7 +286,7 @@ def _match_entry(work: Work, stream: str, seq: int, entry: codec.MatchEntryEvent
                 )
 
 
-def insert(conn: AsyncConnection, table: Table) -> Any:
+def insert(conn: AsyncConnection | Connection, table: Table) -> Any:
     """The dialect's INSERT (with ON CONFLICT) for `table`."""
     if conn.dialect.name == "postgresql":
         return postgresql.insert(table)
@@ -329,17 +341,7 @@ async def write(
             await conn.execute(insert(conn, table).on_conflict_do_nothing(), rows)
             written[table.name] = len(rows)
     if work.withdrawal_ends:
-        stmt = (
-            update(withdrawals)
-            .where(withdrawals.c.withdrawal_id == bindparam("wid"))
-            .values(
-                status=bindparam("w_status"),
-                tx_id=bindparam("w_tx_id"),
-                reason=bindparam("w_reason"),
-                updated_ts=bindparam("w_ts"),
-            )
-        )
-        await conn.execute(stmt, work.withdrawal_ends)
+        await conn.execute(_END_WITHDRAWAL, work.withdrawal_ends)
         written["withdrawals"] = written.get("withdrawals", 0) + len(work.withdrawal_ends)
     return written
 
@@ -515,3 +517,48 @@ def count_entries(got: Batch) -> int:
 def _chunks(items: Sequence[int], size: int) -> Iterable[Sequence[int]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
+
+
+_REBUILD_BATCH = 5_000  # events decoded per flush of the rebuild
+
+
+def rebuild_money(conn: Connection) -> dict[str, int]:
+    """Write the ledger entries, fills, deposits and withdrawals of every risk event already in
+    `events` (a store upgraded from before they existed: revision 0002 runs this), in log
+    order, with the rules of the ingest writer; rows per table. Idempotent (ON CONFLICT DO
+    NOTHING; a withdrawal's end sets the same values again)."""
+    from dex.persistence.verify import risk_shards
+
+    known = {r.market: (r.base, r.quote) for r in conn.execute(select(markets))}
+    fee_accounts = {layout.risk_log(r): f"fee:{r}" for r in risk_shards(conn)}
+    written: dict[str, int] = {}
+    if not fee_accounts:
+        return written
+    got = conn.execute(
+        select(events.c.stream, events.c.log_seq, events.c.idx, events.c.body)
+        .where(events.c.stream.in_(sorted(fee_accounts)))
+        .order_by(events.c.stream, events.c.log_seq, events.c.idx)
+    )
+    while rows := got.fetchmany(_REBUILD_BATCH):
+        work = Work(known)
+        for stream, seq, idx, body in rows:
+            try:
+                ev = msgspec.convert(body, re_.RiskEvent)
+            except msgspec.ValidationError:
+                continue  # not an event this code knows: no rows, `dex db verify` will say
+            if isinstance(ev, re_.MarketAdded):
+                work.markets.setdefault(ev.spec.market, (ev.spec.base, ev.spec.quote))
+            _money(work, stream, int(seq), int(idx), ev, fee_accounts[stream])
+        known = work.markets
+        for table, values in (
+            (ledger_entries, work.entries),
+            (fills, work.fills),
+            (deposits, work.deposits),
+            (withdrawals, work.withdrawals),
+        ):
+            if values:
+                conn.execute(insert(conn, table).on_conflict_do_nothing(), values)
+                written[table.name] = written.get(table.name, 0) + len(values)
+        if work.withdrawal_ends:
+            conn.execute(_END_WITHDRAWAL, work.withdrawal_ends)
+    return written

@@ -1,7 +1,8 @@
 """Fills, the double-entry ledger, deposits and withdrawals.
 
-Tables added empty: a store upgraded from 0001 keeps its balances, but its earlier history
-has no ledger entries (`dex db verify` reports those balances until they are rebuilt).
+A store upgraded from 0001 keeps every row, and its history is filled in: the entries,
+fills, deposits and withdrawals of every risk event already in `events`, by the rules of the
+ingest writer (`dex.persistence.writer.rebuild_money`), so `dex db verify` holds at once.
 
 Revision ID: 0002
 Revises: 0001
@@ -12,6 +13,8 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
+
+from dex.persistence.writer import rebuild_money
 
 revision = "0002"
 down_revision = "0001"
@@ -78,6 +81,7 @@ def upgrade() -> None:
         sa.Column("log_seq", sa.BigInteger(), nullable=False),
     )
     op.create_index("withdrawals_by_account", "withdrawals", ["account", "requested_ts"])
+    rebuild_money(op.get_bind())
 
 
 def downgrade() -> None:
