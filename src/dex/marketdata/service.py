@@ -234,13 +234,15 @@ class MarketDataService(LogReader):
         for market, entries in outbox.items():
             stream = md_feed(market)
             try:
-                last = await self.bus.append(stream, entries)
-                mark = self._trimmed.get(stream, 0)
-                if last - mark >= self.feed_keep + max(1, self.feed_keep // 10):
-                    await self.bus.trim(stream, last - self.feed_keep + 1)
-                    self._trimmed[stream] = last - self.feed_keep
+                await self._trim(stream, await self.bus.append(stream, entries))
             except Exception as e:
                 self.log.warning("feed_publish_failed", market=market, error=f"{e!r}")
+
+    async def _trim(self, stream: str, last: int) -> None:
+        """Keep the last `feed_keep` entries (trimmed once a tenth more has come)."""
+        if last - self._trimmed.get(stream, 0) >= self.feed_keep + max(1, self.feed_keep // 10):
+            await self.bus.trim(stream, last - self.feed_keep + 1)
+            self._trimmed[stream] = last - self.feed_keep
 
     async def _tickers(self) -> None:
         """Every `ticker_every` seconds, the ticker of each market that changed since."""
@@ -254,8 +256,10 @@ class MarketDataService(LogReader):
                 data = self.books.get(market)
                 if data is None:
                     continue
+                stream = md_feed(market)
                 try:
-                    await self.bus.append(md_feed(market), [encode_feed(data.ticker_entry(now))])
+                    entry = encode_feed(data.ticker_entry(now))
+                    await self._trim(stream, await self.bus.append(stream, [entry]))
                 except Exception as e:
                     self.log.warning("feed_publish_failed", market=market, error=f"{e!r}")
 

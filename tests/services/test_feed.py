@@ -1,0 +1,562 @@
+"""The WebSocket feed (`/v1/ws` on the gateway) end to end, in process: the gateway, matching,
+risk and market data on one embedded bus (SQLite, as `dex up`), each on a free port, with real
+WebSocket clients (`websockets`) and orders placed through the gateway's REST API.
+
+Clients keep books from the snapshot and the updates; every message's checksum is computed
+here, apart from the service, and checked, `prev_seq` must equal the last `seq`, and at the
+end every client's book equals the REST book. Then the protocol: acks, errors that leave the
+connection open, trades with consecutive ids, candles, tickers at most every 100 ms; a gap on
+the feed gives the clients a new snapshot; a feed trimmed under a relay gives new snapshots;
+a restarted market data (a fresh one on the same bus) changes no client's book; the feed
+streams are trimmed; a slow subscriber is dropped without holding up the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+import re
+import zlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+
+from dex.app.demo import add_demo_markets
+from dex.app.run import Running, run_units
+from dex.app.units import BUILDERS, market_data_unit
+from dex.bus import TrimmedError
+from dex.bus.sqlite import SqliteBus
+from dex.gateway.feed import Subscriber
+from dex.gateway.service import Gateway
+from dex.marketdata.service import MarketDataService
+from dex.runtime.http import build_app
+from dex.runtime.server import HttpServer
+from dex.runtime.settings import Settings
+from dex.wire.feed import FeedUpdate, encode_feed
+from dex.wire.layout import md_feed
+from tests.bus.contract import aio
+from tests.support.polling import eventually
+
+MARKETS = ("ETH-USDC", "BTC-USDC")
+MID = {"ETH-USDC": Decimal(2000), "BTC-USDC": Decimal(30000)}
+TICK = {"ETH-USDC": Decimal("0.01"), "BTC-USDC": Decimal("0.1")}
+LOT = {"ETH-USDC": Decimal("0.0001"), "BTC-USDC": Decimal("0.00001")}
+SIZE_MAX = {"ETH-USDC": Decimal("0.5"), "BTC-USDC": Decimal("0.03")}
+# the decimal strings at each market's precision (tick 0.01 / 0.1, lot 0.0001 / 0.00001)
+PRICE_TEXT = {"ETH-USDC": re.compile(r"[0-9]+\.[0-9]{2}"), "BTC-USDC": re.compile(r"[0-9]+\.[0-9]")}
+SIZE_TEXT = {
+    "ETH-USDC": re.compile(r"[0-9]+\.[0-9]{4}"),
+    "BTC-USDC": re.compile(r"[0-9]+\.[0-9]{5}"),
+}
+WALLETS = ["0x" + f"{i:040x}" for i in range(0xA1, 0xA5)]
+WAIT = 15.0  # seconds any one condition may take
+
+
+def text_of(n: Decimal, step: Decimal) -> str:
+    exponent = step.as_tuple().exponent
+    assert isinstance(exponent, int)
+    return f"{n:.{-exponent}f}"
+
+
+def crc(bids: dict[str, str], asks: dict[str, str]) -> int:
+    """The feed's checksum, computed here: top 25 levels, bid then ask, `price:size`."""
+    b = sorted(bids.items(), key=lambda kv: Decimal(kv[0]), reverse=True)[:25]
+    a = sorted(asks.items(), key=lambda kv: Decimal(kv[0]))[:25]
+    parts: list[str] = []
+    for i in range(25):
+        if i < len(b):
+            parts += b[i]
+        if i < len(a):
+            parts += a[i]
+    return zlib.crc32(":".join(parts).encode()) & 0xFFFFFFFF
+
+
+# ---------------------------------------------------------------------- the exchange
+
+
+@dataclass
+class Exchange:
+    bus: SqliteBus
+    settings: Settings
+    running: Running
+    extra: list[tuple[Any, HttpServer]] = field(default_factory=list)
+
+    @property
+    def gw_port(self) -> int:
+        return self.running.servers["gateway"].port
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.gw_port}/v1/ws"
+
+    @property
+    def gateway(self) -> Gateway:
+        gw: Gateway = next(u.extra["gateway"] for u in self.running.units if u.name == "gateway")
+        return gw
+
+    @property
+    def market_data(self) -> MarketDataService:
+        svc: MarketDataService = next(
+            u.extra["service"] for u in self.running.units if u.name == "market-data"
+        )
+        return svc
+
+    def http(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(base_url=f"http://127.0.0.1:{self.gw_port}", timeout=WAIT)
+
+
+@contextlib.asynccontextmanager
+async def exchange(tmp_path: Path) -> AsyncIterator[Exchange]:
+    bus = SqliteBus(tmp_path / "bus.sqlite3")
+    settings = Settings(data_dir=str(tmp_path), stop_timeout_ms=5000)
+    await add_demo_markets(bus)
+    names = ("market-data", "matching-engine", "risk-engine", "gateway")
+    units = [BUILDERS[n](bus, settings) for n in names]
+    ready: asyncio.Future[Running] = asyncio.get_running_loop().create_future()
+    stop = asyncio.Event()
+    task = asyncio.create_task(
+        run_units(
+            units, settings, on_ready=ready.set_result, stop=stop, ports=dict.fromkeys(names, 0)
+        )
+    )
+    try:
+        running = await asyncio.wait_for(asyncio.shield(ready), WAIT)
+        ex = Exchange(bus, settings, running)
+        async with ex.http() as c:
+            await eventually(
+                "the gateway ready",
+                lambda: _ok(c, "/readyz"),
+                timeout=WAIT,
+                retry_on=(httpx.HTTPError,),
+            )
+        yield ex
+    finally:
+        stop.set()
+        for unit, srv in ex.extra if "ex" in locals() else []:
+            await unit.stop()
+            await srv.stop()
+        await asyncio.wait_for(task, 30)
+        bus.close()
+
+
+async def _ok(c: httpx.AsyncClient, path: str) -> bool:
+    return (await c.get(path)).status_code == 200
+
+
+async def fund(c: httpx.AsyncClient) -> None:
+    for w in WALLETS:
+        for asset, amount in (("ETH", "1000"), ("BTC", "100"), ("USDC", "10000000")):
+            r = await c.post("/v1/faucet", json={"account": w, "asset": asset, "amount": amount})
+            assert r.status_code == 200, r.text
+
+
+async def random_orders(c: httpx.AsyncClient, rng: random.Random, n: int) -> None:
+    for _ in range(n):
+        market = rng.choice(MARKETS)
+        side = rng.choice(("buy", "sell"))
+        off = Decimal(rng.randint(-40, 40)) / 1000  # within 4% of the mid
+        price = (MID[market] * (1 + off)).quantize(TICK[market])
+        size = (SIZE_MAX[market] * Decimal(rng.randint(1, 100)) / 100).quantize(LOT[market])
+        order = {
+            "market": market,
+            "account": rng.choice(WALLETS),
+            "side": side,
+            "type": "limit",
+            "price": text_of(price, TICK[market]),
+            "size": text_of(size, LOT[market]),
+            "tif": rng.choice(("GTC", "GTC", "GTC", "IOC")),
+        }
+        r = await c.post("/v1/orders", json=order)
+        assert r.status_code == 200, r.text
+
+
+async def trade_for(ex: Exchange, seconds: float, seed: int, wallets: int = 3) -> None:
+    """Random orders from `wallets` concurrent senders for `seconds`."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + seconds
+
+    async def sender(k: int) -> None:
+        rng = random.Random(seed * 100 + k)
+        async with ex.http() as c:
+            while loop.time() < end:
+                await random_orders(c, rng, 5)
+
+    await asyncio.gather(*(sender(k) for k in range(wallets)))
+
+
+# ---------------------------------------------------------------------- clients
+
+
+class BookClient:
+    """A WebSocket client keeping the books of `markets` and checking every message."""
+
+    def __init__(self, ws: ClientConnection, markets: tuple[str, ...]) -> None:
+        self.ws = ws
+        self.markets = markets
+        self.books: dict[str, tuple[dict[str, str], dict[str, str]]] = {}
+        self.seq: dict[str, int] = {}
+        self.snapshots: dict[str, int] = dict.fromkeys(markets, 0)
+        self.updates = 0
+        self.errors: list[str] = []
+        self.task: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def open(cls, url: str, markets: tuple[str, ...] = MARKETS) -> BookClient:
+        ws = await connect(url)
+        client = cls(ws, markets)
+        for m in markets:
+            await ws.send(json.dumps({"op": "subscribe", "channel": "book", "market": m}))
+        client.task = asyncio.create_task(client.run())
+        return client
+
+    async def close(self) -> None:
+        await self.ws.close()
+        if self.task is not None:
+            with contextlib.suppress(Exception):
+                await self.task
+
+    async def run(self) -> None:
+        with contextlib.suppress(Exception):
+            async for raw in self.ws:
+                self.check(json.loads(raw))
+
+    def check(self, msg: dict[str, Any]) -> None:
+        if msg["type"] == "subscribed":
+            return
+        m = msg["market"]
+        price_re, size_re = PRICE_TEXT[m], SIZE_TEXT[m]
+        for p, n in msg.get("bids", []) + msg.get("asks", []):
+            if not (price_re.fullmatch(p) and size_re.fullmatch(n)):
+                self.errors.append(f"not at the market's precision: {p} {n}")
+        if msg["type"] == "snapshot":
+            self.snapshots[m] += 1
+            self.books[m] = ({p: n for p, n in msg["bids"]}, {p: n for p, n in msg["asks"]})
+        elif msg["type"] == "update":
+            self.updates += 1
+            if m not in self.books:
+                self.errors.append(f"an update before the snapshot: {msg}")
+                return
+            if msg["prev_seq"] != self.seq[m]:
+                self.errors.append(f"gap on {m}: prev_seq {msg['prev_seq']}, had {self.seq[m]}")
+            for side, levels in zip(self.books[m], (msg["bids"], msg["asks"]), strict=True):
+                for p, n in levels:
+                    if Decimal(n) == 0:
+                        side.pop(p, None)
+                    else:
+                        side[p] = n
+        else:
+            self.errors.append(f"unexpected message {msg}")
+            return
+        self.seq[m] = msg["seq"]
+        if crc(*self.books[m]) != msg["checksum"]:
+            self.errors.append(f"checksum of {m} at seq {msg['seq']} does not verify")
+
+
+async def rest_book(c: httpx.AsyncClient, market: str) -> dict[str, Any]:
+    r = await c.get(f"/v1/markets/{market}/book", params={"depth": 1000})
+    assert r.status_code == 200, r.text
+    body: dict[str, Any] = r.json()
+    return body
+
+
+async def books_equal_rest(clients: list[BookClient], c: httpx.AsyncClient) -> bool:
+    for m in MARKETS:
+        rest = await rest_book(c, m)
+        want = ({p: n for p, n in rest["bids"]}, {p: n for p, n in rest["asks"]})
+        for cl in clients:
+            if cl.seq.get(m) != rest["seq"] or cl.books.get(m) != want:
+                return False
+    return True
+
+
+async def recv(ws: ClientConnection) -> dict[str, Any]:
+    got: dict[str, Any] = json.loads(await asyncio.wait_for(ws.recv(), WAIT))
+    return got
+
+
+async def recv_until(ws: ClientConnection, want: Any) -> dict[str, Any]:
+    """The first message for which `want(msg)` holds (others are skipped)."""
+    while True:
+        msg = await recv(ws)
+        if want(msg):
+            return msg
+
+
+# ---------------------------------------------------------------------- tests
+
+
+@aio
+async def test_clients_keep_exact_books_from_snapshot_and_updates_under_random_trading(
+    tmp_path: Path,
+) -> None:
+    async with exchange(tmp_path) as ex, ex.http() as c:
+        await fund(c)
+        await random_orders(c, random.Random(1), 20)  # books before anyone subscribes
+        early = [await BookClient.open(ex.ws_url) for _ in range(2)]
+        trading = asyncio.create_task(trade_for(ex, 3.0, seed=2))
+        await asyncio.sleep(1.0)  # let the trading run: clients join while it goes on
+        late = [await BookClient.open(ex.ws_url) for _ in range(2)]
+        await trading
+        clients = early + late
+        try:
+            await eventually(
+                "every client's books equal the REST books",
+                lambda: books_equal_rest(clients, c),
+                timeout=WAIT,
+            )
+            for cl in clients:
+                assert cl.errors == []
+                assert cl.snapshots == dict.fromkeys(MARKETS, 1)  # no resubscribe was needed
+            assert all(cl.updates > 20 for cl in early)
+            for m in MARKETS:
+                assert (await rest_book(c, m))["bids"]  # the books were not trivially empty
+        finally:
+            for cl in clients:
+                await cl.close()
+
+
+@aio
+async def test_a_restarted_market_data_leaves_every_client_book_right(tmp_path: Path) -> None:
+    async with exchange(tmp_path) as ex, ex.http() as c:
+        await fund(c)
+        clients = [await BookClient.open(ex.ws_url) for _ in range(2)]
+        await trade_for(ex, 1.0, seed=3)
+        # market data restarts: the old one stops; a fresh one (nothing in memory) reads the
+        # same bus from its start and publishes again; the gateway asks the new one
+        old = next(u for u in ex.running.units if u.name == "market-data")
+        await old.stop()
+        await trade_for(ex, 0.5, seed=4)
+        unit = market_data_unit(ex.bus, ex.settings)
+        srv = HttpServer(
+            build_app(unit.name, unit.health, unit.metrics, route_handlers=unit.routes)
+        )
+        await srv.start("127.0.0.1", 0)
+        ex.extra.append((unit, srv))
+        ex.gateway.market_data_url = f"http://127.0.0.1:{srv.port}"
+        await unit.start()
+        await trade_for(ex, 1.0, seed=5)
+        try:
+            await eventually(
+                "every client's books equal the REST books after the restart",
+                lambda: books_equal_rest(clients, c),
+                timeout=WAIT,
+            )
+            for cl in clients:
+                assert cl.errors == []
+        finally:
+            for cl in clients:
+                await cl.close()
+
+
+@aio
+async def test_a_gap_on_the_feed_gives_clients_a_new_snapshot_never_a_wrong_book(
+    tmp_path: Path,
+) -> None:
+    async with exchange(tmp_path) as ex, ex.http() as c:
+        await fund(c)
+        await random_orders(c, random.Random(6), 10)
+        clients = [await BookClient.open(ex.ws_url, ("ETH-USDC",)) for _ in range(2)]
+        await eventually(
+            "the snapshots", lambda: all(cl.snapshots["ETH-USDC"] for cl in clients), timeout=WAIT
+        )
+        # an update that does not chain (as after a lost publish): the relay drops its book
+        seq = ex.market_data.books["ETH-USDC"].book.seq
+        bogus = FeedUpdate("ETH-USDC", seq + 1, seq + 2, [(1, 5)], [], [], [])
+        await ex.bus.append(md_feed("ETH-USDC"), [encode_feed(bogus)])
+        await trade_for(ex, 1.0, seed=7)
+        try:
+            await eventually(
+                "a new snapshot for every client",
+                lambda: all(cl.snapshots["ETH-USDC"] >= 2 for cl in clients),
+                timeout=WAIT,
+            )
+            await eventually(
+                "every client's book equals the REST book",
+                lambda: _eth_equal(clients, c),
+                timeout=WAIT,
+            )
+            for cl in clients:
+                assert cl.errors == []
+                assert "0.01" not in cl.books["ETH-USDC"][0]  # the bogus level never shows
+        finally:
+            for cl in clients:
+                await cl.close()
+
+
+async def _eth_equal(clients: list[BookClient], c: httpx.AsyncClient) -> bool:
+    rest = await rest_book(c, "ETH-USDC")
+    want = ({p: n for p, n in rest["bids"]}, {p: n for p, n in rest["asks"]})
+    return all(
+        cl.seq.get("ETH-USDC") == rest["seq"] and cl.books.get("ETH-USDC") == want for cl in clients
+    )
+
+
+@aio
+async def test_a_feed_trimmed_under_the_relay_gives_new_snapshots_and_feeds_stay_bounded(
+    tmp_path: Path,
+) -> None:
+    async with exchange(tmp_path) as ex, ex.http() as c:
+        ex.market_data.feed_keep = 20
+        await fund(c)
+        clients = [await BookClient.open(ex.ws_url, ("ETH-USDC",))]
+        await eventually("the snapshot", lambda: clients[0].snapshots["ETH-USDC"], timeout=WAIT)
+        relay = ex.gateway.feed
+        mf = relay.markets["ETH-USDC"]
+        await trade_for(ex, 1.5, seed=8)
+        stream = md_feed("ETH-USDC")
+        last = await ex.bus.last(stream)
+        assert last > 40
+        # the last 20 entries are kept, trimmed again once 2 more came
+        assert len(await ex.bus.read(stream, last - 20, limit=100)) == 20
+        with pytest.raises(TrimmedError):
+            await ex.bus.read(stream, last - 23, limit=1)
+
+        # the relay falls behind the trim (as a stalled gateway would): a new snapshot. (Its
+        # position is put back until then: a read in flight may have moved it on again.)
+        def behind() -> bool:
+            if clients[0].snapshots["ETH-USDC"] >= 2:
+                return True
+            mf.pos = 0
+            return False
+
+        await trade_for(ex, 0.5, seed=9)
+        try:
+            await eventually("a new snapshot", behind, timeout=WAIT)
+            await eventually(
+                "the client's book equals the REST book",
+                lambda: _eth_equal(clients, c),
+                timeout=WAIT,
+            )
+            assert clients[0].errors == []
+        finally:
+            for cl in clients:
+                await cl.close()
+
+
+@aio
+async def test_protocol_acks_errors_trades_candles_and_tickers(tmp_path: Path) -> None:
+    async with exchange(tmp_path) as ex, ex.http() as c, connect(ex.ws_url) as ws:
+        await fund(c)
+        bad = [
+            ("not json", "invalid_json"),
+            ("[1, 2]", "invalid_json"),
+            ({"op": "subscrib", "channel": "book", "market": "ETH-USDC"}, "unknown_op"),
+            ({"op": "subscribe", "channel": "depth", "market": "ETH-USDC"}, "unknown_channel"),
+            ({"op": "subscribe", "channel": "book", "market": "DOGE-USDC"}, "unknown_market"),
+            ({"op": "subscribe", "channel": "book"}, "unknown_market"),
+            ({"op": "subscribe", "channel": "candles", "market": "ETH-USDC"}, "invalid_interval"),
+            (
+                {"op": "subscribe", "channel": "candles", "market": "ETH-USDC", "interval": "2m"},
+                "invalid_interval",
+            ),
+            ({"op": "unsubscribe", "channel": "trades", "market": "ETH-USDC"}, "not_subscribed"),
+        ]
+        for req, code in bad:
+            await ws.send(req if isinstance(req, str) else json.dumps(req))
+            msg = await recv(ws)
+            assert msg["type"] == "error" and msg["code"] == code, (req, msg)
+            assert set(msg) == {"type", "code", "message"} and msg["message"]
+        # the connection is still open and serves
+        subs = [
+            {"channel": "trades", "market": "ETH-USDC"},
+            {"channel": "candles", "market": "ETH-USDC", "interval": "1m"},
+            {"channel": "candles", "market": "ETH-USDC", "interval": "1h"},
+            {"channel": "ticker", "market": "ETH-USDC"},
+        ]
+        for s in subs:
+            await ws.send(json.dumps({"op": "subscribe", **s}))
+            assert await recv(ws) == {"type": "subscribed", **s}
+        trades: list[dict[str, Any]] = []
+        candles: dict[str, list[list[Any]]] = {"1m": [], "1h": []}
+        tickers: list[tuple[float, dict[str, Any]]] = []
+        loop = asyncio.get_running_loop()
+
+        async def listen() -> None:
+            async for raw in ws:
+                msg = json.loads(raw)
+                if msg["channel"] == "trades":
+                    trades.extend(msg["trades"])
+                elif msg["channel"] == "candles":
+                    candles[msg["interval"]].append(msg["candle"])
+                elif msg["channel"] == "ticker":
+                    tickers.append((loop.time(), msg))
+
+        listener = asyncio.create_task(listen())
+        started = loop.time()
+        await trade_for(ex, 2.0, seed=11)
+        r = await c.get("/v1/markets/ETH-USDC/trades", params={"limit": 1000})
+        rest_trades = r.json()["trades"]
+        await eventually("every trade", lambda: len(trades) == len(rest_trades), timeout=WAIT)
+        elapsed = loop.time() - started
+        listener.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await listener
+        assert len(trades) > 5
+        ids = [t["trade_id"] for t in trades]
+        assert ids == list(range(ids[0], ids[0] + len(ids)))  # consecutive
+        assert trades == list(reversed(rest_trades))  # same trades, same strings
+        # candles: each message is the open candle as it is now; the last one equals REST
+        for interval in ("1m", "1h"):
+            assert candles[interval]
+            r = await c.get("/v1/markets/ETH-USDC/candles", params={"interval": interval})
+            assert candles[interval][-1] == r.json()["candles"][-1]
+            counts = [row[7] for row in candles[interval] if row[0] == candles[interval][-1][0]]
+            assert counts == sorted(counts) and len(set(counts)) == len(counts)
+        # tickers: at most one every 100 ms
+        assert tickers
+        assert len(tickers) <= elapsed / 0.1 + 2
+        assert tickers[-1][1]["market"] == "ETH-USDC" and tickers[-1][1]["trades"] > 0
+        # unsubscribe: acknowledged, then nothing more on that channel
+        for s in subs:
+            await ws.send(json.dumps({"op": "unsubscribe", **s}))
+            msg = await recv_until(ws, lambda m: m["type"] != "update")
+            assert msg == {"type": "unsubscribed", **s}
+        await ws.send(json.dumps({"op": "subscribe", "channel": "book", "market": "BTC-USDC"}))
+        assert (await recv(ws))["type"] == "subscribed"
+        snap = await recv(ws)
+        assert snap["type"] == "snapshot" and snap["market"] == "BTC-USDC"
+        assert snap["checksum"] == crc(dict(snap["bids"]), dict(snap["asks"]))
+
+
+class _StuckSocket:
+    """A connection whose sends never complete (a client that stopped reading)."""
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    async def send_text(self, text: str) -> None:
+        self.sent.append(text)
+        await asyncio.Event().wait()
+
+
+class _Socket:
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    async def send_text(self, text: str) -> None:
+        self.sent.append(text)
+
+
+@aio
+async def test_a_slow_subscriber_is_dropped_and_holds_nobody_up() -> None:
+    stuck, fine = Subscriber(_StuckSocket(), 1000), Subscriber(_Socket(), 1000)
+    for sub in (stuck, fine):
+        sub.writer = asyncio.create_task(sub.write())
+    for i in range(50):
+        for sub in (stuck, fine):
+            sub.push(f"message {i:03} " + "x" * 40)  # what the relay does: no waiting
+        await asyncio.sleep(0)
+    await eventually("the fast one got everything", lambda: len(fine.socket.sent) == 50, timeout=5)
+    assert stuck.reason is not None and stuck.reason.startswith("slow consumer")
+    assert stuck.writer is not None
+    await eventually("the stuck writer ended", stuck.writer.done, timeout=5)
+    assert fine.reason is None
+    fine.writer.cancel()  # type: ignore[union-attr]
