@@ -56,6 +56,7 @@ MAX_BUFFER = 4 * 1024 * 1024  # bytes queued for one connection before it is dro
 MAX_PENDING = 100_000  # updates held while a book waits for its snapshot
 TICKER_EVERY = 0.1  # seconds: at most one ticker message per market this often
 SLOW_CLOSE = 1008  # WebSocket close code for a slow subscriber (policy violation)
+GOING_AWAY = 1001  # ... when the gateway stops
 
 _json = msgspec.json.Encoder()
 
@@ -74,6 +75,7 @@ class Subscriber:
         self.buffered = 0  # characters queued or being sent
         self.wake = asyncio.Event()
         self.reason: str | None = None  # why the connection is being closed
+        self.close_code = SLOW_CLOSE
         self.writer: asyncio.Task[None] | None = None
         self.subs: set[tuple[str, str, str]] = set()  # (channel, market, interval or "")
 
@@ -88,8 +90,8 @@ class Subscriber:
         else:
             self.wake.set()
 
-    def kill(self, reason: str) -> None:
-        self.reason = reason
+    def kill(self, reason: str, code: int = SLOW_CLOSE) -> None:
+        self.reason, self.close_code = reason, code
         self.queue.clear()
         if self.writer is not None:
             self.writer.cancel()
@@ -186,7 +188,7 @@ class FeedRelay:
             if mf.ticker_timer is not None:
                 mf.ticker_timer.cancel()
         for sub in list(self.connections):
-            sub.kill("the gateway is stopping")
+            sub.kill("the gateway is stopping", GOING_AWAY)
 
     # ------------------------------------------------------------------ following
 
@@ -355,7 +357,7 @@ class FeedRelay:
             self._drop(sub)
             if sub.reason is not None:
                 with contextlib.suppress(Exception):
-                    await asyncio.wait_for(socket.close(code=SLOW_CLOSE, reason=sub.reason), 1)
+                    await asyncio.wait_for(socket.close(code=sub.close_code, reason=sub.reason), 1)
 
     def _drop(self, sub: Subscriber) -> None:
         self.connections.discard(sub)

@@ -8,6 +8,14 @@ from the matching snapshots, the clock, and the REST routes under `/v1/markets/.
 `/v1/tickers` (prices and sizes as the market's decimal strings; a depth query returns at most
 `max_levels` levels per side, `DEX_MARKET_DATA_MAX_LEVELS`).
 
+The feed (docs/feed.md): after each batch, per matching log entry and market it touched, a
+`dex.wire.feed.FeedUpdate` (levels changed, trades, candles changed; `prev_seq`/`seq` from the
+matching log) is appended to the market's `dex:{md:<market>}:feed`, kept to its last
+`feed_keep` entries; a `FeedTicker` at most every `ticker_every` seconds for a market that
+changed; and `GET /internal/feed/{market}/book` gives the whole book in integers at its seq,
+where the gateway's relay starts. A failed publish is logged and dropped (the relay sees the
+`prev_seq` gap and takes a new snapshot).
+
 Restart, and what the writers may trim (the choice this service makes). The state lives only
 in memory, so a restart must rebuild it without the log from the beginning:
 - the book is rebuilt from the matching shard's latest snapshot (`Engine.restore` of its core:
