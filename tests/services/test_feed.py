@@ -1,6 +1,7 @@
 """The WebSocket feed (`/v1/ws` on the gateway) end to end, in process: the gateway, matching,
 risk and market data on one embedded bus (SQLite, as `dex up`), each on a free port, with real
-WebSocket clients (`websockets`) and orders placed through the gateway's REST API.
+WebSocket clients (`websockets`) and orders placed through the gateway's REST API. The
+first test also runs on Redis Streams (a private `redis-server`), the distributed bus.
 
 Clients keep books from the snapshot and the updates; every message's checksum is computed
 here, apart from the service, and checked, `prev_seq` must equal the last `seq`, and at the
@@ -19,7 +20,7 @@ import json
 import random
 import re
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -32,7 +33,8 @@ from websockets.asyncio.client import ClientConnection, connect
 from dex.app.demo import add_demo_markets
 from dex.app.run import Running, run_units
 from dex.app.units import BUILDERS, market_data_unit
-from dex.bus import TrimmedError
+from dex.bus import Bus, TrimmedError
+from dex.bus.redis import RedisBus
 from dex.bus.sqlite import SqliteBus
 from dex.gateway.feed import Subscriber
 from dex.gateway.service import Gateway
@@ -44,6 +46,7 @@ from dex.wire.feed import FeedUpdate, encode_feed
 from dex.wire.layout import md_feed
 from tests.bus.contract import aio
 from tests.support.polling import eventually
+from tests.support.redis_server import private_redis_or_skip
 
 MARKETS = ("ETH-USDC", "BTC-USDC")
 MID = {"ETH-USDC": Decimal(2000), "BTC-USDC": Decimal(30000)}
@@ -84,7 +87,7 @@ def crc(bids: dict[str, str], asks: dict[str, str]) -> int:
 
 @dataclass
 class Exchange:
-    bus: SqliteBus
+    bus: Bus
     settings: Settings
     running: Running
     extra: list[tuple[Any, HttpServer]] = field(default_factory=list)
@@ -114,8 +117,11 @@ class Exchange:
 
 
 @contextlib.asynccontextmanager
-async def exchange(tmp_path: Path) -> AsyncIterator[Exchange]:
-    bus = SqliteBus(tmp_path / "bus.sqlite3")
+async def exchange(tmp_path: Path, redis_url: str | None = None) -> AsyncIterator[Exchange]:
+    """The exchange on the embedded SQLite bus, or on Redis Streams at `redis_url`."""
+    bus: Bus = (
+        SqliteBus(tmp_path / "bus.sqlite3") if redis_url is None else RedisBus.from_url(redis_url)
+    )
     settings = Settings(data_dir=str(tmp_path), stop_timeout_ms=5000)
     await add_demo_markets(bus)
     names = ("market-data", "matching-engine", "risk-engine", "gateway")
@@ -144,7 +150,10 @@ async def exchange(tmp_path: Path) -> AsyncIterator[Exchange]:
             await unit.stop()
             await srv.stop()
         await asyncio.wait_for(task, 30)
-        bus.close()
+        if isinstance(bus, RedisBus):
+            await bus.close()
+        else:
+            bus.close()
 
 
 async def _ok(c: httpx.AsyncClient, path: str) -> bool:
@@ -293,11 +302,21 @@ async def recv_until(ws: ClientConnection, want: Any) -> dict[str, Any]:
 # ---------------------------------------------------------------------- tests
 
 
+@pytest.fixture(params=["embedded", "redis"])
+def bus_url(request: pytest.FixtureRequest) -> Iterator[str | None]:
+    """None: the embedded SQLite bus; else a private Redis server's URL (Redis Streams)."""
+    if request.param == "embedded":
+        yield None
+    else:
+        with private_redis_or_skip() as server:
+            yield server.url
+
+
 @aio
 async def test_clients_keep_exact_books_from_snapshot_and_updates_under_random_trading(
-    tmp_path: Path,
+    tmp_path: Path, bus_url: str | None
 ) -> None:
-    async with exchange(tmp_path) as ex, ex.http() as c:
+    async with exchange(tmp_path, bus_url) as ex, ex.http() as c:
         await fund(c)
         await random_orders(c, random.Random(1), 20)  # books before anyone subscribes
         early = [await BookClient.open(ex.ws_url) for _ in range(2)]
