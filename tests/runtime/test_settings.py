@@ -89,6 +89,7 @@ def test_every_field_is_read_from_its_dex_variable() -> None:
         "DEX_MARKET_DATA_MAX_LEVELS": "20",
         "DEX_PERSISTENCE_MAX_LIMIT": "200",
         "DEX_SQLITE_BUSY_TIMEOUT_MS": "0",
+        "DEX_WS_PING_MS": "500",
     }
 
     settings = load_settings(env)
@@ -127,6 +128,7 @@ def test_every_field_is_read_from_its_dex_variable() -> None:
         "market_data_max_levels": 20,
         "persistence_max_limit": 200,
         "sqlite_busy_timeout_ms": 0,
+        "ws_ping_ms": 500,
     }
 
 

@@ -117,12 +117,14 @@ class Exchange:
 
 
 @contextlib.asynccontextmanager
-async def exchange(tmp_path: Path, redis_url: str | None = None) -> AsyncIterator[Exchange]:
+async def exchange(
+    tmp_path: Path, redis_url: str | None = None, ping_ms: int = 20_000
+) -> AsyncIterator[Exchange]:
     """The exchange on the embedded SQLite bus, or on Redis Streams at `redis_url`."""
     bus: Bus = (
         SqliteBus(tmp_path / "bus.sqlite3") if redis_url is None else RedisBus.from_url(redis_url)
     )
-    settings = Settings(data_dir=str(tmp_path), stop_timeout_ms=5000)
+    settings = Settings(data_dir=str(tmp_path), stop_timeout_ms=5000, ws_ping_ms=ping_ms)
     await add_demo_markets(bus)
     names = ("market-data", "matching-engine", "risk-engine", "gateway")
     units = [BUILDERS[n](bus, settings) for n in names]
@@ -579,3 +581,34 @@ async def test_a_slow_subscriber_is_dropped_and_holds_nobody_up() -> None:
     await eventually("the stuck writer ended", stuck.writer.done, timeout=5)
     assert fine.reason is None
     fine.writer.cancel()  # type: ignore[union-attr]
+
+
+TRADES = {"channel": "trades", "market": "ETH-USDC"}
+
+
+@aio
+async def test_a_connection_that_stops_answering_pings_is_closed(tmp_path: Path) -> None:
+    async with exchange(tmp_path, ping_ms=300) as ex:
+        relay = ex.gateway.feed
+        live = await connect(ex.ws_url)
+        dead = await connect(ex.ws_url)
+        try:
+            for ws in (live, dead):
+                await ws.send(json.dumps({"op": "subscribe", **TRADES}))
+                assert (await recv(ws))["type"] == "subscribed"
+            assert len(relay.connections) == 2
+            dead.transport.pause_reading()  # a client that is gone: no pong comes back
+            await eventually(
+                "the silent connection closed by the server",
+                lambda: len(relay.connections) == 1,
+                timeout=WAIT,
+            )
+            mf = relay.markets["ETH-USDC"]
+            assert len(mf.trade_subs) == 1  # its subscriptions went with it
+            # the live one answered the pings of that time and is still served
+            await live.send(json.dumps({"op": "unsubscribe", **TRADES}))
+            assert await recv(live) == {"type": "unsubscribed", **TRADES}
+            assert len(relay.connections) == 1
+        finally:
+            await live.close()
+            dead.transport.abort()

@@ -69,7 +69,12 @@ async def run_units(
                 admin_token=settings.admin_token,
                 openapi=u.openapi,
             )
-            srv = HttpServer(app, stop_timeout=max(1, settings.stop_timeout_ms // 1000))
+            srv = HttpServer(
+                app,
+                stop_timeout=max(1, settings.stop_timeout_ms // 1000),
+                ws_ping_interval=settings.ws_ping_ms / 1000,  # the feed's heartbeat
+                ws_ping_timeout=settings.ws_ping_ms / 1000,
+            )
             await srv.start(settings.host, u.port if ports is None else ports.get(u.name, u.port))
             servers[u.name] = srv
         _local_upstreams(ordered, servers, settings)

@@ -21,8 +21,8 @@ e.g. republished by a restarted market data) is dropped, and so are its trades.
 Fan-out. Each message is encoded once (JSON text) and put on each subscriber's queue without
 waiting; one writer task per connection sends its queue. A subscriber whose queued bytes pass
 `max_buffer` is disconnected (close code 1008, reason "slow consumer ...") and never holds
-anyone else up. Dead connections are closed by the server's WebSocket ping (uvicorn:
-`ws_ping_interval` / `ws_ping_timeout`, 20 s each by default).
+anyone else up. Dead connections are closed by the server's WebSocket ping (uvicorn's
+`ws_ping_interval` / `ws_ping_timeout`, both `DEX_WS_PING_MS`, set in `dex.app.run`).
 """
 
 from __future__ import annotations

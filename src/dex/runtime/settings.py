@@ -84,6 +84,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     market_data_max_levels: int = 1000  # the most levels per side a depth query returns
     persistence_max_limit: int = 1000  # the most rows a history query returns
     sqlite_busy_timeout_ms: int = 5000  # persistence on SQLite: how long to wait for a lock
+    ws_ping_ms: int = 20_000  # WebSocket ping period; no pong within as long closes it
 
 
 DEFAULTS = Settings()  # the default of every setting: constructors take theirs from here
@@ -110,6 +111,7 @@ _INT_RANGES: dict[str, tuple[int, int | None]] = {
     "market_data_max_levels": (1, None),
     "persistence_max_limit": (1, None),
     "sqlite_busy_timeout_ms": (0, 2**31 - 1),  # SQLite takes a C int
+    "ws_ping_ms": (1, None),
 }
 _URL_SCHEMES: dict[str, tuple[str, ...]] = {
     "redis_url": ("redis://", "rediss://", "unix://"),
