@@ -118,13 +118,15 @@ class Exchange:
 
 @contextlib.asynccontextmanager
 async def exchange(
-    tmp_path: Path, redis_url: str | None = None, ping_ms: int = 20_000
+    tmp_path: Path, redis_url: str | None = None, ping_ms: int = 20_000, **settings_kw: Any
 ) -> AsyncIterator[Exchange]:
     """The exchange on the embedded SQLite bus, or on Redis Streams at `redis_url`."""
     bus: Bus = (
         SqliteBus(tmp_path / "bus.sqlite3") if redis_url is None else RedisBus.from_url(redis_url)
     )
-    settings = Settings(data_dir=str(tmp_path), stop_timeout_ms=5000, ws_ping_ms=ping_ms)
+    settings = Settings(
+        data_dir=str(tmp_path), stop_timeout_ms=5000, ws_ping_ms=ping_ms, **settings_kw
+    )
     await add_demo_markets(bus)
     names = ("market-data", "matching-engine", "risk-engine", "gateway")
     units = [BUILDERS[n](bus, settings) for n in names]
@@ -344,27 +346,43 @@ async def test_clients_keep_exact_books_from_snapshot_and_updates_under_random_t
                 await cl.close()
 
 
+@pytest.mark.parametrize("snapshots", [False, True], ids=["log-from-start", "later-snapshot"])
 @aio
-async def test_a_restarted_market_data_leaves_every_client_book_right(tmp_path: Path) -> None:
-    async with exchange(tmp_path) as ex, ex.http() as c:
+async def test_a_restarted_market_data_leaves_every_client_book_right(
+    tmp_path: Path, snapshots: bool
+) -> None:
+    """A fresh market data on the same bus: without matching snapshots it reads the log from
+    its start and publishes again what the relay has (dropped as seen); with them it starts
+    from a snapshot later than the relay's books: the relay sees the gap (its marker) and the
+    clients get a new snapshot."""
+    extra = {"snapshot_every": 10, "snapshot_fork": False} if snapshots else {}
+    async with exchange(tmp_path, **extra) as ex, ex.http() as c:
         await fund(c)
         clients = [await BookClient.open(ex.ws_url) for _ in range(2)]
         await trade_for(ex, 1.0, seed=3)
-        # market data restarts: the old one stops; a fresh one (nothing in memory) reads the
-        # same bus from its start and publishes again; the gateway asks the new one
         old = next(u for u in ex.running.units if u.name == "market-data")
         await old.stop()
-        await trade_for(ex, 0.5, seed=4)
+        await trade_for(ex, 0.5, seed=4)  # market data is away: the matching logs go on
         unit = market_data_unit(ex.bus, ex.settings)
-        srv = HttpServer(
-            build_app(unit.name, unit.health, unit.metrics, route_handlers=unit.routes)
-        )
+        app = build_app(unit.name, unit.health, unit.metrics, route_handlers=unit.routes)
+        srv = HttpServer(app)
         await srv.start("127.0.0.1", 0)
         ex.extra.append((unit, srv))
         ex.gateway.market_data_url = f"http://127.0.0.1:{srv.port}"
         await unit.start()
-        await trade_for(ex, 1.0, seed=5)
         try:
+            if snapshots:  # even before any new trade, the books catch up through a snapshot
+                await eventually(
+                    "new snapshots of both markets",
+                    lambda: all(min(cl.snapshots.values()) >= 2 for cl in clients),
+                    timeout=WAIT,
+                )
+                await eventually(
+                    "every client's books equal the REST books (no new trade)",
+                    lambda: books_equal_rest(clients, c),
+                    timeout=WAIT,
+                )
+            await trade_for(ex, 1.0, seed=5)
             await eventually(
                 "every client's books equal the REST books after the restart",
                 lambda: books_equal_rest(clients, c),
@@ -372,6 +390,8 @@ async def test_a_restarted_market_data_leaves_every_client_book_right(tmp_path: 
             )
             for cl in clients:
                 assert cl.errors == []
+                if not snapshots:
+                    assert cl.snapshots == dict.fromkeys(MARKETS, 1)
         finally:
             for cl in clients:
                 await cl.close()

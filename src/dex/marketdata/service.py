@@ -14,7 +14,10 @@ matching log) is appended to the market's `dex:{md:<market>}:feed`, kept to its 
 `feed_keep` entries; a `FeedTicker` at most every `ticker_every` seconds for a market that
 changed; and `GET /internal/feed/{market}/book` gives the whole book in integers at its seq,
 where the gateway's relay starts. A failed publish is logged and dropped (the relay sees the
-`prev_seq` gap and takes a new snapshot).
+`prev_seq` gap and takes a new snapshot). After its bootstrap, market data publishes a marker
+per market (`prev_seq = seq` = the book's seq, no levels): a relay behind that seq (market data
+came back from a later matching snapshot, so the updates in between were never published) sees
+the gap even on a market that has no new event; one at or past it drops the marker.
 
 Restart, and what the writers may trim (the choice this service makes). The state lives only
 in memory, so a restart must rebuild it without the log from the beginning:
@@ -134,6 +137,12 @@ class MarketDataService(LogReader):
         for m, stream in enumerate(self.me_streams):
             await self._bootstrap(m, stream)
         self.bootstrapped = True
+        if self.feed:  # where each book starts: a relay behind it sees the gap
+            for data in self.books.values():
+                seq = data.book.seq
+                marker = FeedUpdate(data.symbol, seq, seq, [], [], [], [])
+                self.outbox.setdefault(data.symbol, []).append(encode_feed(marker))
+            await self._publish()
 
     async def stop(self) -> None:
         if self._ticker_task is not None:

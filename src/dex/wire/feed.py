@@ -6,7 +6,8 @@ the book levels the entry changed with their new visible size (0: the level is g
 trades it made and the candles those trades changed. `prev_seq` and `seq` come from the
 matching log, so every market-data replica (and a restarted one) publishes the same updates;
 a reader applies an update only on top of the book at `prev_seq` and drops one it has seen
-(`seq` not above its own). A `FeedTicker` (the 24-hour figures, at most every 100 ms per
+(`seq` not above its own). A marker (`prev_seq == seq`, nothing else) says where a restarted
+market data's book starts. A `FeedTicker` (the 24-hour figures, at most every 100 ms per
 market) is not sequenced. Everything is integers: prices in ticks, sizes in lots, quote
 volumes in ticks x lots, times in nanoseconds.
 """
