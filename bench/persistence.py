@@ -1,0 +1,388 @@
+"""Persistence benchmark (issue 13): ingest rate of the history writer, and history queries.
+
+Run from the repository root with the package installed (`pip install -e .`) and a PostgreSQL
+server (trust auth) at `--pg` (default postgresql://postgres@127.0.0.1:5432/test):
+
+    python bench/persistence.py                      # JSON on stdout, progress on stderr
+    python bench/persistence.py --orders 4000 --fills 200000   # quick check
+
+The bench creates its own database (`--db`, default dex_bench) on the server and drops it at
+the end; the SQLite store is a file in a temporary folder.
+
+1. Ingest (`pg_events_per_s`, `sqlite_events_per_s`). The in-process cluster of the tests
+   (`tests/services/inproc.py`: every matching and risk shard, 2 + 2, on one MemoryBus) gets
+   the demo markets, `--accounts` funded accounts and `--orders` seeded limit orders on
+   ETH-USDC (buys and sells a few ticks around one mid, so about half of them trade). That is
+   untimed. Then a real `PersistenceService` on a fresh, migrated store reads the logs as the
+   service does: `step()` in a loop (`read_many` of `--batch` entries per stream, `collect`
+   + `write` and the positions in one transaction, `commit_position` on the bus) until the
+   logs are drained; that loop is timed. An event is one matching or risk event in those log
+   entries (what `events` gets a row for). Target: >= 50,000 events/s into PostgreSQL.
+2. Queries (`queries`, PostgreSQL only). Tables built with `INSERT ... SELECT
+   generate_series` (untimed, the size printed): `--fills` fills over `--accounts-big`
+   accounts and 2 markets, half as many trades and orders, 3 balances per account; then
+   ANALYZE. Each query runs `--reps` times for random accounts / markets on one connection;
+   p50 / p99 in ms (target p99 < 20 ms) and the plan's scans (EXPLAIN). Timed: the functions
+   of `dex.persistence.queries` (`account_orders`, `market_trades`, `account_balances`, limit
+   100); fills have no query in `queries.py` yet, so a plain SELECT of an account's latest
+   100 fills (index `fills_by_account (account, ts)`) stands in; candles are not stored
+   (no table), so they are not measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import json
+import pstats
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests.services.inproc import ETH, USDC, Cluster, place
+
+from dex.persistence import queries
+from dex.persistence.service import PersistenceService
+from dex.persistence.store import async_database_url, make_engine
+from dex.risk import commands as rc
+from dex.runtime.health import Health
+from dex.runtime.metrics import ServiceMetrics
+from dex.wire import codec, layout
+
+SEED = 13
+TARGET_EVENTS = 50_000
+TARGET_P99_MS = 20.0
+MID = 200_000
+
+
+def say(*args: Any) -> None:
+    print(*args, file=sys.stderr, flush=True)
+
+
+class QuietLog:
+    """A logger that keeps the service's warnings and errors (counted per event name) and the
+    first few of them, and drops the rest."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+        self.first: list[str] = []
+
+    def _keep(self, event: str, **kw: Any) -> None:
+        self.counts[event] = self.counts.get(event, 0) + 1
+        if len(self.first) < 3:
+            self.first.append(f"{event} {kw}"[:300])
+
+    def warning(self, event: str, **kw: Any) -> None:
+        self._keep(event, **kw)
+
+    def error(self, event: str, **kw: Any) -> None:
+        self._keep(event, **kw)
+
+    def __getattr__(self, _name: str) -> Any:
+        return lambda *a, **kw: None
+
+
+# ---------------------------------------------------------------------- traffic
+
+
+async def traffic(n_accounts: int, n_orders: int, every: int) -> Cluster:
+    """A cluster whose logs hold the demo markets, deposits and `n_orders` orders."""
+    c = Cluster(max_lag=10**9)
+    await c.start()
+    await c.setup_markets()
+    accounts = ["0x" + f"{i:040x}" for i in range(1, n_accounts + 1)]
+    for i, a in enumerate(accounts):
+        await c.send(a, rc.Deposit(account=a, asset="ETH", amount=10**6 * ETH, tx_id=f"f:{i}e"))
+        await c.send(a, rc.Deposit(account=a, asset="USDC", amount=10**9 * USDC, tx_id=f"f:{i}u"))
+    await c.pump(2)
+    rng = random.Random(SEED)
+    for i in range(n_orders):
+        a = accounts[rng.randrange(n_accounts)]
+        side = "buy" if rng.random() < 0.5 else "sell"
+        offset = rng.randrange(0, 60) * 10
+        price = MID - offset + 200 if side == "buy" else MID + offset - 200
+        await c.send(a, place(a, side, price, rng.randrange(100, 2000), client_order_id=f"c{i}"))
+        if i % every == every - 1:
+            await c.pump(2)
+    await c.pump()
+    return c
+
+
+async def count_events(c: Cluster) -> tuple[int, int]:
+    """(entries, events) in the logs the persistence service reads."""
+    risk = [layout.risk_log(r) for r in range(c.r_count)]
+    entries = events = 0
+    for stream in [*risk, *(layout.me_log(m) for m in range(c.m_count))]:
+        for _, data in await c.bus.read(stream, 0, limit=10**9):
+            entries += 1
+            if stream in risk:
+                items = codec.decode_risk_entry(data).items
+            else:
+                items = codec.decode_match_events(data).items
+            events += sum(len(item.events) for item in items)
+    return entries, events
+
+
+# ---------------------------------------------------------------------- ingest
+
+
+def persistence(c: Cluster, url: str, batch: int) -> PersistenceService:
+    metrics = ServiceMetrics("persistence")
+    health = Health(metrics)
+    health.started = True
+    return PersistenceService(
+        c.bus,
+        url,
+        risk_shards=c.r_count,
+        matching_shards=c.m_count,
+        health=health,
+        metrics=metrics,
+        log=QuietLog(),
+        batch_size=batch,
+        read_timeout=0.0,
+    )
+
+
+async def ingest(c: Cluster, url: str, batch: int) -> tuple[float, int, int, QuietLog]:
+    """Seconds to drain the logs into the store at `url`, batches, entries applied, and the
+    service's warnings."""
+    svc = persistence(c, url, batch)
+    svc.engine = svc._make_engine()
+    await svc.prepare()  # migrations, positions: untimed
+    batches = applied = 0
+    t0 = time.perf_counter()
+    while n := await svc.step():
+        batches += 1
+        applied += n
+    seconds = time.perf_counter() - t0
+    await svc.stop()
+    for stream in svc.streams:  # the next store reads the logs from their start again
+        await c.bus.commit_position(stream, svc.reader, 0)
+    assert isinstance(svc.log, QuietLog)
+    return seconds, batches, applied, svc.log
+
+
+# ---------------------------------------------------------------------- queries
+
+FILL_SQL = """
+INSERT INTO fills (trade_id, market, liquidity, order_id, account, side, price, size, fee,
+                   fee_asset, ts, stream, log_seq)
+SELECT g / 2, CASE WHEN (g / 2) % 2 = 0 THEN 'ETH-USDC' ELSE 'BTC-USDC' END,
+       CASE WHEN g % 2 = 0 THEN 'maker' ELSE 'taker' END, g, {acct},
+       CASE WHEN g % 2 = 0 THEN 'buy' ELSE 'sell' END, 200000 + g % 97, 100 + g % 1000,
+       g % 50, 'USDC', 1700000000000000000 + g * 1000000, :stream, g
+FROM generate_series(0::bigint, {n} - 1) AS g
+"""
+TRADE_SQL = """
+INSERT INTO trades (market, trade_id, price, size, maker_order_id, taker_order_id, taker_side,
+                    ts)
+SELECT CASE WHEN t % 2 = 0 THEN 'ETH-USDC' ELSE 'BTC-USDC' END, t, 200000 + t % 97,
+       100 + t % 1000, 2 * t, 2 * t + 1, 'sell', 1700000000000000000 + t * 2000000
+FROM generate_series(0::bigint, {n} - 1) AS t
+"""
+ORDER_SQL = """
+INSERT INTO orders (order_id, account, market, side, type, price, size, client_order_id,
+                    status, filled, reason, updated_ts)
+SELECT o, {acct}, CASE WHEN o % 2 = 0 THEN 'ETH-USDC' ELSE 'BTC-USDC' END,
+       CASE WHEN o % 2 = 0 THEN 'buy' ELSE 'sell' END, 'limit', 200000 + o % 97,
+       100 + o % 1000, 'c' || o, 'filled', 100 + o % 1000, NULL,
+       1700000000000000000 + o * 1000000
+FROM generate_series(0::bigint, {n} - 1) AS o
+"""
+BALANCE_SQL = """
+INSERT INTO balances (account, asset, available, locked)
+SELECT '0x' || lpad(to_hex(a), 40, '0'), s, 1000000 + a, a % 7
+FROM generate_series(1, {n}) AS a, unnest(ARRAY['BTC', 'ETH', 'USDC']) AS s
+"""
+
+
+def acct_sql(column: str, n_accounts: int) -> str:
+    """An account address spread over `n_accounts` by a hash of `column` (not in key order)."""
+    return f"'0x' || lpad(to_hex(1 + (({column} * 2654435761) % {n_accounts})), 40, '0')"
+
+
+def account(i: int) -> str:
+    return "0x" + f"{i:040x}"
+
+
+async def build(url: str, n_fills: int, n_accounts: int) -> dict[str, Any]:
+    svc_engine = make_engine(url)
+    sizes: dict[str, Any] = {}
+    try:
+        async with svc_engine.begin() as conn:
+            t0 = time.perf_counter()
+            await conn.execute(text("TRUNCATE fills, trades, orders, balances"))
+            await conn.execute(
+                text(FILL_SQL.format(n=n_fills, acct=acct_sql("g", n_accounts))),
+                {"stream": layout.risk_log(0)},
+            )
+            say(f"  fills: {time.perf_counter() - t0:.1f} s")
+            await conn.execute(text(TRADE_SQL.format(n=n_fills // 2)))
+            await conn.execute(
+                text(ORDER_SQL.format(n=n_fills // 2, acct=acct_sql("o", n_accounts)))
+            )
+            await conn.execute(text(BALANCE_SQL.format(n=n_accounts)))
+            sizes["build_s"] = round(time.perf_counter() - t0, 1)
+        async with svc_engine.connect() as conn:
+            await conn.execute(text("COMMIT"))
+            for table in ("fills", "trades", "orders", "balances"):
+                await conn.execute(text(f"ANALYZE {table}"))
+                got = await conn.execute(text(f"SELECT count(*) FROM {table}"))
+                sizes[table] = int(got.scalar_one())
+    finally:
+        await svc_engine.dispose()
+    return sizes
+
+
+async def fills_query(conn: AsyncConnection, acct: str, limit: int) -> list[dict[str, Any]]:
+    got = await conn.execute(
+        text("SELECT * FROM fills WHERE account = :a ORDER BY ts DESC LIMIT :n"),
+        {"a": acct, "n": limit},
+    )
+    return [dict(r) for r in got.mappings()]
+
+
+EXPLAIN = {
+    "account_orders": "SELECT * FROM orders WHERE account = '{a}' ORDER BY order_id DESC LIMIT 100",
+    "account_fills": "SELECT * FROM fills WHERE account = '{a}' ORDER BY ts DESC LIMIT 100",
+    "market_trades": "SELECT trade_id, price, size, maker_order_id, taker_order_id, "
+    "taker_side, ts FROM trades WHERE market = '{m}' ORDER BY trade_id DESC LIMIT 100",
+    "account_balances": "SELECT asset, available, locked FROM balances WHERE account = '{a}' "
+    "ORDER BY asset",
+}
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def time_queries(url: str, n_accounts: int, reps: int) -> dict[str, Any]:
+    engine = make_engine(url)
+    rng = random.Random(SEED)
+    out: dict[str, Any] = {}
+    calls = {
+        "account_orders": lambda conn, a, m: queries.account_orders(conn, a, 100),
+        "account_fills": lambda conn, a, m: fills_query(conn, a, 100),
+        "market_trades": lambda conn, a, m: queries.market_trades(conn, m, 100),
+        "account_balances": lambda conn, a, m: queries.account_balances(conn, a),
+    }
+    try:
+        async with engine.connect() as conn:
+            for name, call in calls.items():
+                times: list[float] = []
+                rows = 0
+                for i in range(reps + 20):  # the first 20: warm-up, untimed
+                    a = account(1 + rng.randrange(n_accounts))
+                    m = "ETH-USDC" if rng.random() < 0.5 else "BTC-USDC"
+                    t0 = time.perf_counter()
+                    got = await call(conn, a, m)
+                    dt = (time.perf_counter() - t0) * 1000
+                    if i >= 20:
+                        times.append(dt)
+                        rows += len(got)
+                plan = await conn.execute(
+                    text("EXPLAIN " + EXPLAIN[name].format(a=account(1), m="ETH-USDC"))
+                )
+                lines = [r[0] for r in plan]
+                scans = [ln.strip().lstrip("-> ").split("  ")[0] for ln in lines if "Scan" in ln]
+                p99 = pct(times, 0.99)
+                out[name] = {
+                    "p50_ms": round(statistics.median(times), 3),
+                    "p99_ms": round(p99, 3),
+                    "target_p99_ms": TARGET_P99_MS,
+                    "meets_target": p99 < TARGET_P99_MS,
+                    "rows_per_call": round(rows / reps, 1),
+                    "plan": scans,
+                    "seq_scan": any("Seq Scan" in s for s in scans),
+                }
+                say(f"  {name}: {out[name]}")
+    finally:
+        await engine.dispose()
+    return out
+
+
+# ---------------------------------------------------------------------- main
+
+
+async def admin(pg: str, sql: str) -> None:
+    engine = create_async_engine(async_database_url(pg), isolation_level="AUTOCOMMIT")
+    try:
+        async with engine.connect() as conn:
+            await conn.execute(text(sql))
+    finally:
+        await engine.dispose()
+
+
+async def main(args: argparse.Namespace) -> dict[str, Any]:
+    pg_url = make_url(args.pg).set(database=args.db).render_as_string(hide_password=False)
+    result: dict[str, Any] = {"orders": args.orders, "accounts": args.accounts}
+    say(f"traffic: {args.orders} orders, {args.accounts} accounts ...")
+    t0 = time.perf_counter()
+    c = await traffic(args.accounts, args.orders, args.pump_every)
+    entries, events = await count_events(c)
+    say(f"  {entries} log entries, {events} events ({time.perf_counter() - t0:.1f} s)")
+    result |= {"log_entries": entries, "events": events, "batch": args.batch}
+
+    await admin(args.pg, f'DROP DATABASE IF EXISTS "{args.db}"')
+    await admin(args.pg, f'CREATE DATABASE "{args.db}"')
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            stores = {"pg": pg_url, "sqlite": f"sqlite:///{tmp}/dex.sqlite3"}
+            for name, url in stores.items():
+                prof = cProfile.Profile() if args.profile and name == "pg" else None
+                if prof:
+                    prof.enable()
+                seconds, batches, applied, log = await ingest(c, url, args.batch)
+                if prof:
+                    prof.disable()
+                    pstats.Stats(prof, stream=sys.stderr).sort_stats("tottime").print_stats(
+                        args.profile
+                    )
+                if applied != entries:
+                    raise SystemExit(f"{name}: applied {applied} entries of {entries}")
+                rate = events / seconds
+                result[f"{name}_events_per_s"] = round(rate)
+                result[f"{name}_seconds"] = round(seconds, 2)
+                result[f"{name}_batches"] = batches
+                result[f"{name}_warnings"] = log.counts
+                if log.first:
+                    say(f"  {name} warnings: {log.counts}; first: {log.first}")
+                say(f"ingest {name}: {rate:,.0f} events/s ({seconds:.2f} s, {batches} batches)")
+        result["target_pg_events_per_s"] = TARGET_EVENTS
+        result["pg_meets_target"] = result["pg_events_per_s"] >= TARGET_EVENTS
+        if args.fills:
+            say(f"building {args.fills:,} fills on PostgreSQL ...")
+            result["tables"] = await build(pg_url, args.fills, args.accounts_big)
+            say(f"  {result['tables']}")
+            result["accounts_big"] = args.accounts_big
+            result["queries"] = await time_queries(pg_url, args.accounts_big, args.reps)
+    finally:
+        await admin(args.pg, f'DROP DATABASE IF EXISTS "{args.db}"')
+    return result
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/test")
+    p.add_argument("--db", default="dex_bench", help="database created and dropped")
+    p.add_argument("--orders", type=int, default=20_000, help="orders of the ingest traffic")
+    p.add_argument("--accounts", type=int, default=200, help="accounts of the ingest traffic")
+    p.add_argument("--pump-every", type=int, default=10, help="orders sent between steps")
+    p.add_argument("--profile", type=int, default=0, help="cProfile the PostgreSQL ingest: top N")
+    p.add_argument("--batch", type=int, default=1000, help="entries per stream per read")
+    p.add_argument("--fills", type=int, default=1_000_000, help="fills of the query tables")
+    p.add_argument("--accounts-big", type=int, default=10_000, help="accounts of the tables")
+    p.add_argument("--reps", type=int, default=1000, help="timed calls per query")
+    print(json.dumps(asyncio.run(main(p.parse_args())), indent=2))
