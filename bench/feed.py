@@ -1,0 +1,452 @@
+"""Feed fan-out benchmark (issue 12): N WebSocket subscribers on one market's book channel of
+the gateway's `/v1/ws`, while about R book updates a second are produced.
+
+Run from the repository root with the package installed (`pip install -e .`):
+
+    python bench/feed.py                                  # 1,000 subscribers, 1,000 updates/s, 8 s
+    python bench/feed.py --subscribers 100 --rate 200 --seconds 3   # quick check
+
+The exchange runs embedded in this process as `dex up` runs it (market data, matching, risk
+and the gateway on one SQLite bus, one risk and one matching shard, each on a free port), like
+`tests/services/test_feed.py`. The subscribers run in a second process (asyncio +
+`websockets`, no compression: `compression=None`), so on a 2-core machine the exchange has one
+core and the subscribers the other. RLIMIT_NOFILE is raised to the hard limit in both.
+
+The producer appends one request per bus append straight onto the risk shard's input stream
+(as the gateway does after its checks), paced to `--rate` a second: a resting ETH-USDC limit
+order, then a cancel of the order placed 100 before, so every request changes one level of
+the book (orders never cross). Matching may still put several requests in one log entry, and
+market data publishes one feed update per log entry and market: the achieved rate printed is
+book updates (distinct `seq`s on the feed) per second, from the matching log.
+
+Delivery delay, per message and subscriber: the receipt time (`time.time_ns()` in the
+subscriber process, right after `recv`) minus the matching stamp of the update (an update's
+`seq` is the market seq of the last event of its matching log entry; that event's `ts` is the
+matching shard's stamp, read back from the log after the run). Both are this machine's wall
+clock. Printed: p50/p99/max over every delivered update, messages delivered of those expected
+(updates x subscribers), and subscribers the gateway dropped as slow consumers.
+
+Three runs, each of `--seconds` of production plus a drain (until no message for 2 s):
+1. harness ceiling: the same subscriber process against a trivial `websockets` broadcast
+   server in this process (`websockets.broadcast` of a feed-sized update, stamped at send), at
+   the same rate: what this harness and one Python process can deliver, without the exchange;
+2. the exchange with N subscribers;
+3. the exchange with N subscribers plus one that subscribes and then stops reading (its client
+   reads at most a few frames, then TCP back-pressure): the others' p99, and whether the
+   stalled one was disconnected (close code 1008, "slow consumer", past 4 MiB queued).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import multiprocessing as mp
+import resource
+import sys
+import tempfile
+import time
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import httpx
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.server import ServerConnection, broadcast, serve
+from websockets.exceptions import ConnectionClosed
+
+from dex.app.demo import add_demo_markets
+from dex.app.run import Running, run_units
+from dex.app.units import BUILDERS
+from dex.bus.sqlite import SqliteBus
+from dex.core.enums import OrderType, Side
+from dex.risk import commands as rc
+from dex.runtime.logging import configure_logging
+from dex.runtime.settings import Settings
+from dex.wire import codec, layout
+
+MARKET = "ETH-USDC"
+ETH = 10**9
+USDC = 10**6
+N_ACCOUNTS = 20
+KEEP = 100  # resting orders: each place is followed by a cancel of the order KEEP before
+BIN_US = 10  # histogram resolution of the delays (microseconds)
+QUIET = 2.0  # the drain ends after this long without a message
+TARGET_P99_MS = 100.0
+
+
+def raise_nofile() -> int:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
+# ---------------------------------------------------------------------- subscriber process
+
+
+def subscriber_process(url: str, n: int, stalled: bool, conn: Connection) -> None:
+    raise_nofile()
+    asyncio.run(_subscribers(url, n, stalled, conn))
+
+
+async def _subscribers(url: str, n: int, stalled: bool, conn: Connection) -> None:
+    sub = json.dumps({"op": "subscribe", "channel": "book", "market": MARKET})
+    recs: list[list[tuple[int, int]]] = [[] for _ in range(n)]
+    closed: dict[int, tuple[int | None, str]] = {}
+    last_msg = [time.monotonic()]
+    size = [0, 0]  # bytes and number of the updates received
+    gate = asyncio.Semaphore(50)  # connections opened at once
+
+    async def open_one() -> ClientConnection:
+        async with gate:
+            ws = await connect(url, compression=None, ping_interval=None, open_timeout=60)
+            await ws.send(sub)
+            while json.loads(await ws.recv()).get("type") != "snapshot":
+                pass
+            return ws
+
+    async def reader(i: int, ws: ClientConnection) -> None:
+        out = recs[i]
+        add = out.append
+        loads = json.loads
+        try:
+            async for raw in ws:
+                now = time.time_ns()
+                msg = loads(raw)
+                if msg["type"] == "update":
+                    add((msg["seq"], now))
+                    size[0] += len(raw)
+                    size[1] += 1
+                last_msg[0] = time.monotonic()
+        except ConnectionClosed as e:
+            closed[i] = (e.rcvd.code if e.rcvd else None, e.rcvd.reason if e.rcvd else "")
+
+    socks = await asyncio.gather(*(open_one() for _ in range(n)))
+    stuck: ClientConnection | None = None
+    if stalled:
+        # max_queue=1: the client stops reading its socket after one unread frame
+        stuck = await connect(url, compression=None, ping_interval=None, max_queue=1)
+        await stuck.send(sub)
+    tasks = [asyncio.create_task(reader(i, ws)) for i, ws in enumerate(socks)]
+    conn.send("ready")
+    loop = asyncio.get_running_loop()
+    await loop.run_in_executor(None, conn.recv)  # "produced": production is over
+    while time.monotonic() - last_msg[0] < QUIET:
+        await asyncio.sleep(0.2)
+    stalled_result = ""
+    if stuck is not None:
+        got = 0
+        try:
+            while True:
+                await asyncio.wait_for(stuck.recv(), QUIET)
+                got += 1
+        except ConnectionClosed as e:
+            code, reason = (e.rcvd.code, e.rcvd.reason) if e.rcvd else (None, "")
+            stalled_result = f"disconnected (code {code}, {reason!r}) after {got:,} messages"
+        except TimeoutError:
+            stalled_result = f"not disconnected ({got:,} messages were waiting for it)"
+    for ws in socks:
+        await ws.close()
+    await asyncio.gather(*tasks)
+    ts: dict[int, int] = await loop.run_in_executor(None, conn.recv)  # seq -> stamp
+    hist: dict[int, int] = {}
+    delivered = 0
+    worst = 0
+    for out in recs:
+        for seq, now in out:
+            t0 = ts.get(seq)
+            if t0 is None:
+                continue
+            d = (now - t0) // 1000
+            worst = max(worst, d)
+            b = d // BIN_US
+            hist[b] = hist.get(b, 0) + 1
+            delivered += 1
+    slow = sum(1 for code, _ in closed.values() if code == 1008)
+    conn.send(
+        {
+            "hist": hist,
+            "delivered": delivered,
+            "max_us": worst,
+            "slow": slow,
+            "stalled": stalled_result,
+            "mean_bytes": size[0] / max(1, size[1]),
+        }
+    )
+
+
+def quantile(hist: dict[int, int], total: int, q: float) -> float:
+    """The q-quantile of the histogram, in ms (upper edge of its bin)."""
+    want = q * total
+    seen = 0
+    for b in sorted(hist):
+        seen += hist[b]
+        if seen >= want:
+            return (b + 1) * BIN_US / 1000
+    return float("nan")
+
+
+# ---------------------------------------------------------------------- the runs
+
+
+async def run_clients(
+    url: str, n: int, stalled: bool, produce: Any, stamps: Any
+) -> tuple[dict[str, Any], float]:
+    """Start the subscriber process, wait until all have their snapshot, `produce()` (returns
+    the seconds it took), then hand `stamps()` (seq -> ns) to the subscribers for the figures."""
+    ctx = mp.get_context("spawn")
+    parent, child = ctx.Pipe()
+    proc = ctx.Process(target=subscriber_process, args=(url, n, stalled, child), daemon=True)
+    proc.start()
+    loop = asyncio.get_running_loop()
+    t = time.perf_counter()
+    ready = await loop.run_in_executor(None, parent.recv)
+    assert ready == "ready"
+    print(f"  {n:,} subscribers ready in {time.perf_counter() - t:.1f} s", file=sys.stderr)
+    seconds, requests = await produce()
+    parent.send("produced")
+    # the subscribers drain (no message for QUIET seconds), then wait for the stamps
+    ts = await stamps()
+    parent.send(ts)
+    result: dict[str, Any] = await loop.run_in_executor(None, parent.recv)
+    proc.join(30)
+    result["updates"] = len(ts)
+    result["seconds"] = seconds
+    result["requests"] = requests
+    return result, seconds
+
+
+async def pace(rate: int, seconds: float, step: Any) -> tuple[float, int]:
+    """Call `step(i)` about `rate` times a second (as far as it keeps up) until `seconds` have
+    passed; the time it took and the number of calls."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    i = 0
+    while (now := loop.time() - start) < seconds:
+        due = int(now * rate) + 1
+        while i < due and loop.time() - start < seconds:
+            await step(i)
+            i += 1
+        await asyncio.sleep(0.001)
+    return loop.time() - start, i
+
+
+async def ceiling(args: argparse.Namespace) -> dict[str, Any]:
+    """The subscribers against a trivial broadcast server: the harness's own ceiling."""
+    conns: set[ServerConnection] = set()
+    stamps: dict[int, int] = {}
+    snapshot = json.dumps(
+        {"type": "snapshot", "channel": "book", "market": MARKET, "seq": 0, "bids": [], "asks": []}
+    )
+
+    async def handler(ws: ServerConnection) -> None:
+        await ws.recv()
+        await ws.send(json.dumps({"type": "subscribed", "channel": "book", "market": MARKET}))
+        await ws.send(snapshot)
+        conns.add(ws)
+        try:
+            await ws.wait_closed()
+        finally:
+            conns.discard(ws)
+
+    async def step(i: int) -> None:
+        seq = i + 1
+        msg = json.dumps(
+            {
+                "type": "update",
+                "channel": "book",
+                "market": MARKET,
+                "prev_seq": i,
+                "seq": seq,
+                "bids": [[f"{1990 + i % 10}.{i % 100:02d}", "0.0010"]],
+                "asks": [],
+                "checksum": 1234567890,
+            }
+        )
+        stamps[seq] = time.time_ns()
+        broadcast(conns, msg)
+
+    async with serve(handler, "127.0.0.1", 0, compression=None, ping_interval=None) as server:
+        port = server.sockets[0].getsockname()[1]
+
+        async def produce() -> tuple[float, int]:
+            return await pace(args.rate, args.seconds, step)
+
+        async def get_stamps() -> dict[int, int]:
+            return stamps
+
+        result, _ = await run_clients(
+            f"ws://127.0.0.1:{port}/", args.subscribers, False, produce, get_stamps
+        )
+    return result
+
+
+async def fund(bus: SqliteBus, accounts: list[str]) -> None:
+    entries = []
+    for i, a in enumerate(accounts):
+        for j, (asset, amt) in enumerate((("ETH", 10**6 * ETH), ("USDC", 10**12 * USDC))):
+            entries.append(
+                codec.encode(
+                    rc.Deposit(account=a, asset=asset, amount=amt, tx_id=f"faucet:{2 * i + j}")
+                )
+            )
+    await bus.append(layout.risk_in(0), entries)
+
+
+async def exchange_runs(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Runs 2 and 3 on one embedded exchange."""
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        bus = SqliteBus(Path(tmp) / "bus.sqlite3")
+        settings = Settings(
+            data_dir=tmp,
+            stop_timeout_ms=5000,
+            matching_shards=1,
+            risk_shards=1,
+            log_level="warning",
+        )
+        await add_demo_markets(bus)
+        names = ("market-data", "matching-engine", "risk-engine", "gateway")
+        units = [BUILDERS[n](bus, settings) for n in names]
+        ready: asyncio.Future[Running] = asyncio.get_running_loop().create_future()
+        stop = asyncio.Event()
+        task = asyncio.create_task(
+            run_units(
+                units, settings, on_ready=ready.set_result, stop=stop, ports=dict.fromkeys(names, 0)
+            )
+        )
+        try:
+            running = await asyncio.wait_for(asyncio.shield(ready), 60)
+            port = running.servers["gateway"].port
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as c:
+                for _ in range(300):
+                    with contextlib.suppress(httpx.HTTPError):
+                        if (await c.get("/readyz")).status_code == 200:
+                            break
+                    await asyncio.sleep(0.1)
+            accounts = ["0x" + f"{i + 1:040x}" for i in range(N_ACCOUNTS)]
+            await fund(bus, accounts)
+            stream = layout.risk_in(0)
+            log = layout.me_log(0)
+            counter = [0]
+            start_log = [0]  # the matching log's end when a run's production starts
+
+            def request(i: int, tag: str) -> bytes:
+                j = i // 2
+                a = accounts[j % N_ACCOUNTS]
+                if i % 2 == 1 and j >= KEEP:
+                    old = j - KEEP
+                    return codec.encode(
+                        rc.Cancel(
+                            market=MARKET,
+                            account=accounts[old % N_ACCOUNTS],
+                            client_order_id=f"{tag}{old}",
+                        )
+                    )
+                buy = j % 2 == 0
+                price = 199_000 + (j * 37) % 900 if buy else 200_100 + (j * 53) % 900
+                return codec.encode(
+                    rc.Place(
+                        market=MARKET,
+                        account=a,
+                        side=Side.BUY if buy else Side.SELL,
+                        type=OrderType.LIMIT,
+                        price=price,
+                        size=10 + j % 50,
+                        client_order_id=f"{tag}{j}" if i % 2 == 0 else f"{tag}x{i}",
+                    )
+                )
+
+            # a book before anyone subscribes
+            for i in range(0, 2 * KEEP, 2):
+                await bus.append(stream, [request(i, "pre")])
+
+            for n, stalled in ((1, False), (args.subscribers, False), (args.subscribers, True)):
+                counter[0] += 1
+                tag = f"r{counter[0]}-"
+                work = [request(i, tag) for i in range(int(args.rate * args.seconds) + 1)]
+
+                async def produce(work: list[bytes] = work) -> tuple[float, int]:
+                    start_log[0] = await bus.last(log)
+
+                    async def step(k: int) -> None:
+                        await bus.append(stream, [work[k]])
+
+                    return await pace(args.rate, args.seconds, step)
+
+                async def stamps() -> dict[int, int]:
+                    await asyncio.sleep(QUIET)  # the pipeline has written its last entry
+                    ts: dict[int, int] = {}
+                    after = start_log[0]
+                    while True:
+                        got = await bus.read(log, after, limit=10_000)
+                        if not got:
+                            return ts
+                        for _seq, data in got:
+                            last = None
+                            for item in codec.decode_match_events(data).items:
+                                for ev in item.events:
+                                    if ev.market == MARKET:
+                                        last = ev
+                            if last is not None:
+                                ts[last.seq] = last.ts
+                        after = got[-1][0]
+
+                print(
+                    f"exchange, {n} subscribers" + (" + 1 stalled" if stalled else "") + ":",
+                    file=sys.stderr,
+                )
+                result, _ = await run_clients(
+                    f"ws://127.0.0.1:{port}/v1/ws", n, stalled, produce, stamps
+                )
+                results.append(result)
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 60)
+            bus.close()
+    return results
+
+
+def line(title: str, r: dict[str, Any], n: int, requests: bool = True) -> str:
+    total = r["delivered"]
+    expected = r["updates"] * n
+    p50 = quantile(r["hist"], total, 0.5)
+    p99 = quantile(r["hist"], total, 0.99)
+    req = f" ({r['requests'] / r['seconds']:,.0f} requests/s)" if requests else ""
+    return (
+        f"  {title}: {r['updates'] / r['seconds']:,.0f} updates/s{req}   p50 {p50:.1f} ms   "
+        f"p99 {p99:.1f} ms   max {r['max_us'] / 1000:.1f} ms   {total:,} of {expected:,} "
+        f"messages delivered (mean {r['mean_bytes']:,.0f} B)   {r['slow']} dropped as slow"
+    )
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    print(
+        f"feed fan-out: {args.subscribers:,} subscribers on {MARKET} book, "
+        f"{args.rate:,} requests/s for {args.seconds:g} s (NOFILE {raise_nofile():,})"
+    )
+    print("harness ceiling (trivial broadcast server):", file=sys.stderr)
+    ceil = await ceiling(args)
+    print(line("harness ceiling (websockets.broadcast)", ceil, args.subscribers, False))
+    one, plain, with_stalled = await exchange_runs(args)
+    print(line("exchange, 1 subscriber", one, 1))
+    print(line(f"exchange, {args.subscribers:,} subscribers", plain, args.subscribers))
+    print(line("exchange + 1 stalled", with_stalled, args.subscribers))
+    print(f"  stalled subscriber: {with_stalled['stalled']}")
+    p99 = quantile(plain["hist"], plain["delivered"], 0.99)
+    print(f"  target p99 < {TARGET_P99_MS:.0f} ms: {'met' if p99 < TARGET_P99_MS else 'NOT met'}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--subscribers", type=int, default=1000)
+    ap.add_argument("--rate", type=int, default=1000, help="requests a second to the exchange")
+    ap.add_argument("--seconds", type=float, default=5.0, help="of production, each run")
+    configure_logging("bench", "warning", stream=sys.stderr)
+    asyncio.run(main_async(ap.parse_args()))
+
+
+if __name__ == "__main__":
+    main()
