@@ -320,3 +320,14 @@ def test_openapi_docs_are_served_at_docs_only_when_asked() -> None:
 
     serve(make_app(openapi=True), with_docs)
     serve(make_app(), without_docs)
+
+
+def test_before_send_hooks_run_on_the_event_loop_not_on_a_thread() -> None:
+    """Litestar runs a sync `before_send` hook on a worker thread for every message sent
+    (each WebSocket frame of the feed too; bench/feed.py found it: a new thread per frame
+    with the shards' executor), so the app's hooks are coroutine functions, kept as they are."""
+    import inspect
+
+    app = make_app()
+    assert app.before_send
+    assert all(inspect.iscoroutinefunction(hook) for hook in app.before_send)

@@ -262,8 +262,10 @@ class _RequestIdMiddleware(ASGIMiddleware):
             await next_app(scope, receive, send)
 
 
-def _echo_request_id(message: Message, scope: Scope) -> None:
-    """before_send hook: every HTTP response carries the request id."""
+async def _echo_request_id(message: Message, scope: Scope) -> None:
+    """before_send hook: every HTTP response carries the request id. Async: Litestar runs a
+    sync hook on a worker thread, i.e. a new thread for every message sent, WebSocket frames
+    included."""
     if message["type"] != "http.response.start":
         return
     headers = list(message.get("headers", []))
