@@ -26,14 +26,18 @@ matching shard's stamp, read back from the log after the run). Both are this mac
 clock. Printed: p50/p99/max over every delivered update, messages delivered of those expected
 (updates x subscribers), and subscribers the gateway dropped as slow consumers.
 
-Three runs, each of `--seconds` of production plus a drain (until no message for 2 s):
+Runs, each of `--seconds` of production plus a drain (until no message for 2 s):
 1. harness ceiling: the same subscriber process against a trivial `websockets` broadcast
    server in this process (`websockets.broadcast` of a feed-sized update, stamped at send), at
-   the same rate: what this harness and one Python process can deliver, without the exchange;
-2. the exchange with N subscribers;
-3. the exchange with N subscribers plus one that subscribes and then stops reading (its client
-   reads at most a few frames, then TCP back-pressure): the others' p99, and whether the
-   stalled one was disconnected (close code 1008, "slow consumer", past 4 MiB queued).
+   `--rate`: what this harness and one Python process can deliver, without the exchange (its
+   achieved rate is the most it can broadcast);
+2. the exchange with one subscriber (the pipeline and feed without fan-out);
+3. the exchange with N subscribers;
+4. the exchange with N subscribers plus one that subscribes and then stops reading (its client
+   holds at most one unread frame, then TCP back-pressure): the others' figures, and whether
+   the stalled one was disconnected (close code 1008, "slow consumer", past 4 MiB queued);
+5. the harness ceiling again at the update rate run 3 achieved (at most 3 s): the harness's
+   delay for the same fan-out load.
 """
 
 from __future__ import annotations
@@ -433,6 +437,11 @@ async def main_async(args: argparse.Namespace) -> None:
     one, plain, with_stalled = await exchange_runs(args)
     print(line("exchange, 1 subscriber", one, 1))
     print(line(f"exchange, {args.subscribers:,} subscribers", plain, args.subscribers))
+    same = max(1, round(plain["updates"] / plain["seconds"]))
+    at_same = argparse.Namespace(**{**vars(args), "rate": same, "seconds": min(args.seconds, 3)})
+    print(f"harness ceiling at the exchange's {same}/s:", file=sys.stderr)
+    ceil_same = await ceiling(at_same)
+    print(line(f"harness ceiling at the exchange's {same}/s", ceil_same, args.subscribers, False))
     print(line("exchange + 1 stalled", with_stalled, args.subscribers))
     print(f"  stalled subscriber: {with_stalled['stalled']}")
     p99 = quantile(plain["hist"], plain["delivered"], 0.99)
