@@ -326,7 +326,11 @@ async def test_clients_keep_exact_books_from_snapshot_and_updates_under_random_t
         await random_orders(c, random.Random(1), 20)  # books before anyone subscribes
         early = [await BookClient.open(ex.ws_url) for _ in range(2)]
         trading = asyncio.create_task(trade_for(ex, 3.0, seed=2))
-        await asyncio.sleep(1.0)  # let the trading run: clients join while it goes on
+        await eventually(  # the trading is under way: the late clients join while it goes on
+            "the early clients have book updates from the trading",
+            lambda: all(cl.updates >= 3 for cl in early),
+            timeout=WAIT,
+        )
         late = [await BookClient.open(ex.ws_url) for _ in range(2)]
         await trading
         clients = early + late

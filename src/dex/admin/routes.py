@@ -139,7 +139,7 @@ async def _risk_outcome(
             after = pos
             try:
                 entry: codec.RiskEntry = codec.decode_risk_entry(data)
-            except codec.BadEntry:
+            except codec.BadEntry:  # reported by the log's readers; not this credit's answer
                 continue
             for item in entry.items:
                 if item.cmd is not None and (item.input.stream, item.input.log_seq) == (
