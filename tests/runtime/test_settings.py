@@ -90,6 +90,18 @@ def test_every_field_is_read_from_its_dex_variable() -> None:
         "DEX_PERSISTENCE_MAX_LIMIT": "200",
         "DEX_SQLITE_BUSY_TIMEOUT_MS": "0",
         "DEX_WS_PING_MS": "500",
+        "DEX_CHAIN_ID": "1",
+        "DEX_KEY_ENCRYPTION_KEY": "ab" * 32,
+        "DEX_RECV_WINDOW_MS": "10000",
+        "DEX_MAX_BODY_BYTES": "2048",
+        "DEX_CORS_ORIGINS": "https://app.example",
+        "DEX_FAUCET_MAX_PER_CALL": "5",
+        "DEX_FAUCET_MAX_PER_DAY": "50",
+        "DEX_MAX_API_KEYS": "3",
+        "DEX_RATE_LIMIT_PUBLIC": "10/1",
+        "DEX_RATE_LIMIT_PRIVATE": "20/2",
+        "DEX_RATE_LIMIT_ORDERS": "30/3",
+        "DEX_WS_MAX_BUFFER_BYTES": "65536",
     }
 
     settings = load_settings(env)
@@ -129,6 +141,18 @@ def test_every_field_is_read_from_its_dex_variable() -> None:
         "persistence_max_limit": 200,
         "sqlite_busy_timeout_ms": 0,
         "ws_ping_ms": 500,
+        "chain_id": 1,
+        "key_encryption_key": "ab" * 32,
+        "recv_window_ms": 10_000,
+        "max_body_bytes": 2048,
+        "cors_origins": "https://app.example",
+        "faucet_max_per_call": "5",
+        "faucet_max_per_day": "50",
+        "max_api_keys": 3,
+        "rate_limit_public": "10/1",
+        "rate_limit_private": "20/2",
+        "rate_limit_orders": "30/3",
+        "ws_max_buffer_bytes": 65536,
     }
 
 
@@ -241,7 +265,36 @@ def test_production_refuses_the_faucet() -> None:
 
     assert error.var == "DEX_FAUCET"
     assert str(error) == "DEX_FAUCET: must be false when DEX_ENV is production"
-    assert load_settings({"DEX_ENV": "production", "DEX_FAUCET": "false"}).faucet is False
+    kek = {"DEX_KEY_ENCRYPTION_KEY": "0" * 64}
+    settings = load_settings({"DEX_ENV": "production", "DEX_FAUCET": "false", **kek})
+    assert settings.faucet is False
+
+
+def test_production_refuses_to_start_without_a_key_encryption_key() -> None:
+    error = refusal({"DEX_ENV": "production", "DEX_FAUCET": "false"})
+
+    assert error.var == "DEX_KEY_ENCRYPTION_KEY"
+    assert str(error) == "DEX_KEY_ENCRYPTION_KEY: must be set when DEX_ENV is production"
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"DEX_KEY_ENCRYPTION_KEY": "zz" * 32}, "must be 64 hex digits"),
+        ({"DEX_KEY_ENCRYPTION_KEY": "ab" * 31}, "must be 64 hex digits"),
+        ({"DEX_RATE_LIMIT_ORDERS": "10"}, "must be <capacity>/<refill per second>"),
+        ({"DEX_RATE_LIMIT_PUBLIC": "0/5"}, "must be <capacity>/<refill per second>"),
+        ({"DEX_RATE_LIMIT_PRIVATE": "5/-1"}, "must be <capacity>/<refill per second>"),
+        ({"DEX_FAUCET_MAX_PER_CALL": "0"}, "must be a whole number >= 1"),
+        ({"DEX_FAUCET_MAX_PER_DAY": "1.5"}, "must be a whole number >= 1"),
+    ],
+)
+def test_trading_api_settings_are_checked(env: dict[str, str], message: str) -> None:
+    error = refusal(env)
+
+    assert error.var == next(iter(env))
+    assert message in str(error)
+    assert "zz" not in str(error)  # a key is never echoed
 
 
 def test_unknown_dex_variables_are_ignored() -> None:
@@ -253,6 +306,7 @@ def test_unknown_dex_variables_are_ignored() -> None:
 def test_overrides_win_over_the_environment() -> None:
     env = {"DEX_PORT": "9000", "DEX_ENV": "test", "DEX_FAUCET": "true", "DEX_HOST": "::1"}
 
+    env["DEX_KEY_ENCRYPTION_KEY"] = "1" * 64
     settings = load_settings(env, port=9100, env="production", faucet=False, host=None)
 
     assert (settings.port, settings.env, settings.faucet) == (9100, "production", False)

@@ -85,6 +85,20 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     persistence_max_limit: int = 1000  # the most rows a history query returns
     sqlite_busy_timeout_ms: int = 5000  # persistence on SQLite: how long to wait for a lock
     ws_ping_ms: int = 20_000  # WebSocket ping period; no pong within as long closes it
+    # the trading API (gateway)
+    chain_id: int = 31337  # EIP-712 domain chainId of every wallet signature
+    key_encryption_key: str = ""  # 64 hex digits: AES-GCM key of stored HMAC secrets
+    recv_window_ms: int = 5000  # a signed request's timestamp may be this far from our clock
+    max_body_bytes: int = 65536  # a larger request body is a 413
+    cors_origins: str = ""  # comma list of browser origins allowed (empty: none; * : any)
+    faucet_max_per_call: str = "1000000"  # the faucet's cap per call, in whole asset units
+    faucet_max_per_day: str = "10000000"  # ... and per account and asset per UTC day
+    max_api_keys: int = 20  # live API keys per account
+    # token buckets: <capacity>/<refill per second>; weights per route in the gateway
+    rate_limit_public: str = "1200/20"  # per client IP, public routes
+    rate_limit_private: str = "1200/20"  # per account, private routes other than order entry
+    rate_limit_orders: str = "300/100"  # per account, order entry (place, amend, cancel)
+    ws_max_buffer_bytes: int = 4 * 1024 * 1024  # a WebSocket client queued past this is closed
 
 
 DEFAULTS = Settings()  # the default of every setting: constructors take theirs from here
@@ -112,7 +126,15 @@ _INT_RANGES: dict[str, tuple[int, int | None]] = {
     "persistence_max_limit": (1, None),
     "sqlite_busy_timeout_ms": (0, 2**31 - 1),  # SQLite takes a C int
     "ws_ping_ms": (1, None),
+    "chain_id": (1, 2**63 - 1),
+    "recv_window_ms": (1, 600_000),
+    "max_body_bytes": (1024, 64 * 1024 * 1024),
+    "max_api_keys": (1, 1000),
+    "ws_max_buffer_bytes": (1024, None),
 }
+_HEX_KEY = re.compile(r"[0-9a-fA-F]{64}")
+_BUCKET = re.compile(r"[0-9]{1,9}/[0-9]{1,9}")
+_AMOUNT = re.compile(r"[0-9]{1,18}")
 _URL_SCHEMES: dict[str, tuple[str, ...]] = {
     "redis_url": ("redis://", "rediss://", "unix://"),
     "database_url": (
@@ -169,7 +191,15 @@ def load_settings(env: Mapping[str, str] | None = None, /, **overrides: object) 
     settings = Settings(**values)  # type: ignore[arg-type]
     if settings.env == "production" and settings.faucet:
         raise SettingsError(env_var("faucet"), "must be false when DEX_ENV is production")
+    if settings.env == "production" and not settings.key_encryption_key:
+        raise SettingsError(env_var("key_encryption_key"), "must be set when DEX_ENV is production")
     return settings
+
+
+def rate_bucket(text: str) -> tuple[int, int]:
+    """A `DEX_RATE_LIMIT_*` value: `<capacity>/<refill per second>`, both at least 1."""
+    capacity, _, refill = text.partition("/")
+    return int(capacity), int(refill)
 
 
 def port_for(settings: Settings, service: str) -> int:
@@ -232,6 +262,20 @@ def _check_field(var: str, name: str, value: object, raw: object) -> None:
             raise SettingsError(var, f"{_int_rule(var)}, got {_shown(raw)}")
     elif name in _NOT_EMPTY and value == "":
         raise SettingsError(var, "must not be empty")
+    elif name == "key_encryption_key" and value != "":
+        assert isinstance(value, str)
+        if not _HEX_KEY.fullmatch(value):
+            raise SettingsError(var, "must be 64 hex digits (a 256-bit key); value not shown")
+    elif name.startswith("rate_limit_"):
+        assert isinstance(value, str)
+        if not _BUCKET.fullmatch(value) or 0 in rate_bucket(value):
+            raise SettingsError(
+                var, f"must be <capacity>/<refill per second>, both >= 1, got {_shown(raw)}"
+            )
+    elif name.startswith("faucet_max_"):
+        assert isinstance(value, str)
+        if not _AMOUNT.fullmatch(value) or int(value) == 0:
+            raise SettingsError(var, f"must be a whole number >= 1, got {_shown(raw)}")
     elif name in _URL_SCHEMES and value != "":
         assert isinstance(value, str)
         schemes = _URL_SCHEMES[name]
