@@ -9,7 +9,8 @@ from enum import StrEnum
 
 
 class RiskCode(StrEnum):
-    """Why risk refused a request (an order, an amend, a withdrawal, an admin change)."""
+    """Why risk refused a request (an order, an amend, a withdrawal, an admin change, an API
+    key's registration or revocation)."""
 
     INVALID_ADDRESS = "invalid_address"  # not `0x` + 40 hex, or a bad EIP-55 checksum
     INVALID_CLIENT_ORDER_ID = "invalid_client_order_id"  # not 1-36 of A-Z a-z 0-9 . _ : -
@@ -26,6 +27,10 @@ class RiskCode(StrEnum):
     UNKNOWN_ORDER = "unknown_order"
     AMEND_IN_PROGRESS = "amend_in_progress"
     INVALID_FEE_RATES = "invalid_fee_rates"
+    NONCE_USED = "nonce_used"  # a wallet nonce used before (an order's: in the last 24 hours)
+    UNKNOWN_KEY = "unknown_key"  # no such API key of this account, or already revoked
+    TOO_MANY_KEYS = "too_many_keys"  # the account has the most live API keys allowed
+    INVALID_KEY = "invalid_key"  # a malformed API key registration, or an id already used
 
 
 class ReleaseCause(StrEnum):

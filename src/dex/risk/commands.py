@@ -158,6 +158,9 @@ class Place(_Command, frozen=True, tag="place"):
     expires_at: int | None = None
     trigger_price: int = 0
     display_size: int = 0
+    # a wallet-signed order's nonce, in [1, 2^63): once per account in any 24 hours; it stays
+    # with risk (matching's place has no such field)
+    nonce: int | None = None
 
 
 class Amend(_Command, frozen=True, tag="amend"):
@@ -183,6 +186,38 @@ class CancelAll(_Command, frozen=True, tag="cancel_all"):
     market: str | None = None
 
 
+# ---------------------------------------------------------------- API keys
+
+
+class RegisterApiKey(_Command, frozen=True, tag="register_api_key"):
+    """An API key the account's wallet signed for (the gateway checked the signature).
+
+    `api_key` is the key's public id, `dk_` + 32 lowercase hex digits. `material` is, for an
+    `hmac` key, the sealed secret (1 to 200 characters of the base64url alphabet, `=` padding
+    allowed); for an `ed25519` key, the raw 32-byte public key as 64 lowercase hex digits.
+    `permissions` is a non-empty subset of read,trade,withdraw, comma-separated in that order.
+    `nonce` is the wallet's, in [0, 2^63), once per account (shared with a wallet-signed
+    revoke); `expires_at` is in ms since the epoch, 0 never.
+    """
+
+    account: str
+    api_key: str
+    key_type: str
+    material: str
+    permissions: str
+    nonce: int
+    expires_at: int = 0
+
+
+class RevokeApiKey(_Command, frozen=True, tag="revoke_api_key"):
+    """Revoke an API key of the account; `nonce` is set when the wallet signed the
+    revocation, and is then used up like a registration's."""
+
+    account: str
+    api_key: str
+    nonce: int | None = None
+
+
 RiskCommand = (
     AddAsset
     | AddMarket
@@ -204,4 +239,6 @@ RiskCommand = (
     | Amend
     | Cancel
     | CancelAll
+    | RegisterApiKey
+    | RevokeApiKey
 )

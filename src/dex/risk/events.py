@@ -210,6 +210,27 @@ class TradeSettled(_RiskEvent, frozen=True, tag="trade_settled"):
     taker: Settlement | None
 
 
+class ApiKeyRegistered(_RiskEvent, frozen=True, tag="api_key_registered"):
+    """An API key of the account, live from now until `expires_at` (ms, 0 never) or revoked.
+
+    `material` is what `register_api_key` carried: a sealed HMAC secret or a public key.
+    """
+
+    account: str
+    api_key: str
+    key_type: str
+    material: str
+    permissions: str
+    expires_at: int
+
+
+class ApiKeyRevoked(_RiskEvent, frozen=True, tag="api_key_revoked"):
+    """The key is dead for good; its id is never registered again."""
+
+    account: str
+    api_key: str
+
+
 class Halted(_RiskEvent, frozen=True, tag="halted"):
     """The shard found its own invariants broken and refuses all further work."""
 
@@ -233,5 +254,7 @@ RiskEvent = (
     | OrderDuplicate
     | FundsReleased
     | TradeSettled
+    | ApiKeyRegistered
+    | ApiKeyRevoked
     | Halted
 )

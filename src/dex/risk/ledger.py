@@ -1,14 +1,15 @@
 """The risk ledger of one shard: `Ledger.apply(item, input, ts) -> list[RiskEvent]`, pure.
 
 Owns the balances (available, locked) of this shard's accounts, the holds of their open
-orders, pending withdrawals, kill switches, limits, fee rates and this shard's fee account.
+orders, pending withdrawals, kill switches, limits, fee rates, this shard's fee account, and
+its accounts' API keys and wallet nonces (dex.risk.keys).
 Inputs are risk commands (`dex.risk.commands`) and every event of the matching engine
 (`dex.core.events`). No I/O, no clock, no randomness, integers only.
 
 Time: a command's time is its `ts` (stamped by the shell as it logs the command); a matching
 event's time is the `ts` argument, the shell's stamp for it. 0 means "the ledger's time". Time
 never goes back (CommandError); it may repeat. Windows (the 24-hour memory of client order
-ids) are measured against the current input's time.
+ids, the nonces of wallet-signed orders) are measured against the current input's time.
 
 Failures: a malformed input, or one naming an account of another shard, raises CommandError
 before anything changes; a business refusal is an event with a `RiskCode`. After every input
@@ -45,6 +46,7 @@ from dex.risk.events import (
     WithdrawalFailed,
     WithdrawalRequested,
 )
+from dex.risk.keys import _Keys
 from dex.risk.orders import _OrderDesk
 from dex.risk.settlement import _Settlement
 from dex.risk.state import MAX_AMOUNT, SCHEMA_VERSION, Account, LedgerHalted, MarketInfo, Withdrawal
@@ -54,13 +56,17 @@ V = SCHEMA_VERSION
 Handler = Callable[[Any, InputRef, int], list[RiskEvent]]
 
 
-class Ledger(_OrderDesk, _Settlement):
-    """All accounts of one risk shard (`shard` of `shard_count`)."""
+class Ledger(_OrderDesk, _Settlement, _Keys):
+    """All accounts of one risk shard (`shard` of `shard_count`); each account may have at
+    most `max_keys` live API keys (configuration, not state: not in the snapshot)."""
 
     __slots__ = ("_handlers",)
 
-    def __init__(self, shard: int = 0, shard_count: int = 1) -> None:
+    def __init__(self, shard: int = 0, shard_count: int = 1, max_keys: int = 20) -> None:
         super().__init__(shard, shard_count)
+        if max_keys < 0:
+            raise ValueError(f"max_keys must not be negative, got {max_keys}")
+        self.max_keys = max_keys
         commands: dict[type, Handler] = {
             rc.Place: self._place,
             rc.Cancel: self._cancel,
@@ -82,6 +88,8 @@ class Ledger(_OrderDesk, _Settlement):
             rc.SetLimits: self._set_limits,
             rc.AddAsset: self._add_asset,
             rc.AddMarket: self._add_market,
+            rc.RegisterApiKey: self._register_api_key,
+            rc.RevokeApiKey: self._revoke_api_key,
         }
         events: dict[type, Handler] = {
             mev.Trade: self._on_trade,
@@ -462,9 +470,9 @@ class Ledger(_OrderDesk, _Settlement):
         return snapshot.dump(self)
 
     @classmethod
-    def restore(cls, data: bytes) -> Ledger:
+    def restore(cls, data: bytes, max_keys: int = 20) -> Ledger:
         """The ledger a snapshot holds; `ValueError` for another version."""
-        return snapshot.load(data, cls)
+        return snapshot.load(data, lambda shard, count: cls(shard, count, max_keys))
 
     def state_hash(self) -> str:
         return hashlib.sha256(self.snapshot()).hexdigest()

@@ -3,13 +3,14 @@
 A place passes these checks in order, each refusal an `order_rejected` with a stable code:
 the address; the client order id's form (1 to 36 of A-Z a-z 0-9 . _ : -, else
 `invalid_client_order_id`); a client order id in use returns the earlier outcome
-(`order_duplicate`); the global halt; the market known and available; the account not
-frozen; trading not disabled; the account's notional and open-order limits; a reference
-price where one is needed; then the structural contract (the forwarded `dex.core` place
-validates itself on construction and raises CommandError) and enough available funds. An
-accepted order holds its funds at once and is forwarded to matching as a `dex.core` place
-with its id and protection price. Amend, cancel and cancel_all are resolved to this shard's
-open orders and forwarded.
+(`order_duplicate`); a wallet-signed order's nonce, in [1, 2^63) and not used by an accepted
+order of the account in the last 24 hours (`nonce_used`); the global halt; the market known
+and available; the account not frozen; trading not disabled; the account's notional and
+open-order limits; a reference price where one is needed; then the structural contract (the
+forwarded `dex.core` place validates itself on construction and raises CommandError) and
+enough available funds. An accepted order holds its funds at once and is forwarded to
+matching as a `dex.core` place with its id and protection price; its nonce is remembered for
+24 hours. Amend, cancel and cancel_all are resolved to this shard's open orders and forwarded.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from dex.risk.events import (
     OrderRejected,
     RiskEvent,
 )
-from dex.risk.state import SCHEMA_VERSION, Account, Order, _Core
+from dex.risk.state import MAX_AMOUNT, SCHEMA_VERSION, Account, Order, _Core
 
 V = SCHEMA_VERSION
 BUY = Side.BUY
@@ -80,6 +81,16 @@ class _OrderDesk(_Core):
             )
         ]
 
+    def _forget_nonces(self, ts: int) -> None:
+        """Drop order nonces used at least 24 hours before `ts`."""
+        times = self.nonce_times
+        nonces = self.order_nonces
+        horizon = ts - DAY_NS
+        while times and times[0][0] <= horizon:
+            used, addr, nonce = times.popleft()
+            if nonces.get((addr, nonce)) == used:  # not used again since (then it is later)
+                del nonces[(addr, nonce)]
+
     def _forget_closed(self, ts: int) -> None:
         """Drop client order ids of orders that ended at least 24 hours before `ts`."""
         closed = self.closed
@@ -97,13 +108,17 @@ class _OrderDesk(_Core):
         self, cmd: Place, src: InputRef, ts: int, horizon: int | None = None
     ) -> list[RiskEvent]:
         """Place an order; `horizon` is set (by this method itself) when client order ids
-        that ended at or before it fall due to be forgotten: they count as forgotten here,
-        and are forgotten only once the place is known not to raise, so a malformed place
-        (CommandError) changes nothing."""
+        that ended at or before it, or order nonces used at or before it, fall due to be
+        forgotten: they count as forgotten here, and are forgotten only once the place is
+        known not to raise, so a malformed place (CommandError) changes nothing."""
         closed = self.closed
-        if horizon is None and closed and closed[0].ts <= ts - DAY_NS:
+        times = self.nonce_times
+        if horizon is None and (
+            (closed and closed[0].ts <= ts - DAY_NS) or (times and times[0][0] <= ts - DAY_NS)
+        ):
             events = self._place(cmd, src, ts, ts - DAY_NS)
             self._forget_closed(ts)
+            self._forget_nonces(ts)
             return events
         addr = cmd.account
         symbol = cmd.market
@@ -164,6 +179,19 @@ class _OrderDesk(_Core):
                         prior.detail,
                     )
                 ]
+        nonce = cmd.nonce
+        if nonce is not None:
+            why = ""
+            if not 0 < nonce <= MAX_AMOUNT:
+                why = "nonce must be in [1, 2^63)"
+            elif (used := self.order_nonces.get((addr, nonce))) is not None and (
+                used > ts - DAY_NS  # a day old or more: forgotten, even if not yet pruned
+            ):
+                why = f"nonce {nonce} was used by an order in the last 24 hours"
+            if why:
+                return self._refuse(
+                    "place", addr, symbol, None, cid, RiskCode.NONCE_USED, why, ts, src
+                )
         m = self.markets.get(symbol)
         if self.global_halt or m is None or not m.open or acct.frozen or acct.disabled:
             code: RiskCode | None = None
@@ -328,6 +356,9 @@ class _OrderDesk(_Core):
         self.orders[oid] = acct.orders[oid] = o
         if key is not None:
             self.cids[key] = o
+        if nonce is not None:
+            self.order_nonces[(addr, nonce)] = ts
+            self.nonce_times.append((ts, addr, nonce))
         self.log_seq += 1
         return [
             OrderAcceptedForMatching(

@@ -5,8 +5,11 @@ The one owner of the snapshot format: `dump` reads the ledger's state (dex.risk.
 
 Accounts, orders, withdrawals, deposits and fee balances are written sorted by key; assets
 and markets in the order they were added (that order is behaviour: cancel_all walks markets
-in it); remembered client order ids by end time, then order id. Two ledgers that would emit
-the same future events have the same snapshot, so its SHA-256 is the state hash.
+in it); remembered client order ids by end time, then order id; API keys (live and revoked)
+by id; wallet nonces by account, then nonce; order nonces by time, account, nonce. Two ledgers
+that would emit the same future events have the same snapshot, so its SHA-256 is the state
+hash. Snapshots written before API keys (no `keys`, `wallet_nonces`, `order_nonces`) load
+with none. `api_keys` reads only the keys out of a snapshot, without building a ledger.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import msgspec
 
 from dex.core.enums import MarketStatus, OrderStatus, OrderType
 from dex.core.markets import Asset, MarketParams, MarketSpec
-from dex.risk.state import SCHEMA_VERSION, Closed, MarketInfo, Order, Withdrawal, _Core
+from dex.risk.state import SCHEMA_VERSION, ApiKey, Closed, MarketInfo, Order, Withdrawal, _Core
 
 SNAPSHOT_VERSION = 1
 L = TypeVar("L", bound=_Core)
@@ -103,8 +106,38 @@ def dump(ledger: _Core) -> bytes:
         "closed": closed,
         "deposits": sorted([tx, index] for tx, index in ledger.deposits),
         "fees": sorted([asset, value] for asset, value in ledger.fees.items()),
+        "keys": [_key_row(ledger.keys[k]) for k in sorted(ledger.keys)],
+        "wallet_nonces": [
+            [addr, sorted(used)] for addr, used in sorted(ledger.wallet_nonces.items())
+        ],
+        "order_nonces": sorted(
+            [used, addr, nonce] for (addr, nonce), used in ledger.order_nonces.items()
+        ),
     }
     return msgspec.msgpack.encode(state)
+
+
+def _key_row(k: ApiKey) -> tuple[str, str, str, str, str, int, bool]:
+    return (k.api_key, k.account, k.key_type, k.material, k.permissions, k.expires_at, k.revoked)
+
+
+class _KeysOnly(msgspec.Struct):
+    """A snapshot read for its keys alone: every other section is skipped, not built."""
+
+    v: int
+    keys: list[tuple[str, str, str, str, str, int, bool]] = []
+
+
+def api_keys(data: bytes) -> list[ApiKey]:
+    """The API keys (live and revoked) in a snapshot `dump` wrote, by id; `ValueError` for
+    another version."""
+    state = msgspec.msgpack.decode(data, type=_KeysOnly)
+    if state.v != SNAPSHOT_VERSION:
+        raise ValueError(f"unsupported risk snapshot version {state.v!r}")
+    return [
+        ApiKey(account, key_id, key_type, material, permissions, expires_at, revoked)
+        for key_id, account, key_type, material, permissions, expires_at, revoked in state.keys
+    ]
 
 
 def load(data: bytes, new: Callable[[int, int], L]) -> L:
@@ -151,6 +184,17 @@ def load(data: bytes, new: Callable[[int, int], L]) -> L:
         led.closed.append(rec)
     led.deposits = {(tx, index) for tx, index in state["deposits"]}
     led.fees = {asset: value for asset, value in state["fees"]}
+    for key_id, account, key_type, material, permissions, expires_at, revoked in state.get(
+        "keys", ()
+    ):
+        api_key = ApiKey(account, key_id, key_type, material, permissions, expires_at, revoked)
+        led.keys[key_id] = api_key
+        if not revoked:
+            led.live_keys.setdefault(account, {})[key_id] = api_key
+    led.wallet_nonces = {addr: set(used) for addr, used in state.get("wallet_nonces", ())}
+    for used, addr, nonce in state.get("order_nonces", ()):
+        led.order_nonces[(addr, nonce)] = used
+        led.nonce_times.append((used, addr, nonce))
     return led
 
 

@@ -11,11 +11,20 @@ every input that releases funds or ends an order or a withdrawal (terminal event
 withdrawal reports and requests), and after a fill whose signs look wrong. A place only moves
 available to locked after checking the amount is available, and a fill moves the same amount
 out of the order's hold and the account's locked, so both are covered by the next full check.
+
+API keys are state of the shard too: every key registered here (`keys`, by id, live and
+revoked; a revoked id is kept for good so it is never registered again), the live ones of each
+account (`live_keys`, the same objects: not revoked, expired ones dropped when the account
+registers another), each account's used wallet nonces (`wallet_nonces`, kept for good), and
+the nonces of wallet-signed orders of the last 24 hours (`order_nonces`, with `nonce_times`
+in the order they were used, for pruning by time).
 """
 
 from __future__ import annotations
 
 from collections import deque
+
+import msgspec
 
 from dex.core.enums import MarketStatus, OrderStatus, OrderType
 from dex.core.errors import CommandError
@@ -210,6 +219,23 @@ class Withdrawal:
         self.bal = account.cell(asset)
 
 
+class ApiKey(msgspec.Struct, gc=False):
+    """An API key of an account (see `dex.risk.commands.RegisterApiKey` for the fields);
+    `revoked` is the one field that changes, once, from False to True."""
+
+    account: str
+    api_key: str
+    key_type: str
+    material: str
+    permissions: str
+    expires_at: int  # ms since the epoch, 0 never
+    revoked: bool = False
+
+    def live(self, ts: int) -> bool:
+        """Not revoked and not expired at `ts` (nanoseconds, an input's time)."""
+        return not self.revoked and not (self.expires_at and self.expires_at <= ts // 1_000_000)
+
+
 class LedgerHalted(RuntimeError):
     """Raised by `apply` once the shard has halted on a broken invariant."""
 
@@ -228,14 +254,20 @@ class _Core:
         "fees",
         "global_halt",
         "halted",
+        "keys",
+        "live_keys",
         "log_seq",
         "markets",
+        "max_keys",
+        "nonce_times",
+        "order_nonces",
         "order_seq",
         "orders",
         "prefix",
         "shard",
         "shard_count",
         "ts",
+        "wallet_nonces",
         "withdrawal_seq",
         "withdrawals",
     )
@@ -263,6 +295,12 @@ class _Core:
         self.deposits: set[tuple[str, int]] = set()  # (tx id, log index) credited
         self.withdrawals: dict[int, Withdrawal] = {}  # pending, by id
         self.fees: dict[str, int] = {}  # this shard's fee account, per asset
+        self.max_keys = 20  # live API keys per account (the ledger's constructor sets it)
+        self.keys: dict[str, ApiKey] = {}  # every key of this shard's accounts, by id
+        self.live_keys: dict[str, dict[str, ApiKey]] = {}  # account -> id -> key not revoked
+        self.wallet_nonces: dict[str, set[int]] = {}  # account -> nonces used (keys)
+        self.order_nonces: dict[tuple[str, int], int] = {}  # (account, nonce) -> when used
+        self.nonce_times: deque[tuple[int, str, int]] = deque()  # (ts, account, nonce) by ts
 
     # ------------------------------------------------------------------ helpers
 
