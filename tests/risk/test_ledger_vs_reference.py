@@ -73,7 +73,12 @@ BAD_CID = "k 1"  # a space: not a client order id (invalid_client_order_id)
 # Halted: tests/risk/test_ledger_rules. API keys and wallet nonces are not money: they have
 # their own reference model in tests/risk/test_api_keys.
 KEY_KINDS = {ApiKeyRegistered, ApiKeyRevoked}
-KEY_CODES = {RiskCode.NONCE_USED, RiskCode.UNKNOWN_KEY, RiskCode.TOO_MANY_KEYS, RiskCode.INVALID_KEY}
+KEY_CODES = {
+    RiskCode.NONCE_USED,
+    RiskCode.UNKNOWN_KEY,
+    RiskCode.TOO_MANY_KEYS,
+    RiskCode.INVALID_KEY,
+}
 ALL_KINDS = set(typing.get_args(RiskEvent)) - {Halted} - KEY_KINDS
 SEEN_KINDS: set[type] = set()
 SEEN_CODES: set[RiskCode] = set()
