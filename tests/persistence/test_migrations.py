@@ -246,10 +246,11 @@ def shape(conn: Connection) -> dict[str, Any]:
 
 
 def contents(conn: Connection) -> dict[str, list[dict[str, Any]]]:
-    """Every row of the first revision's tables, in primary-key order."""
+    """Every row of the first revision's tables (their columns of then), in primary-key
+    order."""
     out = {}
     for name in sorted(migrations.BASELINE_TABLES):
-        table = schema.metadata.tables[name]
+        table = LEGACY.tables[name]
         got = conn.execute(select(table).order_by(*table.primary_key.columns))
         out[name] = [dict(r) for r in got.mappings()]
     return out

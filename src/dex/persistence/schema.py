@@ -9,8 +9,9 @@ Amounts are integers: asset units, price ticks, size lots.
 - `trades(market, trade_id, price, size, maker_order_id, taker_order_id, taker_side, ts;
   PK market, trade_id)`: matching `trade`.
 - `orders(order_id PK, account, market, side, type, price, size, client_order_id, status,
-  filled, reason, updated_ts)`: matching order events (status open / untriggered / filled /
-  cancelled / expired / rejected; `filled` in lots).
+  filled, reason, updated_ts, tif, trigger_price, quote_size, created_ts)`: matching order
+  events (status open / untriggered / filled / cancelled / expired / rejected; `filled` in
+  lots; `created_ts` the accepted or rejected event's time).
 - `events(stream, log_seq, idx, kind, body; PK stream, log_seq, idx)`: every event of every
   entry, `body` its JSON (JSONB on PostgreSQL).
 - `fills(trade_id, market, liquidity, order_id, account, side, price, size, fee, fee_asset,
@@ -30,6 +31,10 @@ Amounts are integers: asset units, price ticks, size lots.
   requested_ts, updated_ts, stream, log_seq)`: risk `withdrawal_requested`, then
   `withdrawal_completed` / `withdrawal_failed` (status requested / completed / failed).
 
+Every list the query API pages through has an index `(filter columns, sort key)` whose sort
+key ends in the row's identity (`dex.persistence.queries`); `events_catalog` (partial) finds
+the `asset_added` / `market_added` events the service learns decimals from.
+
 The tables are created and changed by the migrations (`dex.persistence.migrations`), never
 from here: a change to this module comes with a new revision, and a test holds the migrated
 schema equal to these tables.
@@ -37,10 +42,11 @@ schema equal to these tables.
 
 from __future__ import annotations
 
-from sqlalchemy import JSON, BigInteger, Column, Index, MetaData, Table, Text
+from sqlalchemy import JSON, BigInteger, Column, Index, MetaData, Table, Text, text
 from sqlalchemy.dialects import postgresql
 
 metadata = MetaData()
+CATALOG_KINDS = "kind IN ('asset_added', 'market_added')"  # events_catalog holds only these
 BODY = JSON().with_variant(postgresql.JSONB(), "postgresql")
 
 positions = Table(
@@ -75,6 +81,7 @@ trades = Table(
     Column("taker_order_id", BigInteger, nullable=False),
     Column("taker_side", Text, nullable=False),
     Column("ts", BigInteger, nullable=False),
+    Index("trades_by_market_ts", "market", "ts", "trade_id"),
 )
 orders = Table(
     "orders",
@@ -91,7 +98,13 @@ orders = Table(
     Column("filled", BigInteger, nullable=False),
     Column("reason", Text),  # cancel reason or reject code
     Column("updated_ts", BigInteger, nullable=False),
-    Index("orders_by_account", "account", "order_id"),
+    Column("tif", Text),  # None for a rejected order
+    Column("trigger_price", BigInteger),  # None unless a stop order
+    Column("quote_size", BigInteger),  # quote units; None unless a market buy by quote
+    Column("created_ts", BigInteger, nullable=False, server_default="0"),
+    Index("orders_by_account_created", "account", "created_ts", "order_id"),
+    Index("orders_by_account_market_created", "account", "market", "created_ts", "order_id"),
+    Index("orders_by_client_id", "account", "client_order_id", "created_ts", "order_id"),
 )
 events = Table(
     "events",
@@ -101,6 +114,12 @@ events = Table(
     Column("idx", BigInteger, primary_key=True),
     Column("kind", Text, nullable=False),
     Column("body", BODY, nullable=False),
+    Index(
+        "events_catalog",
+        "kind",
+        sqlite_where=text(CATALOG_KINDS),
+        postgresql_where=text(CATALOG_KINDS),
+    ),
 )
 fills = Table(
     "fills",
@@ -118,7 +137,8 @@ fills = Table(
     Column("ts", BigInteger, nullable=False),
     Column("stream", Text, nullable=False),
     Column("log_seq", BigInteger, nullable=False),
-    Index("fills_by_account", "account", "ts"),
+    Index("fills_by_account_ts", "account", "ts", "trade_id", "market", "liquidity"),
+    Index("fills_by_account_market_ts", "account", "market", "ts", "trade_id", "liquidity"),
 )
 ledger_entries = Table(
     "ledger_entries",
@@ -133,7 +153,17 @@ ledger_entries = Table(
     Column("delta", BigInteger, nullable=False),
     Column("cause", Text, nullable=False),
     Column("ts", BigInteger, nullable=False),
-    Index("ledger_entries_by_account", "account", "asset"),
+    Index("ledger_by_account_ts", "account", "ts", "stream", "log_seq", "idx", "line"),
+    Index(
+        "ledger_by_account_asset_ts",
+        "account",
+        "asset",
+        "ts",
+        "stream",
+        "log_seq",
+        "idx",
+        "line",
+    ),
 )
 deposits = Table(
     "deposits",
@@ -146,7 +176,7 @@ deposits = Table(
     Column("ts", BigInteger, nullable=False),
     Column("stream", Text, nullable=False),
     Column("log_seq", BigInteger, nullable=False),
-    Index("deposits_by_account", "account", "ts"),
+    Index("deposits_by_account_ts", "account", "ts", "tx_id", "log_index"),
 )
 withdrawals = Table(
     "withdrawals",
@@ -162,5 +192,5 @@ withdrawals = Table(
     Column("updated_ts", BigInteger, nullable=False),
     Column("stream", Text, nullable=False),
     Column("log_seq", BigInteger, nullable=False),
-    Index("withdrawals_by_account", "account", "requested_ts"),
+    Index("withdrawals_by_account_ts", "account", "requested_ts", "withdrawal_id"),
 )

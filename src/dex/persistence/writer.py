@@ -365,7 +365,10 @@ async def _write_orders(conn: AsyncConnection, evs: list[me.Event], log: Any) ->
     if not touched:
         return 0
     stmt = insert(conn, orders)
-    cols = ("type", "price", "size", "status", "filled", "reason", "updated_ts")
+    cols = [
+        *("type", "price", "size", "status", "filled", "reason", "updated_ts"),
+        *("tif", "trigger_price", "quote_size", "created_ts"),
+    ]
     stmt = stmt.on_conflict_do_update(
         index_elements=[orders.c.order_id],
         set_={c: stmt.excluded[c] for c in cols},
@@ -391,6 +394,10 @@ def fold_order(rows: dict[int, dict[str, Any]], ev: me.Event, log: Any) -> list[
             "filled": 0,
             "reason": None,
             "updated_ts": ev.ts,
+            "tif": str(o.tif),
+            "trigger_price": o.trigger_price or None,  # 0: not a stop order
+            "quote_size": o.quote_size or None,  # 0: sized in base lots
+            "created_ts": ev.ts,
         }
         return [ev.order_id]
     if isinstance(ev, me.Rejected):
@@ -407,6 +414,10 @@ def fold_order(rows: dict[int, dict[str, Any]], ev: me.Event, log: Any) -> list[
             "filled": 0,
             "reason": str(ev.code),
             "updated_ts": ev.ts,
+            "tif": None,
+            "trigger_price": None,
+            "quote_size": None,
+            "created_ts": ev.ts,
         }
         return [ev.order_id]
     if isinstance(ev, me.Trade):
