@@ -100,7 +100,7 @@ class _Keys(_Core):
             why = "api_key is already registered"
         elif used is not None and cmd.nonce in used:
             code, why = RiskCode.NONCE_USED, f"nonce {cmd.nonce} was used before"
-        elif live is not None and sum(k.live(ts) for k in live.values()) >= self.max_keys:
+        elif (sum(k.live(ts) for k in live.values()) if live else 0) >= self.max_keys:
             code = RiskCode.TOO_MANY_KEYS
             why = f"the account already has {self.max_keys} live API keys"
         if why:
