@@ -156,6 +156,26 @@ def test_contract_keys_and_buckets_are_independent(make_limiter: Factory) -> Non
     assert other_bucket.allowed and other_bucket.remaining == 1
 
 
+def test_contract_largest_figures_stay_exact(make_limiter: Factory) -> None:
+    # 999_999_999 tokens are ~1e15 micro-tokens: within the 2^53 a Lua number holds exactly
+    top = 999_999_999
+
+    async def run() -> list[Decision]:
+        async with opened(make_limiter) as limiter:
+            bucket = Bucket("public", top, 1)
+            return [
+                await limiter.take(bucket, "k", top - 1),
+                await limiter.take(bucket, "k", 2),
+                await limiter.take(bucket, "k", 1),
+            ]
+
+    most, refused, last = asyncio.run(run())
+
+    assert most.allowed and most.remaining == 1 and most.reset_s == top - 1
+    assert not refused.allowed and refused.retry_after_s == 1 and refused.remaining == 1
+    assert last.allowed and last.remaining == 0 and last.reset_s == top
+
+
 @pytest.mark.parametrize("cost", [0, -1, True, 1.0, 1_000_000_000])
 def test_contract_bad_cost_is_refused(make_limiter: Factory, cost: Any) -> None:
     async def run() -> None:
@@ -271,6 +291,25 @@ def test_memory_refills_over_time_and_rounds_up() -> None:
     assert idle.allowed and idle.remaining == 9
 
 
+def test_memory_no_rounding_lets_an_extra_request_through() -> None:
+    clock = FakeClock()
+    limiter = MemoryLimiter(clock=clock)
+    bucket = Bucket("orders", 1, 3)  # a token every 1/3 s: never a whole number of ms
+
+    async def run() -> list[Decision]:
+        out = [await limiter.take(bucket, "acct")]
+        for _ in range(3):
+            clock.now += 0.333  # 0.999 token
+            out.append(await limiter.take(bucket, "acct"))
+            clock.now += 0.001  # 1.002 tokens
+            out.append(await limiter.take(bucket, "acct"))
+        return out
+
+    decisions = asyncio.run(run())
+
+    assert [d.allowed for d in decisions] == [True] + [False, True] * 3
+
+
 def test_memory_clock_stepping_back_adds_nothing() -> None:
     clock = FakeClock()
     limiter = MemoryLimiter(clock=clock)
@@ -355,12 +394,16 @@ class ReferenceBucket:
         return allowed, floor(self.tokens), reset, retry
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(
     capacity=st.integers(1, 40),
     refill=st.integers(1, 15),
     steps=st.lists(
-        st.tuples(st.integers(0, 3000), st.integers(1, 45), st.sampled_from(["a", "b", "c"])),
+        st.tuples(
+            st.one_of(st.integers(0, 5), st.integers(0, 3000)),  # ms: near boundaries, and far
+            st.integers(1, 45),
+            st.sampled_from(["a", "b", "c"]),
+        ),
         max_size=60,
     ),
 )
