@@ -17,11 +17,13 @@ from litestar.testing import AsyncTestClient
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from dex.app.demo import DEMO_ASSETS
 from dex.core import commands as mc
 from dex.core import events as me
 from dex.core.commands import InputRef
 from dex.core.enums import OrderType, Side
 from dex.core.errors import RejectCode
+from dex.persistence import queries
 from dex.persistence.schema import balances, events, orders, trades
 from dex.persistence.service import PersistenceService
 from dex.persistence.store import async_database_url
@@ -200,14 +202,16 @@ async def test_store_agrees_with_ledgers_and_engines(database: Database) -> None
         # the query API the gateway uses in embedded mode
         bal = await svc.balances(A)
         assert {k: (v["available"], v["locked"]) for k, v in bal.items()} == ledger_balances(c)[A]
-        newest = await svc.trades(ETH_USDC, limit=3)
-        assert [t["trade_id"] for t in newest] == sorted(
+        newest = await svc.page(queries.TRADES, [trades.c.market == ETH_USDC], None, 3)
+        assert [t["trade_id"] for t in newest.rows] == sorted(
             (t["trade_id"] for t in trade_rows(await match_events(c)) if t["market"] == ETH_USDC),
             reverse=True,
         )[:3]
-        mine = await svc.orders(B)
+        mine = (await svc.page(queries.ORDERS, [orders.c.account == B], None, 100)).rows
         assert mine and all(o["account"] == B for o in mine)
-        assert [o["order_id"] for o in mine] == sorted((o["order_id"] for o in mine), reverse=True)
+        assert [(o["created_ts"], o["order_id"]) for o in mine] == sorted(
+            ((o["created_ts"], o["order_id"]) for o in mine), reverse=True
+        )
     finally:
         await svc.stop()
 
@@ -480,7 +484,8 @@ async def test_a_nul_client_order_id_is_refused_on_every_path_and_history_goes_o
             await c.pump()
             await until(svc, lambda: caught_up(svc), "persistence to catch up")
             assert svc.health.ready, svc.health.reasons()
-            assert [o["client_order_id"] for o in await svc.orders(A)] == ["ok-1"]
+            mine = await svc.page(queries.ORDERS, [orders.c.account == A], None, 100)
+            assert [o["client_order_id"] for o in mine.rows] == ["ok-1"]
             refusals = [
                 r["body"]
                 for r in await store_rows(svc, events)
@@ -528,17 +533,25 @@ async def test_http_api(tmp_path: Any) -> None:
         assert got.status_code == 200
         body = got.json()
         assert body["account"] == A
-        listed = {b["asset"]: (b["available_units"], b["locked_units"]) for b in body["balances"]}
+        listed = {
+            b["asset"]: (
+                units(b["available"], DECIMALS[b["asset"]]),
+                units(b["locked"], DECIMALS[b["asset"]]),
+            )
+            for b in body["balances"]
+        }
         assert {k: v for k, v in listed.items() if v != (0, 0)} == ledger_balances(c)[A]
         got = await client.get("/v1/accounts/fee:0/balances")
         assert got.status_code == 200
-        fees = {b["asset"]: b["available_units"] for b in got.json()["balances"]}
+        fees = {
+            b["asset"]: units(b["available"], DECIMALS[b["asset"]]) for b in got.json()["balances"]
+        }
         assert {k: (v, 0) for k, v in fees.items() if v} == ledger_balances(c)["fee:0"]
         got = await client.get(f"/v1/markets/{ETH_USDC}/trades", params={"limit": 2})
         assert got.status_code == 200
         listed = got.json()["trades"]
         assert len(listed) == 2 and listed[0]["trade_id"] > listed[1]["trade_id"]
-        assert set(listed[0]) >= {"price_ticks", "size_lots", "taker_side", "ts"}
+        assert set(listed[0]) == {"trade_id", "price", "size", "taker_side", "ts"}
         got = await client.get(f"/v1/accounts/{B}/orders")
         assert got.status_code == 200
         assert {o["status"] for o in got.json()["orders"]} <= {
@@ -562,6 +575,17 @@ async def test_http_api(tmp_path: Any) -> None:
         got = await client.get(f"/v1/markets/{ETH_USDC}/trades", params={"limit": 0})
         assert got.status_code == 400
     await svc.stop()
+
+
+DECIMALS = {a.symbol: a.decimals for a in DEMO_ASSETS}  # the assets of tests.services.inproc
+
+
+def units(text: str, decimals: int) -> int:
+    """A decimal string rendered at `decimals` digits back to integer units (exact digits
+    checked: a string at any other precision fails)."""
+    whole, _, frac = text.partition(".")
+    assert len(frac) == decimals, (text, decimals)
+    return int(whole + frac)
 
 
 def test_database_urls() -> None:

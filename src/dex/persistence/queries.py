@@ -1,14 +1,190 @@
-"""The history queries, each on a connection the caller opened (the service's read API)."""
+"""The history queries, each on a connection the caller opened (the service's read API).
+
+Lists are read newest first by keyset pagination, never OFFSET: each list has a sort key that
+ends in the row's identity (so it is unique) and an index `(filter columns, sort key)`
+(migration 0003), and a page is `WHERE filters AND (key) < (the last key seen) ORDER BY key
+DESC LIMIT n + 1` — one index range scan whatever the page, and stable while rows are
+inserted: a row inserted later sorts by its own key, never shifting the rows already paged.
+
+A cursor is the last key of a page, opaque to clients: base64url of `[list, [key...]]` (JSON)
+and a keyed 6-byte BLAKE2b tag of it. A cursor that does not decode, fails its tag, names
+another list or holds values of the wrong kind is `BadCursor`; nothing is read. The tag is
+not a secret (cursors work across restarts and replicas): it catches corrupted and edited
+cursors, and a forged one can only page the caller's own rows.
+
+Amounts come back as stored: integer ticks, lots and units; times in ns.
+"""
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+import msgspec
+from sqlalchemy import BigInteger, Column, ColumnElement, Table, literal, select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from dex.core.enums import OrderStatus
 from dex.persistence import schema
-from dex.persistence.schema import balances, orders, trades
+from dex.persistence.schema import (
+    CATALOG_KINDS,
+    balances,
+    deposits,
+    events,
+    fills,
+    ledger_entries,
+    orders,
+    trades,
+    withdrawals,
+)
+
+MAX_INT = 2**63 - 1
+OPEN_STATUSES = (OrderStatus.PENDING, OrderStatus.UNTRIGGERED, OrderStatus.OPEN)
+CLOSED_STATUSES = (
+    OrderStatus.FILLED,
+    OrderStatus.CANCELLED,
+    OrderStatus.EXPIRED,
+    OrderStatus.REJECTED,
+)
+_TAG_BYTES = 6
+_TAG_KEY = b"dex-persistence-cursor-v1"
+
+
+@dataclass(frozen=True)
+class Listing:
+    """A list the API pages: its table and its sort key (newest first, unique)."""
+
+    name: str
+    table: Table
+    key: tuple[Column[Any], ...]
+
+
+ORDERS = Listing("orders", orders, (orders.c.created_ts, orders.c.order_id))
+FILLS = Listing("fills", fills, (fills.c.ts, fills.c.trade_id, fills.c.market, fills.c.liquidity))
+LEDGER = Listing(
+    "ledger",
+    ledger_entries,
+    tuple(ledger_entries.c[n] for n in ("ts", "stream", "log_seq", "idx", "line")),
+)
+DEPOSITS = Listing("deposits", deposits, (deposits.c.ts, deposits.c.tx_id, deposits.c.log_index))
+WITHDRAWALS = Listing(
+    "withdrawals", withdrawals, (withdrawals.c.requested_ts, withdrawals.c.withdrawal_id)
+)
+TRADES = Listing("trades", trades, (trades.c.ts, trades.c.trade_id))
+
+
+class BadCursor(ValueError):
+    """A cursor this code did not make for this list."""
+
+
+@dataclass(frozen=True)
+class Page:
+    rows: list[dict[str, Any]]
+    next_cursor: str | None
+
+
+def _tag(payload: bytes) -> bytes:
+    return hashlib.blake2b(payload, digest_size=_TAG_BYTES, key=_TAG_KEY).digest()
+
+
+def encode_cursor(listing: Listing, key: Sequence[Any]) -> str:
+    payload = msgspec.json.encode([listing.name, list(key)])
+    return base64.urlsafe_b64encode(payload + _tag(payload)).rstrip(b"=").decode()
+
+
+def decode_cursor(listing: Listing, cursor: str) -> tuple[Any, ...]:
+    """The key a cursor of `listing` holds; BadCursor otherwise."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+    except (binascii.Error, ValueError):
+        raise BadCursor("is not a cursor of this API (not base64url)") from None
+    payload, tag = raw[:-_TAG_BYTES], raw[-_TAG_BYTES:]
+    if len(raw) <= _TAG_BYTES or tag != _tag(payload):
+        raise BadCursor("is not a cursor of this API (damaged or edited)")
+    try:
+        name, key = msgspec.json.decode(payload, type=tuple[str, list[int | str]])
+    except msgspec.DecodeError:
+        raise BadCursor("is not a cursor of this API") from None
+    if name != listing.name:
+        raise BadCursor(f"is a cursor of the {name} list, not of {listing.name}")
+    if len(key) != len(listing.key):
+        raise BadCursor("is not a cursor of this list")
+    for value, col in zip(key, listing.key, strict=True):
+        number = isinstance(col.type, BigInteger)
+        if number != isinstance(value, int) or (number and not 0 <= int(value) <= MAX_INT):
+            raise BadCursor("is not a cursor of this list")
+    return tuple(key)
+
+
+async def page(
+    conn: AsyncConnection,
+    listing: Listing,
+    where: Sequence[ColumnElement[bool]],
+    cursor: tuple[Any, ...] | None,
+    limit: int,
+) -> Page:
+    """Up to `limit` rows of `listing` matching `where`, newest first, after `cursor`."""
+    stmt = select(listing.table).where(*where)
+    if cursor is not None:
+        bound = [literal(v, c.type) for v, c in zip(cursor, listing.key, strict=True)]
+        stmt = stmt.where(tuple_(*listing.key) < tuple_(*bound))
+    stmt = stmt.order_by(*(c.desc() for c in listing.key)).limit(limit + 1)
+    rows = [dict(r) for r in (await conn.execute(stmt)).mappings()]
+    if len(rows) <= limit:
+        return Page(rows, None)
+    rows = rows[:limit]
+    return Page(rows, encode_cursor(listing, [rows[-1][c.name] for c in listing.key]))
+
+
+def time_range(col: Column[Any], start_ns: int | None, end_ns: int | None) -> list[Any]:
+    """`start <= col < end` (either bound optional)."""
+    out = []
+    if start_ns is not None:
+        out.append(col >= start_ns)
+    if end_ns is not None:
+        out.append(col < end_ns)
+    return out
+
+
+def order_filters(
+    account: str,
+    statuses: Sequence[str] | None,
+    market: str | None,
+    start_ns: int | None,
+    end_ns: int | None,
+) -> list[Any]:
+    where: list[Any] = [orders.c.account == account]
+    if market is not None:
+        where.append(orders.c.market == market)
+    if statuses is not None:
+        where.append(orders.c.status.in_(list(statuses)))
+    return where + time_range(orders.c.created_ts, start_ns, end_ns)
+
+
+async def order_by_id(conn: AsyncConnection, account: str, order_id: int) -> dict[str, Any] | None:
+    got = await conn.execute(
+        select(orders).where(orders.c.order_id == order_id, orders.c.account == account)
+    )
+    row = got.mappings().first()
+    return None if row is None else dict(row)
+
+
+async def order_by_client_id(
+    conn: AsyncConnection, account: str, client_order_id: str, market: str | None
+) -> dict[str, Any] | None:
+    """The account's newest order with that client order id (in `market` if given)."""
+    stmt = select(orders).where(
+        orders.c.account == account, orders.c.client_order_id == client_order_id
+    )
+    if market is not None:
+        stmt = stmt.where(orders.c.market == market)
+    stmt = stmt.order_by(orders.c.created_ts.desc(), orders.c.order_id.desc()).limit(1)
+    row = (await conn.execute(stmt)).mappings().first()
+    return None if row is None else dict(row)
 
 
 async def account_balances(conn: AsyncConnection, account: str) -> dict[str, dict[str, int]]:
@@ -21,34 +197,16 @@ async def account_balances(conn: AsyncConnection, account: str) -> dict[str, dic
     return {row.asset: {"available": int(row.available), "locked": int(row.locked)} for row in got}
 
 
-async def market_trades(conn: AsyncConnection, market: str, limit: int) -> list[dict[str, Any]]:
-    """The market's latest trades, newest first (price ticks, size lots, ts ns)."""
+async def catalog_events(conn: AsyncConnection) -> list[dict[str, Any]]:
+    """The body of every `asset_added` and `market_added` event stored, in log order (the
+    partial index `events_catalog`). Every shard logs them, so each comes several times."""
     got = await conn.execute(
-        select(
-            trades.c.trade_id,
-            trades.c.price,
-            trades.c.size,
-            trades.c.maker_order_id,
-            trades.c.taker_order_id,
-            trades.c.taker_side,
-            trades.c.ts,
-        )
-        .where(trades.c.market == market)
-        .order_by(trades.c.trade_id.desc())
-        .limit(limit)
+        select(events.c.body)
+        .where(events.c.kind.in_(["asset_added", "market_added"]))
+        .where(text(CATALOG_KINDS))  # lets the planners match the partial index
+        .order_by(events.c.stream, events.c.log_seq, events.c.idx)
     )
-    return [dict(row) for row in got.mappings()]
-
-
-async def account_orders(conn: AsyncConnection, account: str, limit: int) -> list[dict[str, Any]]:
-    """The account's latest orders, newest first (as the matching events left them)."""
-    got = await conn.execute(
-        select(orders)
-        .where(orders.c.account == account.lower())
-        .order_by(orders.c.order_id.desc())
-        .limit(limit)
-    )
-    return [dict(row) for row in got.mappings()]
+    return [dict(row.body) for row in got]
 
 
 async def markets(conn: AsyncConnection) -> dict[str, tuple[str, str]]:
