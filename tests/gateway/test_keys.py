@@ -11,7 +11,10 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from dex.core.commands import InputRef
 from dex.gateway import keys as k
+from dex.risk.events import ApiKeyRegistered
+from dex.risk.state import ApiKey
 from dex.wire import signing as s
 
 ACCOUNT = "0x" + "ab" * 20
@@ -339,3 +342,27 @@ def test_a_broken_record_raises_and_changes_nothing(
 def test_a_bad_kek_is_refused_at_construction() -> None:
     with pytest.raises(k.SealError):
         k.KeyRing(b"\x00" * 31)
+
+
+def test_the_risk_ledgers_own_records_feed_the_ring(kek: bytes) -> None:
+    secret = k.new_secret()
+    api_key = k.new_api_key()
+    material = k.seal(kek, secret, f"{api_key}:{ACCOUNT}")
+    event = ApiKeyRegistered(
+        v=1,
+        ts=0,
+        log_seq=1,
+        input=InputRef("risk-commands", 1),
+        account=ACCOUNT,
+        api_key=api_key,
+        key_type="hmac",
+        material=material,
+        permissions="read,trade",
+        expires_at=0,
+    )
+    snapshot_key = ApiKey(ACCOUNT, k.new_api_key(), "hmac", material, "read", 0, True)
+    ring = k.KeyRing(kek, [event, snapshot_key])
+
+    assert hmac_call(ring, Record(ACCOUNT, api_key, "hmac", material, "", 0), secret).usable
+    entry = ring.get(snapshot_key.api_key)
+    assert entry is not None and entry.revoked

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import os
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -337,3 +338,13 @@ def test_ed25519_round_trip_and_refusals() -> None:
         assert not s.ed25519_ok(public, payload, garbage)
     assert not s.ed25519_ok(b"\x00" * 31, payload, sig)
     assert not s.ed25519_ok(public, payload, None)  # type: ignore[arg-type]
+
+
+def test_keccak_is_right_from_many_threads_at_once() -> None:
+    inputs = [os.urandom(n) for n in range(0, 2000, 7)]
+    want = [keccak.new(digest_bits=256, data=d).digest() for d in inputs]
+
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda _: [s.keccak256(d) for d in inputs], range(8)))
+
+    assert all(g == want for g in got)
