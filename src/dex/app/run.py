@@ -68,6 +68,7 @@ async def run_units(
                 route_handlers=u.routes,
                 admin_token=settings.admin_token,
                 openapi=u.openapi,
+                **u.app_options,
             )
             srv = HttpServer(
                 app,

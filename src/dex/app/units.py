@@ -5,13 +5,21 @@ process; `dex up` runs all five, `dex serve <service>` one.
 
 from __future__ import annotations
 
+import contextlib
+import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from dex.admin.routes import matching_admin_routes, risk_admin_routes
 from dex.bus import Bus
 from dex.gateway import Gateway
+from dex.gateway.auth import Guard, add_rate_headers
+from dex.gateway.keys import new_kek, parse_kek
+from dex.gateway.ratelimit import Bucket, limiter_for
+from dex.gateway.routes import route_handlers
+from dex.gateway.service import DailyTotals
 from dex.runtime.health import Health
 from dex.runtime.logging import get_logger
 from dex.runtime.metrics import ServiceMetrics
@@ -21,6 +29,8 @@ from dex.services.replica import ShardReplica
 from dex.services.risk import RiskShard
 from dex.services.shard import ShardWorker
 from dex.wire.layout import MATCHING, RISK
+
+KEK_FILE = "key-encryption-key"  # in the data folder: made by the first start outside production
 
 
 @dataclass
@@ -36,6 +46,7 @@ class Unit:
     stop: Callable[[], Awaitable[None]]
     openapi: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    app_options: dict[str, Any] = field(default_factory=dict)  # for dex.runtime.http.build_app
 
 
 def _unit_base(name: str, settings: Settings) -> tuple[ServiceMetrics, Health, Any]:
@@ -120,6 +131,8 @@ def gateway_unit(bus: Bus, settings: Settings) -> Unit:
     host = settings.host if settings.host not in ("0.0.0.0", "::") else "127.0.0.1"
     persistence = settings.persistence_url or f"http://{host}:{DEFAULT_PORTS['persistence']}"
     market_data = settings.market_data_url or f"http://{host}:{DEFAULT_PORTS['market-data']}"
+    limiter = limiter_for(settings.redis_url)
+    daily = DailyTotals(getattr(limiter, "_client", None))
     gw = Gateway(
         bus,
         risk_shards=settings.risk_shards,
@@ -130,22 +143,62 @@ def gateway_unit(bus: Bus, settings: Settings) -> Unit:
         faucet=settings.faucet,
         persistence_url=persistence,
         market_data_url=market_data,
+        kek=parse_kek(key_encryption_key(settings)),
+        chain_id=settings.chain_id,
+        recv_window_ms=settings.recv_window_ms,
+        faucet_caps=(int(settings.faucet_max_per_call), int(settings.faucet_max_per_day)),
+        daily=daily,
         wait=settings.gateway_wait_ms / 1000,
         outcomes_kept=settings.gateway_outcomes_kept,
         proxy_timeout=settings.gateway_proxy_timeout_ms / 1000,
         max_trades=settings.market_data_recent_trades,
+        feed_max_buffer=settings.ws_max_buffer_bytes,
     )
+    buckets = {
+        name: Bucket.parse(name, getattr(settings, f"rate_limit_{name}"))
+        for name in ("public", "private", "orders")
+    }
+    guard = Guard(
+        gw.keys, limiter, buckets, recv_window_ms=settings.recv_window_ms, now_ms=gw.now_ms
+    )
+
+    async def stop() -> None:
+        await gw.stop()
+        await limiter.close()
+
     return Unit(
         "gateway",
         port_for(settings, "gateway"),
         health,
         metrics,
-        gw.route_handlers(),
+        route_handlers(gw),
         gw.start,
-        gw.stop,
+        stop,
         openapi=True,
         extra={"gateway": gw},
+        app_options={
+            "guards": [guard],
+            "before_send": [add_rate_headers],
+            "cors_origins": settings.cors_origins,
+            "max_body_bytes": settings.max_body_bytes,
+        },
     )
+
+
+def key_encryption_key(settings: Settings) -> str:
+    """The key that seals API secrets: `DEX_KEY_ENCRYPTION_KEY`, else (outside production)
+    the one in the data folder, made on first start (mode 0600; every replica and process
+    sharing the folder uses the same)."""
+    if settings.key_encryption_key:
+        return settings.key_encryption_key
+    path = Path(settings.data_dir) / KEK_FILE
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileExistsError):
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(new_kek() + "\n")
+    return path.read_text().strip()
 
 
 def persistence_unit(bus: Bus, settings: Settings) -> Unit:

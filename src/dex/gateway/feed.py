@@ -78,6 +78,11 @@ class Subscriber:
         self.close_code = SLOW_CLOSE
         self.writer: asyncio.Task[None] | None = None
         self.subs: set[tuple[str, str, str]] = set()  # (channel, market, interval or "")
+        # the private part (dex.gateway.private): the key the connection authenticated with,
+        # its private channels, and whether its key's orders are cancelled when it drops
+        self.key: Any = None
+        self.private: set[str] = set()
+        self.cancel_on_disconnect = False
 
     def push(self, text: str) -> None:
         """Queue a message; past `max_buffer` the connection is dropped instead."""
@@ -169,6 +174,9 @@ class FeedRelay:
         self.connections: set[Subscriber] = set()
         self._more = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        # the private channels on the same connections (dex.gateway.private), if any: sees
+        # each request first (`request` -> whether it took it) and each dropped connection
+        self.extension: Any = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -361,6 +369,8 @@ class FeedRelay:
 
     def _drop(self, sub: Subscriber) -> None:
         self.connections.discard(sub)
+        if self.extension is not None:
+            self.extension.dropped(sub)
         for channel, market, interval in sub.subs:
             mf = self.markets[market]
             if channel == "book":
@@ -391,6 +401,8 @@ class FeedRelay:
         if not isinstance(req, dict):
             return error("invalid_json", "a request is one JSON object")
         op, channel, market = req.get("op"), req.get("channel"), req.get("market")
+        if self.extension is not None and await self.extension.request(sub, req):
+            return None
         if op not in OPS:
             return error("unknown_op", f"op must be one of {', '.join(OPS)}")
         if channel not in CHANNELS:

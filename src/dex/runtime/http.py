@@ -27,13 +27,17 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import structlog
+import swagger_ui_bundle  # type: ignore[import-untyped]
 from litestar import Litestar, Request, Response, get
+from litestar.config.cors import CORSConfig
 from litestar.connection import ASGIConnection
 from litestar.datastructures import State
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.handlers.base import BaseRouteHandler
 from litestar.middleware import ASGIMiddleware
 from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import SwaggerRenderPlugin
+from litestar.static_files import create_static_files_router
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from dex import __version__
@@ -54,6 +58,11 @@ __all__ = [
     "require_admin",
 ]
 
+DOCS_ASSETS = "/docs/assets"
+API_DESCRIPTION = (
+    'Every refusal is `{"error": {"code", "message", "field"}}` with the status '
+    "listed for the route; amounts are decimal strings at the asset's or market's precision."
+)
 REQUEST_ID_HEADER = "x-request-id"
 _METRICS_MEDIA_TYPE = CONTENT_TYPE.removesuffix("; charset=utf-8")
 _REQUEST_ID_KEY = "dex_request_id"
@@ -121,11 +130,18 @@ def build_app(
     route_handlers: Sequence[object] = (),
     admin_token: str = "",
     openapi: bool = False,
+    guards: Sequence[Any] = (),
+    before_send: Sequence[Any] = (),
+    cors_origins: str = "",
+    max_body_bytes: int | None = None,
 ) -> Litestar:
     """The service's Litestar app: probes, `/metrics`, `route_handlers`, error rules.
 
     `metrics` may be several services' metrics (embedded mode): `/metrics` serves them all.
-    With `openapi`, the OpenAPI documentation is served under `/docs`.
+    With `openapi`, the OpenAPI document is served at `/docs/openapi.json` and rendered at
+    `/docs` by Swagger UI from assets installed with the package (no CDN). `guards` and
+    `before_send` hooks run after the shared ones; `cors_origins` is a comma list of browser
+    origins (`*`: any); `max_body_bytes` bounds request bodies (413 above it).
     """
     registries = [metrics] if isinstance(metrics, ServiceMetrics) else list(metrics)
 
@@ -166,19 +182,57 @@ def build_app(
             body = error_body(code, exc.detail)
         return _error_response(exc.status_code, body, exc.headers)
 
+    handlers: list[Any] = [healthz, readyz, metrics_text, *route_handlers]
+    if openapi:
+        handlers.append(
+            create_static_files_router(
+                path=DOCS_ASSETS, directories=[swagger_ui_bundle.swagger_ui_path], opt={}
+            )
+        )
+    origins = [o.strip() for o in cors_origins.split(",") if o.strip()]
     return Litestar(
-        route_handlers=[healthz, readyz, metrics_text, *route_handlers],  # type: ignore[list-item]
+        route_handlers=handlers,
         exception_handlers={
             ApiError: _api_error,
             HTTPException: http_error,
             Exception: internal_error,
         },
-        guards=[_admin_opt_guard],
+        guards=[_admin_opt_guard, *guards],
         middleware=[_RequestIdMiddleware()],
-        before_send=[_echo_request_id],
+        before_send=[_echo_request_id, *before_send],
+        cors_config=(
+            CORSConfig(
+                allow_origins=origins,
+                allow_methods=["GET", "POST", "PATCH", "DELETE", "OPTIONS"],
+                allow_headers=["content-type", "dex-api-key", "dex-timestamp", "dex-signature"],
+                expose_headers=[
+                    "x-request-id",
+                    "x-ratelimit-limit",
+                    "x-ratelimit-remaining",
+                    "x-ratelimit-reset",
+                    "retry-after",
+                ],
+            )
+            if origins
+            else None
+        ),
+        request_max_body_size=max_body_bytes,
         state=State({"admin_token": admin_token, "service": service}),
         openapi_config=(
-            OpenAPIConfig(title=f"dex {service}", version=__version__, path="/docs")
+            OpenAPIConfig(
+                title=f"dex {service}",
+                version=__version__,
+                path="/docs",
+                description=API_DESCRIPTION,
+                render_plugins=[
+                    SwaggerRenderPlugin(
+                        path="/",
+                        js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+                        css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+                        standalone_preset_js_url=f"{DOCS_ASSETS}/swagger-ui-standalone-preset.js",
+                    )
+                ],
+            )
             if openapi
             else None
         ),
