@@ -22,6 +22,12 @@ MARKETS = {"T-USD": (90, 110), "E-USD": (190, 210)}
 ASSETS = ("T", "E", "USD")
 
 
+def key_id(account: str, n: int) -> str:
+    """An API key id of the account's own (ids are unique per shard: one account's ids never
+    clash with another's, whatever the shard count)."""
+    return f"dk_{ACCOUNTS.index(account):016x}{n:016x}"
+
+
 def stream(seed: int, n: int) -> list[Any]:
     rng = random.Random(seed)
     ops: list[Any] = [
@@ -59,6 +65,8 @@ def stream(seed: int, n: int) -> list[Any]:
                     kw["quote_size"] = rng.choice([5_000, 40_000])
             if kind in (OrderType.STOP_LIMIT, OrderType.STOP_MARKET):
                 kw["trigger_price"] = rng.randint(lo, hi)
+            if rng.random() < 0.2:  # wallet-signed: a nonce, sometimes one used before
+                kw["nonce"] = rng.randint(1, 40)
             ops.append(rc.Place(market=market, account=account, side=side, type=kind, **kw))
         elif roll < 0.75 and cids:
             cid = f"c{rng.randint(max(1, cids - 20), cids)}"
@@ -85,6 +93,20 @@ def stream(seed: int, n: int) -> list[Any]:
         elif roll < 0.97:
             ops.append(rc.Freeze(account=account))
             ops.append(rc.Unfreeze(account=account))
+        elif roll < 0.98:
+            ops.append(
+                rc.RegisterApiKey(
+                    account=account,
+                    api_key=key_id(account, rng.randint(1, 6)),
+                    key_type="hmac",
+                    material="c2VhbGVk",
+                    permissions="read,trade",
+                    nonce=rng.randint(0, 20),
+                )
+            )
+        elif roll < 0.99:
+            key = key_id(account, rng.randint(1, 6))
+            ops.append(rc.RevokeApiKey(account=account, api_key=key, nonce=rng.randint(0, 20)))
         else:
             ops.append(rc.CancelAll(account=account))
     return ops
