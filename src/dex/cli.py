@@ -181,32 +181,34 @@ def _show(body: Any, key: str, title: str, as_json: bool) -> None:
 # ---------------------------------------------------------------------- trader-facing views
 
 _json_option = click.option("--json", "as_json", is_flag=True, help="Print the raw JSON reply.")
-_gateway_option = click.option(
-    "--gateway-url",
-    envvar="DEX_GATEWAY_URL",
-    default="http://127.0.0.1:8080",
+# an operator's view of any account: persistence's internal API (the public gateway answers
+# only an API key's own account)
+_persistence_option = click.option(
+    "--persistence-url",
+    envvar="DEX_PERSISTENCE_URL",
+    default="http://127.0.0.1:8084",
     show_default=True,
-    help="The gateway (DEX_GATEWAY_URL).",
+    help="Persistence's internal API (DEX_PERSISTENCE_URL).",
 )
 
 
 @main.command("balances")
 @click.argument("account")
-@_gateway_option
+@_persistence_option
 @_json_option
-def balances_cmd(account: str, gateway_url: str, as_json: bool) -> None:
-    """An account's balances (in asset units) as a table."""
-    url = f"{gateway_url.rstrip('/')}/v1/accounts/{account}/balances"
+def balances_cmd(account: str, persistence_url: str, as_json: bool) -> None:
+    """An account's balances as a table (operators: any account, from persistence)."""
+    url = f"{persistence_url.rstrip('/')}/v1/accounts/{account}/balances"
     _show(_call("GET", url), "balances", f"balances of {account}", as_json)
 
 
 @main.command("orders")
 @click.argument("account")
-@_gateway_option
+@_persistence_option
 @_json_option
-def orders_cmd(account: str, gateway_url: str, as_json: bool) -> None:
-    """An account's latest orders as a table."""
-    url = f"{gateway_url.rstrip('/')}/v1/accounts/{account}/orders"
+def orders_cmd(account: str, persistence_url: str, as_json: bool) -> None:
+    """An account's latest orders as a table (operators: any account, from persistence)."""
+    url = f"{persistence_url.rstrip('/')}/v1/accounts/{account}/orders"
     _show(_call("GET", url), "orders", f"orders of {account}", as_json)
 
 

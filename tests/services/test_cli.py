@@ -109,7 +109,7 @@ def test_a_reply_that_is_not_json_is_one_line_and_a_failure(
         assert len(lines) == 1, got.output
         assert str(reply[0]) in lines[0]
         assert reply[2].decode().splitlines()[0][:20] in lines[0]
-    got = run("balances", ALICE, "--gateway-url", stub.url)
+    got = run("balances", ALICE, "--persistence-url", stub.url)
     assert got.exit_code == 1 and len(got.output.strip().splitlines()) == 1, got.output
 
 
@@ -127,7 +127,7 @@ def test_an_error_reply_prints_its_reason_on_one_line_and_fails(stub: Stub) -> N
 
 
 def test_an_unreachable_server_is_one_line_and_a_failure() -> None:
-    got = run("balances", ALICE, "--gateway-url", "http://127.0.0.1:9")
+    got = run("balances", ALICE, "--persistence-url", "http://127.0.0.1:9")
     assert got.exit_code == 1 and len(got.output.strip().splitlines()) == 1, got.output
 
 
@@ -194,13 +194,13 @@ def test_balances_and_orders_print_a_table_or_the_raw_json(
     stub: Stub, args: tuple[str, ...], path: str, body: Any, expected: list[list[str]]
 ) -> None:
     stub.json_reply(body)
-    got = run(*args, "--gateway-url", stub.url)
+    got = run(*args, "--persistence-url", stub.url)
     assert got.exit_code == 0, got.output
     assert stub.requests[-1][:2] == ("GET", path)
     assert got.output.lstrip().startswith(("┏", "╭", "+", "┌")) or "━" in got.output
     rows = _cells(got.output)
     assert rows[-len(expected) :] == expected, got.output
-    got = run(*args, "--gateway-url", stub.url, "--json")
+    got = run(*args, "--persistence-url", stub.url, "--json")
     assert got.exit_code == 0 and json.loads(got.output) == body
 
 

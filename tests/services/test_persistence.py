@@ -36,6 +36,7 @@ from dex.runtime.metrics import ServiceMetrics
 from dex.services.reader import INPUT
 from dex.wire import codec, layout
 from tests.bus.contract import aio
+from tests.gateway.harness import gateway
 from tests.services.inproc import Cluster, place
 from tests.services.reader_kit import (
     ETH_USDC,
@@ -48,7 +49,6 @@ from tests.services.reader_kit import (
     rich_trading,
     until,
 )
-from tests.services.test_gateway_input import answered, gateway, order, refused
 
 Database = tuple[str, str | None]  # (url, PostgreSQL schema)
 
@@ -472,19 +472,28 @@ async def test_a_nul_client_order_id_is_refused_on_every_path_and_history_goes_o
     field) and by risk when it comes another way (`invalid_client_order_id`, the id not
     repeated); the store never sees it and keeps storing everyone's orders."""
     bad = f"a{NUL}b"
-    async with gateway() as (c, client):
+    async with gateway() as h:
+        c = h.c
+        t = await h.onboard(fund={"USDC": "10000"})
         svc = service(c, database)
         await svc.start()
         try:
-            got = await answered(c, client.post("/v1/orders", json=order(client_order_id=bad)))
-            refused(got, "client_order_id")
-            stream, seq = await c.send(A, place(A, "buy", 195_000, 1000, client_order_id=bad))
-            ok = await answered(c, client.post("/v1/orders", json=order(client_order_id="ok-1")))
+            body = {"market": "ETH-USDC", "side": "buy", "type": "limit", "price": "1950.00"}
+            got = await t.call(
+                "POST", "/v1/orders", {**body, "size": "0.1", "client_order_id": bad}
+            )
+            assert got.status_code == 400, got.text
+            assert got.json()["error"]["field"] == "client_order_id"
+            me = t.address
+            stream, seq = await c.send(me, place(me, "buy", 195_000, 1000, client_order_id=bad))
+            ok = await t.call(
+                "POST", "/v1/orders", {**body, "size": "0.1", "client_order_id": "ok-1"}
+            )
             assert ok.json()["status"] == "open", ok.text
             await c.pump()
             await until(svc, lambda: caught_up(svc), "persistence to catch up")
             assert svc.health.ready, svc.health.reasons()
-            mine = await svc.page(queries.ORDERS, [orders.c.account == A], None, 100)
+            mine = await svc.page(queries.ORDERS, [orders.c.account == me], None, 100)
             assert [o["client_order_id"] for o in mine.rows] == ["ok-1"]
             refusals = [
                 r["body"]

@@ -111,7 +111,9 @@ def risk_unit(bus: Bus, settings: Settings) -> Unit:
         settings,
         RISK,
         settings.risk_shards,
-        lambda r, **kw: RiskShard(bus, r, max_lag=settings.max_lag, **kw),
+        lambda r, **kw: RiskShard(
+            bus, r, max_lag=settings.max_lag, max_api_keys=settings.max_api_keys, **kw
+        ),
     )
 
     return Unit(
@@ -217,6 +219,7 @@ def persistence_unit(bus: Bus, settings: Settings) -> Unit:
         log=log,
         max_limit=settings.persistence_max_limit,
         sqlite_busy_timeout=settings.sqlite_busy_timeout_ms / 1000,
+        proxy_timeout_ms=settings.gateway_proxy_timeout_ms,
     )
     return Unit(
         "persistence",

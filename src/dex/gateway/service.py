@@ -43,6 +43,7 @@ from dex.core.enums import MarketStatus, OrderStatus, OrderType, Side, TimeInFor
 from dex.core.errors import CommandError
 from dex.core.markets import Asset, MarketParams
 from dex.core.numbers import MAX_INT, Scale, to_steps
+from dex.core.validation import CLIENT_ORDER_ID_RULE, client_order_id_ok
 from dex.gateway.feed import MAX_BUFFER, FeedRelay
 from dex.gateway.keys import KeyRing, new_kek, parse_kek
 from dex.gateway.private import PrivateChannels
@@ -343,7 +344,10 @@ class Gateway:
                 self.health.set_not_ready(TAIL, f"bus unreachable: {type(e).__name__}: {e}")
                 await asyncio.sleep(0.5)
                 continue
-            for stream, entries in got.items():
+            # risk logs before matching logs: matching's answer to a command risk forwarded
+            # may be in the same batch, and its waiter is set up when risk's answer is read
+            for stream in sorted(got, key=_reading_order):
+                entries = got[stream]
                 self.pos[stream] = entries[-1][0]
                 if stream == ADMIN_STREAM:
                     self._admin(entries)
@@ -518,6 +522,13 @@ class Gateway:
     def build_place(self, req: Any, account: str) -> rc.Place:
         """Risk's place command for a request (`dex.gateway.models.OrderRequest`)."""
         params = self.markets.get(req.market)
+        if req.client_order_id is not None and not client_order_id_ok(req.client_order_id):
+            raise ApiError(
+                400,
+                "invalid_request",
+                f"client_order_id must be {CLIENT_ORDER_ID_RULE}",
+                "client_order_id",
+            )
         tif = req.tif
         if tif is None:  # a market order takes what it can now: IOC unless told otherwise
             tif = TimeInForce.IOC if req.type == OrderType.MARKET else TimeInForce.GTC
@@ -820,6 +831,12 @@ def check_int(value: int, field: str) -> int:
     if not 0 < value <= MAX_INT:
         raise ApiError(400, "invalid_request", f"{field} must be from 1 to 2^63-1", field)
     return value
+
+
+def _reading_order(stream: str) -> int:
+    if stream == ADMIN_STREAM:
+        return 0
+    return 1 if stream.endswith(":log") else 2
 
 
 def _unstamped(cmd: Any) -> Any:

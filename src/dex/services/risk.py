@@ -56,6 +56,7 @@ class RiskShard(ShardWorker):
         matching_shards: int,
         risk_shards: int,
         max_lag: int = DEFAULTS.max_lag,
+        max_api_keys: int = DEFAULTS.max_api_keys,
         **kw: Any,
     ) -> None:
         super().__init__(bus, risk_tag(r), risk_log(r), log_readers=(PERSISTENCE_READER,), **kw)
@@ -67,7 +68,8 @@ class RiskShard(ShardWorker):
         self.committed_inputs = tuple(self.me_streams)
         self.to_streams = [risk_to(r, m) for m in range(matching_shards)]
         self.max_lag = max_lag
-        self.ledger = Ledger(r, risk_shards)
+        self.max_api_keys = max_api_keys  # configuration, like the shard counts: not snapshotted
+        self.ledger = Ledger(r, risk_shards, max_api_keys)
         self.to_last = [0] * matching_shards  # last entry we wrote to each to-stream
         self.to_applied = [0] * matching_shards  # how far each matching shard has applied them
         self.lagging = [False] * matching_shards
@@ -76,13 +78,13 @@ class RiskShard(ShardWorker):
     # ------------------------------------------------------------------ core hooks
 
     def reset(self) -> None:
-        self.ledger = Ledger(self.r, self.risk_shards)
+        self.ledger = Ledger(self.r, self.risk_shards, self.max_api_keys)
 
     def dump_core(self) -> bytes:
         return self.ledger.snapshot()
 
     def load_core(self, data: bytes) -> None:
-        self.ledger = Ledger.restore(data)
+        self.ledger = Ledger.restore(data, self.max_api_keys)
 
     def state_hash(self) -> str:
         return self.ledger.state_hash()
