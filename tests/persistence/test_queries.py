@@ -1,7 +1,12 @@
 """The persistence read API over HTTP, on SQLite and PostgreSQL: real trading ingested for the
 shapes, filters, decimal strings and lookups; direct table fills for volume and for pages
 fetched while rows are inserted; every 400; read-your-writes (`after`) waiting and timing
-out."""
+out.
+
+The app is called through httpx's ASGI transport in the test's own loop, as the real service
+runs it: the store's pool (asyncpg) belongs to the loop that opened it, so a test client that
+runs the app on a thread and loop of its own cannot use it. Each PostgreSQL test has a schema
+of its own (the `database` fixture), dropped after."""
 
 from __future__ import annotations
 
@@ -10,14 +15,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from litestar.testing import AsyncTestClient
+import httpx
 from sqlalchemy import insert
 
 from dex.persistence import schema
 from dex.persistence.service import PersistenceService
 from dex.runtime.http import build_app
 from dex.wire import layout
-from tests.bus.contract import aio
+from tests.bus.contract import aio, yield_to_loop
 from tests.services.inproc import Cluster, place
 from tests.services.reader_kit import BTC_USDC, ETH_USDC, A, B, C, E, caught_up, rich_trading, until
 from tests.services.test_persistence import Database, database, service  # noqa: F401
@@ -30,7 +35,7 @@ MS = 1_000_000
 @asynccontextmanager
 async def api(
     db: Database, *, trade: bool = True, **kw: Any
-) -> AsyncIterator[tuple[Cluster, PersistenceService, AsyncTestClient[Any]]]:
+) -> AsyncIterator[tuple[Cluster, PersistenceService, httpx.AsyncClient]]:
     c = Cluster(matching_shards=3)
     await c.start()
     svc = service(c, db, **kw)
@@ -43,20 +48,21 @@ async def api(
             await c.pump()
         await until(svc, lambda: caught_up(svc), "persistence to catch up")
         app = build_app("persistence", svc.health, svc.metrics, route_handlers=svc.route_handlers())
-        async with AsyncTestClient(app=app) as client:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://persistence") as client:
             yield c, svc, client
     finally:
         await svc.stop()
 
 
-async def ok(client: AsyncTestClient[Any], path: str, **params: Any) -> Any:
+async def ok(client: httpx.AsyncClient, path: str, **params: Any) -> Any:
     got = await client.get(path, params=params)
     assert got.status_code == 200, got.text
     return got.json()
 
 
 async def refused(
-    client: AsyncTestClient[Any],
+    client: httpx.AsyncClient,
     path: str,
     want: int,
     code: str,
@@ -69,7 +75,7 @@ async def refused(
     assert (err["code"], err["field"]) == (code, field), (params, err)
 
 
-async def every(client: AsyncTestClient[Any], path: str, key: str, **params: Any) -> list[Any]:
+async def every(client: httpx.AsyncClient, path: str, key: str, **params: Any) -> list[Any]:
     """All rows of a list, page after page."""
     out: list[Any] = []
     cursor = None
@@ -408,17 +414,14 @@ async def test_after_waits_for_the_write_then_answers(database: Database) -> Non
         await c.pump()
         after = f"{stream}@{await c.bus.last(stream)},{me}@{await c.bus.last(me)}"
         assert await c.bus.last(me) > last_me
-        # (AsyncTestClient runs the app on a loop of its own: wait on the service's loop)
-        targets = {stream: await c.bus.last(stream), me: await c.bus.last(me)}
-        waiting = asyncio.ensure_future(svc.wait_for(targets))
-        for _ in range(20):
-            await asyncio.sleep(0)
+        waiting = asyncio.ensure_future(
+            client.get(f"/v1/accounts/{A}/orders", params={"after": after, "status": "open"})
+        )
+        for _ in range(50):
+            await yield_to_loop()
         assert not waiting.done()  # the store is behind: the request waits
         svc.start_reading()
-        assert await waiting is None
-        got = await client.get(
-            f"/v1/accounts/{A}/orders", params={"after": after, "status": "open"}
-        )
+        got = await waiting
         assert got.status_code == 200, got.text
         assert [o["client_order_id"] for o in got.json()["orders"]] == ["ryw"]
         # not caught up yet: the entries do not exist
