@@ -65,23 +65,23 @@ def test_a_resting_sell_and_a_crossing_buy_fill_both_sides(exchange: Exchange) -
 
 def test_amend_and_cancels_by_id_client_id_and_all(exchange: Exchange) -> None:
     c = trader(exchange, ETH="5")
-    a = c.place(M, "sell", "limit", size="1", price="3000", client_order_id="a1")
-    amended = c.amend(a.order_id, price="3100")
-    assert amended.price == Decimal("3100")
+    a = c.place(M, "sell", "limit", size="1", price="2100", client_order_id="a1")
+    amended = c.amend(a.order_id, price="2150")
+    assert amended.price == Decimal("2150")
     assert c.amend_by_client_id("a1", size="0.5").size == Decimal("0.5")
     assert c.cancel(a.order_id).status == "cancelled"
 
-    c.place(M, "sell", "limit", size="1", price="3000", client_order_id="b1")
+    c.place(M, "sell", "limit", size="1", price="2100", client_order_id="b1")
     assert c.cancel_by_client_id("b1").client_order_id == "b1"
 
-    ids = {c.place(M, "sell", "limit", size="0.1", price="4000").order_id for _ in range(3)}
+    ids = {c.place(M, "sell", "limit", size="0.1", price="2200").order_id for _ in range(3)}
     assert set(c.cancel_all(M).cancelled) == ids
     settled("locks released", lambda: balance(c, "ETH") == (Decimal(5), Decimal(0)))
 
 
 def test_pages_of_two_over_five_orders(exchange: Exchange) -> None:
     c = trader(exchange, ETH="5")
-    placed = [c.place(M, "sell", "limit", size="0.1", price="5000").order_id for _ in range(5)]
+    placed = [c.place(M, "sell", "limit", size="0.1", price="2200").order_id for _ in range(5)]
     first = settled("five orders", lambda: (p := c.orders(limit=2)).items and p)
     assert len(first.items) == 2 and first.next_cursor is not None
     every = [o.order_id for o in c.all_orders(limit=2)]
@@ -95,7 +95,7 @@ def test_a_wallet_signed_order_needs_no_key(exchange: Exchange) -> None:
     funded.onboard(wallet)
     funded.faucet("ETH", "1")
     keyless = Client(exchange.url)
-    order = keyless.place_with_wallet(wallet, M, "sell", "limit", size="0.2", price="6000")
+    order = keyless.place_with_wallet(wallet, M, "sell", "limit", size="0.2", price="2200")
     assert order.status == "open"
     assert settled("the order", lambda: funded.order(order.order_id)).market == M
 
