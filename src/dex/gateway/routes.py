@@ -122,12 +122,22 @@ def route_handlers(gw: Gateway) -> list[Any]:
     def wallet_signer(primary: str, message: dict[str, Any], signature: str, account: str) -> None:
         try:
             digest = hasher.digest(primary, message)
-            signer = signing.recover_address(digest, signature)
         except signing.SignatureError as e:
             raise ApiError(400, "invalid_request", e.message, e.field) from None
+        try:
+            signer = signing.recover_address(digest, signature)
+        except signing.SignatureError as e:
+            # well-formed (the body's pattern checked the shape) yet no signer: a forgery
+            # or a corrupted signature, refused like one by another wallet
+            raise ApiError(
+                401, "bad_signature", f"the {primary} signature {e.message}", "signature"
+            ) from None
         if not signing.same_address(signer, account):
             raise ApiError(
-                401, "bad_signature", f"the {primary} signature is not the account's wallet's"
+                401,
+                "bad_signature",
+                f"the {primary} signature is not the account's wallet's",
+                "signature",
             )
 
     # ------------------------------------------------------------------ public
