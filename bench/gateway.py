@@ -1,4 +1,4 @@
-"""Gateway benchmark, in parts: signature verification (more parts to come).
+"""Gateway benchmark, in parts: signature verification, and orders through HTTP.
 
 Run from the repository root with the package installed (`pip install -e .`):
 
@@ -22,6 +22,18 @@ Part `verify` (one core, the garbage collector off, medians of `--runs` runs):
   window, signature, permission).
 Correctness gate: every verification must succeed (recover the signer, authenticate the key);
 otherwise the bench exits 1.
+
+Part `orders`: a whole exchange started as `dex up` (embedded, `--mode embedded`) or
+`dex up --distributed` on a private Redis (`--mode distributed`, every service one process),
+in a temporary data folder on free ports, rate limits lifted. `--traders` fresh wallets
+onboard (EIP-712 key registration, HMAC keys) and get faucet funds; then `--clients`
+concurrent HTTP/1.1 keep-alive clients, each trader's own signed requests, place resting
+post-only limit orders (alternating sides, prices far from each other so nothing trades) for
+`--seconds`. Printed: orders/s, acknowledgement latency p50/p99/max (request sent to the
+engine's outcome received), and the load generator's own ceiling: the same clients against
+`GET /v1/time` (a trivial route) with the same concurrency, so a figure near the ceiling says
+the generator, not the exchange, was the limit. Correctness gate: every order answered 200
+`open`, else exit 1.
 """
 
 from __future__ import annotations
@@ -227,8 +239,235 @@ def _add_verify_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=SEED)
 
 
+# ---------------------------------------------------------------------- part: orders
+
+
+def _free_port_block(n: int) -> int:
+    """A base port with `n` free ports after it (the services' ports: base, base+1, ...)."""
+    import socket
+
+    for _ in range(50):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            base = s.getsockname()[1]
+        if base + n >= 65000:
+            continue
+        ok = True
+        for p in range(base, base + n):
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", p))
+                except OSError:
+                    ok = False
+                    break
+        if ok:
+            return base
+    raise RuntimeError("no block of free ports")
+
+
+def _start_exchange(mode: str, workdir: str) -> tuple[Any, str, list[Any]]:
+    """`dex up` (or --distributed with its own Redis) in `workdir`; (process, URL, extras)."""
+    import os
+    import shutil
+    import subprocess
+    import urllib.request
+
+    base = _free_port_block(60)
+    env = {
+        **os.environ,
+        "DEX_DATA_DIR": f"{workdir}/data",
+        "DEX_PORT": str(base),
+        "DEX_RATE_LIMIT_ORDERS": "100000000/100000000",
+        "DEX_RATE_LIMIT_PRIVATE": "100000000/100000000",
+        "DEX_RATE_LIMIT_PUBLIC": "100000000/100000000",
+        "DEX_FAUCET_MAX_PER_DAY": "1000000000",
+        "DEX_FAUCET_MAX_PER_CALL": "1000000000",
+        "DEX_LOG_LEVEL": "warning",
+    }
+    extras: list[Any] = []
+    args = [sys.executable, "-m", "dex.cli", "up"]
+    if mode == "distributed":
+        redis_port = _free_port_block(1)
+        server = shutil.which("redis-server")
+        if server is None:
+            fail("redis-server is not installed")
+        redis = subprocess.Popen(
+            [
+                server,
+                "--port",
+                str(redis_port),
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--dir",
+                workdir,
+                "--save",
+                "",
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        extras.append(redis)
+        env["DEX_REDIS_URL"] = f"redis://127.0.0.1:{redis_port}/0"
+        args.append("--distributed")
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{base}"
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url + "/readyz", timeout=1) as r:
+                if r.status == 200:
+                    with urllib.request.urlopen(url + "/v1/markets", timeout=2) as m:
+                        if json.loads(m.read()):
+                            return proc, url, extras
+        except OSError:
+            pass
+        time.sleep(0.5)
+    proc.kill()
+    for e in extras:
+        e.kill()
+    fail(f"the exchange ({mode}) did not become ready")
+    raise AssertionError
+
+
+async def _orders_run(url: str, args: argparse.Namespace) -> dict[str, Any]:
+    import asyncio
+
+    import httpx
+    from eth_account import Account
+
+    limits = httpx.Limits(max_connections=args.clients, max_keepalive_connections=args.clients)
+    async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as http:
+        chain = (await http.get("/v1/eip712")).json()["domain"]["chainId"]
+        traders = []
+        for i in range(args.traders):
+            wallet = Account.create()
+            msg = {
+                "account": wallet.address,
+                "keyType": "hmac",
+                "publicKey": "",
+                "permissions": "read,trade",
+                "nonce": i + 1,
+                "expiresAt": 0,
+            }
+            sig = signing.sign_typed(bytes(wallet.key), "RegisterApiKey", msg, chain)
+            key = (await http.post("/v1/api-keys", json={**msg, "signature": sig})).json()
+            traders.append(key)
+            for asset, amount in (("ETH", "100000"), ("USDC", "100000000")):
+                r = await _signed(
+                    http, key, "POST", "/v1/faucet", {"asset": asset, "amount": amount}
+                )
+                if r.status_code != 200:
+                    fail(f"faucet: {r.status_code} {r.text[:200]}")
+
+        async def load(kind: str) -> tuple[int, list[float], int]:
+            stop_at = time.perf_counter() + args.seconds
+            latencies: list[float] = []
+            bad = 0
+
+            async def client(c: int) -> None:
+                nonlocal bad
+                key = traders[c % len(traders)]
+                n = 0
+                while time.perf_counter() < stop_at:
+                    n += 1
+                    t0 = time.perf_counter()
+                    if kind == "time":
+                        r = await http.get("/v1/time")
+                        ok = r.status_code == 200
+                    else:
+                        sell = n % 2 == 0
+                        # within the price band of the demo market (2,000 +- 10%), never crossing
+                        price = f"{2101 + n % 50}.00" if sell else f"{1899 - n % 50}.00"
+                        body = {
+                            "market": "ETH-USDC",
+                            "side": "sell" if sell else "buy",
+                            "type": "limit",
+                            "size": "0.01",
+                            "price": price,
+                            "post_only": True,
+                        }
+                        r = await _signed(http, key, "POST", "/v1/orders", body)
+                        ok = r.status_code == 200 and r.json().get("status") == "open"
+                    latencies.append(time.perf_counter() - t0)
+                    if not ok:
+                        bad += 1
+                        if bad <= 3:
+                            print(f"bad answer: {r.status_code} {r.text[-200:]}", file=sys.stderr)
+
+            started = time.perf_counter()
+            await asyncio.gather(*(client(c) for c in range(args.clients)))
+            del started
+            return len(latencies), latencies, bad
+
+        count_t, lat_t, _ = await load("time")
+        count, lat, bad = await load("orders")
+
+    def pct(xs: list[float], q: float) -> float:
+        xs = sorted(xs)
+        return round(xs[min(len(xs) - 1, int(q * len(xs)))] * 1000, 2) if xs else 0.0
+
+    return {
+        "orders": count,
+        "orders_per_s": round(count / args.seconds),
+        "ack_p50_ms": pct(lat, 0.50),
+        "ack_p99_ms": pct(lat, 0.99),
+        "ack_max_ms": pct(lat, 1.0),
+        "refused_or_wrong": bad,
+        "ceiling_trivial_route_per_s": round(count_t / args.seconds),
+        "ceiling_p50_ms": pct(lat_t, 0.50),
+        "ceiling_p99_ms": pct(lat_t, 0.99),
+    }
+
+
+async def _signed(http: Any, key: dict[str, Any], method: str, path: str, body: Any) -> Any:
+    raw = json.dumps(body).encode()
+    ts = str(int(time.time() * 1000))
+    sig = signing.hmac_signature(key["secret"], signing.request_payload(ts, method, path, raw))
+    headers = {
+        "DEX-API-KEY": key["api_key"],
+        "DEX-TIMESTAMP": ts,
+        "DEX-SIGNATURE": sig,
+        "content-type": "application/json",
+    }
+    return await http.request(method, path, content=raw, headers=headers)
+
+
+def orders(args: argparse.Namespace) -> dict[str, Any]:
+    import asyncio
+    import tempfile
+
+    out: dict[str, Any] = {"clients": args.clients, "seconds": args.seconds}
+    for mode in args.mode.split(","):
+        with tempfile.TemporaryDirectory() as workdir:
+            proc, url, extras = _start_exchange(mode, workdir)
+            try:
+                got = asyncio.run(_orders_run(url, args))
+            finally:
+                proc.terminate()
+                try:
+                    proc.wait(30)
+                except Exception:
+                    proc.kill()
+                for e in extras:
+                    e.terminate()
+                    e.wait(10)
+        if got["refused_or_wrong"]:
+            fail(f"{mode}: {got['refused_or_wrong']} orders were not answered 200 open")
+        out[mode] = got
+    return out
+
+
+def _add_orders_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--mode", default="embedded,distributed", help="embedded, distributed or both")
+    p.add_argument("--clients", type=int, default=20, help="concurrent HTTP clients")
+    p.add_argument("--traders", type=int, default=20, help="wallets (one API key each)")
+    p.add_argument("--seconds", type=float, default=10.0)
+
+
 PARTS: dict[str, tuple[Callable[[argparse.Namespace], dict[str, Any]], Callable[..., None]]] = {
     "verify": (verify, _add_verify_options),
+    "orders": (orders, _add_orders_options),
 }
 
 

@@ -195,11 +195,16 @@ def key_encryption_key(settings: Settings) -> str:
         return settings.key_encryption_key
     path = Path(settings.data_dir) / KEK_FILE
     if not path.exists():
+        # written whole under another name, then linked: a process starting beside us
+        # reads either no file or the whole key, never half of one
         path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{KEK_FILE}.{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(new_kek() + "\n")
         with contextlib.suppress(FileExistsError):
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as f:
-                f.write(new_kek() + "\n")
+            os.link(tmp, path)
+        tmp.unlink()
     return path.read_text().strip()
 
 

@@ -401,7 +401,7 @@ class Gateway:
                                 self.settled,
                                 self.settled_results,
                                 (ev.trade_id, side.order_id),
-                                (ev, side),
+                                (ev, side, seq),
                             )
             if self.private.active:
                 self.private.risk_item(stream, seq, item)
@@ -683,13 +683,15 @@ class Gateway:
             "fee_asset": None,
         }
         try:
-            ev, side = await self._wait(self.settled, self.settled_results, (trade.trade_id, oid))
+            _, side, seq = await self._wait(
+                self.settled, self.settled_results, (trade.trade_id, oid)
+            )
         except ApiError:
             return out  # settled later; the fill's fee is in GET /v1/fills
         fee_asset = params.base.symbol if side.side == Side.BUY else params.quote.symbol
         out["fee"] = self.markets.units(fee_asset, side.fee)
         out["fee_asset"] = fee_asset
-        self._wrote(account, risk_log(shard_for(account, self.risk_shards)), ev.log_seq)
+        self._wrote(account, risk_log(shard_for(account, self.risk_shards)), seq)
         return out
 
     async def forwarded(self, account: str, cmd: rc.RiskCommand) -> list[Any]:
