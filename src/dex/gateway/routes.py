@@ -13,11 +13,13 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
+import msgspec
 from litestar import Request, WebSocket, delete, get, patch, post, websocket
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import Parameter
 
-from dex.core.enums import OrderType
+from dex.core import commands as mc
+from dex.core.enums import OrderType, TimeInForce
 from dex.core.errors import CommandError
 from dex.core.numbers import to_steps
 from dex.gateway.auth import key_of, require_key
@@ -97,6 +99,17 @@ def client_id_param(raw: str) -> str:
         "client_order_id must be 1 to 36 of A-Z a-z 0-9 . _ : -",
         "client_order_id",
     )
+
+
+def _check_like_the_engine(cmd: rc.Place) -> None:
+    """A 400 naming the field for a place the engine would refuse as malformed (a limit order
+    with no price, a market order with both sizes, GTD with no expiry, ...), so that it is
+    refused here and never reaches risk: the engine's own check, on the engine's command."""
+    fields = {f: getattr(cmd, f) for f in mc.Place.__struct_fields__ if hasattr(cmd, f)}
+    try:
+        mc.Place(**fields)
+    except CommandError as e:
+        raise ApiError(400, "invalid_request", e.message, e.field) from None
 
 
 def _permissions(text: str) -> str:
@@ -330,7 +343,14 @@ def route_handlers(gw: Gateway) -> list[Any]:
             raise ApiError(
                 400, "invalid_request", "a market order cannot be post_only", "post_only"
             )
+        if data.expires_at is not None and data.expires_at <= gw.now_ms():
+            raise ApiError(400, "invalid_request", "expires_at is in the past", "expires_at")
+        if data.tif is None and data.type == OrderType.STOP_MARKET:
+            # a stop market takes what it can once triggered, like a market order: IOC
+            # unless told otherwise (build_place defaults only a plain market order)
+            data = msgspec.structs.replace(data, tif=TimeInForce.IOC)
         cmd = gw.build_place(data, account)
+        _check_like_the_engine(cmd)
         out = await gw.place(cmd)
         if key is not None:
             gw.private.placed_order(key, out["order_id"], cmd.market, out["status"])
