@@ -179,27 +179,32 @@ def route_handlers(gw: Gateway) -> list[Any]:
         market: str,
         limit: int = Parameter(default=100, ge=1, le=gw.max_trades),
     ) -> Any:
+        gw.markets.get(market)  # 404 for an unknown one, before anything is proxied
         return await gw.proxy(gw.market_data_url, f"/v1/markets/{market}/trades", {"limit": limit})
 
     @get("/v1/markets/{market:str}/depth", opt=_pub(2), responses=PUBLIC)
     async def depth(market: str, request: Request[Any, Any, Any]) -> Any:
+        gw.markets.get(market)
         return await gw.proxy(
             gw.market_data_url, f"/v1/markets/{market}/depth", dict(request.query_params)
         )
 
     @get("/v1/markets/{market:str}/ticker", opt=_pub(), responses=PUBLIC)
     async def ticker(market: str) -> Any:
+        gw.markets.get(market)
         return await gw.proxy(gw.market_data_url, f"/v1/markets/{market}/ticker", {})
 
     @get("/v1/markets/{market:str}/book", opt=_pub(2), responses=PUBLIC)
     async def book(market: str, request: Request[Any, Any, Any]) -> Any:
         """The L2 book (`depth` levels a side) with its seq and checksum."""
+        gw.markets.get(market)
         return await gw.proxy(
             gw.market_data_url, f"/v1/markets/{market}/book", dict(request.query_params)
         )
 
     @get("/v1/markets/{market:str}/candles", opt=_pub(2), responses=PUBLIC)
     async def candles(market: str, request: Request[Any, Any, Any]) -> Any:
+        gw.markets.get(market)
         return await gw.proxy(
             gw.market_data_url, f"/v1/markets/{market}/candles", dict(request.query_params)
         )

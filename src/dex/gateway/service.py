@@ -776,6 +776,8 @@ class Gateway:
     async def proxy(self, base: str, path: str, params: dict[str, Any]) -> Any:
         try:
             resp = await self._http.get(base + path, params=params)
+        except httpx.InvalidURL:
+            raise ApiError(400, "invalid_request", "the path or query is not a valid URL") from None
         except httpx.HTTPError as e:
             raise ApiError(
                 503, "unavailable", f"upstream unreachable: {type(e).__name__}"
