@@ -1,5 +1,6 @@
 """Smoke tests of both run modes, as real processes: start, become ready, place crossing
-orders through the gateway, see the trade and the settled balances, stop cleanly (exit 0).
+orders through the gateway (two fresh wallets onboarded with dex.client, signed requests),
+see the trade and the settled balances, stop cleanly (exit 0).
 
 Embedded: `dex up` (SQLite-kept embedded bus, no Redis). Distributed: `dex up --distributed`
 with two matching-engine replicas against a private `redis-server --appendonly yes
@@ -17,18 +18,17 @@ import subprocess
 import sys
 from collections import Counter
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
+from dex.client import Client, Credentials, InvalidRequest
 from dex.runtime.settings import SERVICES
 from tests.support.dex_process import wait_on_process
 from tests.support.redis_server import private_redis_or_skip
-
-SELLER = "0x" + "1" * 40
-BUYER = "0x" + "2" * 40
+from tests.support.trading import Holdings, holdings, settled, trader
 
 
 def free_base(span: int = 30) -> int:
@@ -87,81 +87,44 @@ def stop(proc: subprocess.Popen[bytes]) -> tuple[int, str]:
     return proc.returncode, out.decode()
 
 
-def trade_and_settle(ports: dict[str, int]) -> None:
+def trade_and_settle(ports: dict[str, int]) -> Credentials:
+    """Two fresh traders cross on ETH-USDC; the buyer's credentials (to trade again)."""
     gw = f"http://127.0.0.1:{ports['gateway']}"
     for s in SERVICES:
         wait_on_process(f"{s} ready", lambda s=s: _ready(f"http://127.0.0.1:{ports[s]}"))
-    markets = httpx.get(gw + "/v1/markets", timeout=5).json()
-    assert {m["market"] for m in markets} >= {"ETH-USDC", "BTC-USDC"}
-    c = httpx.Client(base_url=gw, timeout=15)
-    r = c.post("/v1/faucet", json={"account": SELLER, "asset": "ETH", "amount": "2"})
-    assert r.status_code == 200, r.text
-    r = c.post("/v1/faucet", json={"account": BUYER, "asset": "USDC", "amount": "10000"})
-    assert r.status_code == 200, r.text
+    seller, buyer = trader(gw), trader(gw)
+    assert {m["market"] for m in seller.markets()} >= {"ETH-USDC", "BTC-USDC"}
+    funded = seller.faucet("ETH", "2")
+    assert funded["asset"] == "ETH" and Decimal(funded["available"]) == 2, funded
+    funded = buyer.faucet("USDC", "10000")
+    assert funded["asset"] == "USDC" and Decimal(funded["available"]) == 10000, funded
     # bad input: named field, nothing sent
-    bad = c.post(
-        "/v1/orders",
-        json={
-            "market": "ETH-USDC",
-            "account": BUYER,
-            "side": "buy",
-            "type": "limit",
-            "size": "1.00001",
-            "price": "2000",
-        },
-    )
-    assert bad.status_code == 400 and bad.json()["error"]["field"] == "size", bad.text
-    sell = c.post(
-        "/v1/orders",
-        json={
-            "market": "ETH-USDC",
-            "account": SELLER,
-            "side": "sell",
-            "type": "limit",
-            "size": "1.5",
-            "price": "2000",
-        },
-    )
-    assert sell.status_code == 200 and sell.json()["status"] == "open", sell.text
-    buy = c.post(
-        "/v1/orders",
-        json={
-            "market": "ETH-USDC",
-            "account": BUYER,
-            "side": "buy",
-            "type": "limit",
-            "size": "1",
-            "price": "2000.5",
-        },
-    )
-    body = buy.json()
-    assert buy.status_code == 200 and body["status"] == "filled", buy.text
-    trades = [e for e in body["events"] if e["event"] == "trade"]
-    assert len(trades) == 1 and trades[0]["price"] == "2000.00" and trades[0]["size"] == "1.0000"
+    with pytest.raises(InvalidRequest) as bad:
+        buyer.place("ETH-USDC", "buy", "limit", size="1.00001", price="2000")
+    assert bad.value.status == 400 and bad.value.field == "size", bad.value
+    sell = seller.place("ETH-USDC", "sell", "limit", size="1.5", price="2000")
+    assert sell.status == "open", sell
+    buy = buyer.place("ETH-USDC", "buy", "limit", size="1", price="2000.5")
+    assert buy.status == "filled" and buy.filled == 1, buy
+    [fill] = buy.fills
+    # the trade at the resting price, both amounts at the market's precision
+    assert (str(fill.price), str(fill.size), fill.liquidity) == ("2000.00", "1.0000", "taker")
 
-    def balances(account: str) -> dict[str, Any]:
-        body = c.get(f"/v1/accounts/{account}/balances").json()
-        return {b["asset"]: b for b in body["balances"]}
-
-    wait_on_process("settled balances", lambda: _units_ok(balances(BUYER), balances(SELLER)))
+    settled("settled balances", lambda: _balances_ok(holdings(buyer), holdings(seller)))
+    assert buyer.credentials is not None
+    return buyer.credentials
 
 
-def _units_ok(b: dict[str, Any], s: dict[str, Any]) -> bool:
+def _balances_ok(b: Holdings, s: Holdings) -> bool:
     """Buyer got 1 ETH and paid 2000 USDC (its 0.5 limit excess released); seller sold 1 of 2 ETH,
     0.5 still locked on its resting order, and got 2000 USDC. No fees are set."""
-    eth = 10**9  # the demo ETH has 9 decimals, USDC 6
-    usdc = 10**6
-    try:
-        return (
-            b["ETH"]["available_units"] == 1 * eth
-            and b["USDC"]["available_units"] == 8000 * usdc
-            and b["USDC"]["locked_units"] == 0
-            and s["ETH"]["available_units"] == eth // 2
-            and s["ETH"]["locked_units"] == eth // 2
-            and s["USDC"]["available_units"] == 2000 * usdc
-        )
-    except KeyError:
-        return False
+    zero = Decimal(0)
+    return (
+        b.get("ETH") == (1, zero)
+        and b.get("USDC") == (8000, zero)
+        and s.get("ETH") == (Decimal("0.5"), Decimal("0.5"))
+        and s.get("USDC") == (2000, zero)
+    )
 
 
 def test_embedded_dex_up_trades_and_stops_cleanly(tmp_path: Path, ports: dict[str, int]) -> None:
@@ -169,35 +132,26 @@ def test_embedded_dex_up_trades_and_stops_cleanly(tmp_path: Path, ports: dict[st
         ["up", "--data-dir", str(tmp_path / "data")], {"DEX_PORT": str(ports["gateway"])}, tmp_path
     )
     try:
-        trade_and_settle(ports)
+        buyer = trade_and_settle(ports)
     finally:
         code, out = stop(proc)
     assert code == 0, out[-4000:]
     assert "dex is up" in out
     assert (tmp_path / "data" / "bus.sqlite3").exists()
 
-    # a restarted `dex up` resumes where it stopped: balances, and the resting 0.5 ETH ask
+    # a restarted `dex up` resumes where it stopped: the buyer's key, its balances, and the
+    # resting 0.5 ETH ask
     proc = start(
         ["up", "--data-dir", str(tmp_path / "data")], {"DEX_PORT": str(ports["gateway"])}, tmp_path
     )
     try:
         for s in SERVICES:
             wait_on_process(f"{s} ready again", lambda s=s: _ready(f"http://127.0.0.1:{ports[s]}"))
-        c = httpx.Client(base_url=f"http://127.0.0.1:{ports['gateway']}", timeout=15)
-        buy = c.post(
-            "/v1/orders",
-            json={
-                "market": "ETH-USDC",
-                "account": BUYER,
-                "side": "buy",
-                "type": "limit",
-                "size": "0.5",
-                "price": "2000",
-            },
-        )
-        assert buy.status_code == 200 and buy.json()["status"] == "filled", buy.text
-        trades = [e for e in buy.json()["events"] if e["event"] == "trade"]
-        assert trades[0]["trade_id"] == 2  # numbering goes on from the first run
+        c = Client(f"http://127.0.0.1:{ports['gateway']}", buyer, timeout=15)
+        settled("the buyer's balances kept", lambda: holdings(c).get("USDC") == (8000, 0))
+        buy = c.place("ETH-USDC", "buy", "limit", size="0.5", price="2000")
+        assert buy.status == "filled", buy
+        assert [f.trade_id for f in buy.fills] == [2]  # numbering goes on from the first run
     finally:
         code, out = stop(proc)
     assert code == 0, out[-4000:]
