@@ -1,6 +1,7 @@
 """Operator controls on a running embedded exchange: the admin token guards every endpoint
 (401 and nothing changes), and `dex admin ...` drives the kill switches, market status, new
-markets, test funds and snapshots, each visible in what the exchange then does."""
+markets, test funds and snapshots, each visible in what the exchange then does: the orders
+of traders (fresh wallets trading through dex.client) and the balances persistence keeps."""
 
 from __future__ import annotations
 
@@ -9,19 +10,20 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from decimal import Decimal
 from typing import Any
 
 import httpx
 import pytest
 
+from dex.client import AccountFrozen, Client, DexError
 from dex.runtime.settings import SERVICES
 from dex.wire.layout import ADMIN_STREAM
 from tests.services.test_smoke import free_base, start, stop
 from tests.support.dex_process import wait_on_process
+from tests.support.trading import account_of, internal_balances, trader
 
 TOKEN = "s3cret-admin-token"
-ALICE = "0x" + "a" * 40
-BOB = "0x" + "b" * 40
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +48,19 @@ def exchange(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, int
     finally:
         code, out = stop(proc)
         assert code == 0, out[-3000:]
+
+
+@pytest.fixture(scope="module")
+def alice(exchange: dict[str, int]) -> Iterator[Client]:
+    """A trader of the module's exchange (a fresh wallet, its key; funds by admin credit)."""
+    with trader(f"http://127.0.0.1:{exchange['gateway']}") as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def bob(exchange: dict[str, int]) -> Iterator[Client]:
+    with trader(f"http://127.0.0.1:{exchange['gateway']}") as c:
+        yield c
 
 
 def admin(
@@ -75,28 +90,15 @@ def admin(
 
 
 def order(
-    ports: dict[str, int],
-    account: str,
-    side: str,
-    price: str,
-    size: str = "0.1",
-    market: str = "ETH-USDC",
-) -> dict[str, Any]:
-    r = httpx.post(
-        f"http://127.0.0.1:{ports['gateway']}/v1/orders",
-        timeout=15,
-        json={
-            "market": market,
-            "account": account,
-            "side": side,
-            "type": "limit",
-            "price": price,
-            "size": size,
-        },
-    )
-    assert r.status_code == 200, r.text
-    body: dict[str, Any] = r.json()
-    return body
+    client: Client, side: str, price: str, size: str = "0.1", market: str = "ETH-USDC"
+) -> str:
+    """A limit order's outcome: its status, or the code of the refusal."""
+    try:
+        placed = client.place(market, side, "limit", price=price, size=size)
+    except DexError as e:
+        return e.code
+    assert placed.status is not None, placed
+    return placed.status
 
 
 def shards(ports: dict[str, int], service: str) -> dict[str, Any]:
@@ -107,7 +109,7 @@ def shards(ports: dict[str, int], service: str) -> dict[str, Any]:
 
 
 def test_admin_endpoints_refuse_a_missing_or_wrong_token_and_change_nothing(
-    exchange: dict[str, int],
+    exchange: dict[str, int], alice: Client
 ) -> None:
     before = shards(exchange, "matching-engine")
     url = f"http://127.0.0.1:{exchange['risk-engine']}/admin/halt"
@@ -118,42 +120,43 @@ def test_admin_endpoints_refuse_a_missing_or_wrong_token_and_change_nothing(
     assert code == 1 and out["error"]["code"] == "unauthorized"
     assert shards(exchange, "matching-engine")["shards"].keys() == before["shards"].keys()
     # nothing reached the admin stream: orders still trade normally
-    admin(exchange, "credit", ALICE, "USDC", "100000")
-    assert order(exchange, ALICE, "buy", "1950")["status"] == "open"
+    assert admin(exchange, "credit", account_of(alice), "USDC", "100000")[0] == 0
+    assert order(alice, "buy", "1950") == "open"
 
 
-def test_kill_switches_market_status_and_new_markets_take_effect(exchange: dict[str, int]) -> None:
+def test_kill_switches_market_status_and_new_markets_take_effect(
+    exchange: dict[str, int], alice: Client, bob: Client
+) -> None:
+    ALICE, BOB = account_of(alice), account_of(bob)
     for who, asset, amount in ((ALICE, "USDC", "100000"), (BOB, "ETH", "10")):
         code, out = admin(exchange, "credit", who, asset, amount)
         assert code == 0 and out["accepted"] is True, out
 
     code, _ = admin(exchange, "freeze", BOB)
     assert code == 0
-    frozen = order(exchange, BOB, "sell", "2000")
-    assert frozen["status"] == "rejected" and frozen["code"] == "account_frozen"
+    with pytest.raises(AccountFrozen) as frozen:
+        bob.place("ETH-USDC", "sell", "limit", price="2000", size="0.1")
+    assert frozen.value.status == 403, frozen.value
     assert admin(exchange, "unfreeze", BOB)[0] == 0
-    assert order(exchange, BOB, "sell", "2000")["status"] == "open"
+    assert order(bob, "sell", "2000") == "open"
 
     assert admin(exchange, "disable", ALICE, "--market", "ETH-USDC")[0] == 0
-    assert order(exchange, ALICE, "buy", "1900")["code"] == "trading_disabled"
+    assert order(alice, "buy", "1900") == "trading_disabled"
     assert admin(exchange, "enable", ALICE, "--market", "ETH-USDC")[0] == 0
 
     assert admin(exchange, "halt")[0] == 0
-    assert order(exchange, ALICE, "buy", "1900")["code"] == "global_halt"
+    assert order(alice, "buy", "1900") == "global_halt"
     assert admin(exchange, "resume")[0] == 0
 
     code, out = admin(exchange, "market-status", "ETH-USDC", "cancel_only")
     assert code == 0 and out["stream"] == ADMIN_STREAM
     wait_on_process(
         "risk sees cancel_only",
-        lambda: order(exchange, ALICE, "buy", "1900").get("code") == "market_unavailable",
+        lambda: order(alice, "buy", "1900") == "market_unavailable",
     )
     assert admin(exchange, "market-status", "ETH-USDC", "active")[0] == 0
-    wait_on_process(
-        "risk sees active", lambda: order(exchange, ALICE, "buy", "1900")["status"] == "open"
-    )
-    filled = order(exchange, ALICE, "buy", "2000")
-    assert filled["status"] == "filled", filled
+    wait_on_process("risk sees active", lambda: order(alice, "buy", "1900") == "open")
+    assert order(alice, "buy", "2000") == "filled"  # Bob's ask
 
     spec = {
         "market": "SOL-USDC",
@@ -170,7 +173,7 @@ def test_kill_switches_market_status_and_new_markets_take_effect(exchange: dict[
     bad = dict(spec, market="BAD-USDC", base="BAD", lot_size="0.0000000001")
     code, out = admin(exchange, "add-market", json.dumps(bad))
     assert code == 1 and out["error"]["field"] == "lot_size", out
-    markets = httpx.get(f"http://127.0.0.1:{exchange['gateway']}/v1/markets", timeout=5).json()
+    markets = alice.markets()
     assert "SOL-USDC" in {m["market"] for m in markets}
     assert "BAD-USDC" not in {m["market"] for m in markets}
 
@@ -181,14 +184,16 @@ def test_kill_switches_market_status_and_new_markets_take_effect(exchange: dict[
         assert info[tag]["snapshot_log_seq"] >= seq
 
 
-def usdc_units(ports: dict[str, int], account: str) -> int:
-    body = httpx.get(
-        f"http://127.0.0.1:{ports['gateway']}/v1/accounts/{account}/balances", timeout=5
-    ).json()
-    return sum(b["available_units"] for b in body["balances"] if b["asset"] == "USDC")
+def usdc(ports: dict[str, int], account: str) -> Decimal:
+    """The available USDC of `account` as the operator sees it (persistence's own route)."""
+    got = internal_balances(f"http://127.0.0.1:{ports['persistence']}", account)
+    return got.get("USDC", (Decimal(0), Decimal(0)))[0]
 
 
-def test_admin_commands_refuse_an_unknown_market_with_the_reason(exchange: dict[str, int]) -> None:
+def test_admin_commands_refuse_an_unknown_market_with_the_reason(
+    exchange: dict[str, int], alice: Client
+) -> None:
+    ALICE = account_of(alice)
     commands = [
         ("fees", "NOPE-USDC", "10", "20"),
         ("market-status", "NOPE-USDC", "halted"),
@@ -223,7 +228,7 @@ def test_a_repeated_chain_deposit_is_reported_as_a_duplicate(exchange: dict[str,
     # another log index of the same transaction is another deposit
     code, out = admin(exchange, "credit", carol, "USDC", "5", "--tx-id", tx, "--log-index", "1")
     assert code == 0 and out["available_units"] == 10_000_000, out
-    wait_on_process("the history shows 10 USDC", lambda: usdc_units(exchange, carol) == 10_000_000)
+    wait_on_process("the history shows 10 USDC", lambda: usdc(exchange, carol) == 10)
     # an operator's transaction id is checked at the edge
     url = f"http://127.0.0.1:{exchange['risk-engine']}/admin/accounts/{carol}/credit"
     for bad in ("", "a\x00b", "0xab\n", "x" * 200, "faucet:12ab", "faucet:\uff11\uff12"):
@@ -261,10 +266,9 @@ def test_credits_count_across_a_restart_on_the_same_data_folder(tmp_path: Any) -
             code, out = admin(ports, "credit", dave, "USDC", "7")
             assert code == 0, out
             answers.append(out)
-            want = 7_000_000 * len(answers)
+            want = 7 * len(answers)
             wait_on_process(
-                f"the history shows {want} units",
-                lambda want=want: usdc_units(ports, dave) == want,
+                f"the history shows {want} USDC", lambda want=want: usdc(ports, dave) == want
             )
         finally:
             code, log = stop(proc)
