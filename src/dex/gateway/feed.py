@@ -197,6 +197,8 @@ class FeedRelay:
                 mf.ticker_timer.cancel()
         for sub in list(self.connections):
             sub.kill("the gateway is stopping", GOING_AWAY)
+        if self.extension is not None:  # its key checker lives as long as the connections
+            await self.extension.stop()
 
     # ------------------------------------------------------------------ following
 

@@ -13,7 +13,7 @@ order risk applied it; order states come from the matching logs (each market's e
 order). The gateway reads every log once and hands each item here (`risk_item`,
 `match_item`): a message is encoded once per event and pushed to each subscribed connection
 of the account, so each connection gets each change exactly once, in log order. A key that
-is revoked or expires closes the connections it authenticated (checked on every push and
+is revoked or expires closes the connections it authenticated, subscribed or not (checked
 every second).
 """
 
@@ -62,7 +62,8 @@ class PrivateChannels:
 
     def __init__(self, gw: Gateway) -> None:
         self.gw = gw
-        self.by_account: dict[str, set[Subscriber]] = {}
+        self.by_account: dict[str, set[Subscriber]] = {}  # subscribed to a private channel
+        self.authenticated: set[Subscriber] = set()  # every connection with a key: checked
         self.active = False  # any private subscriber: the log readers skip us otherwise
         # orders placed through each key on this gateway and still open: key -> id -> market
         self.placed: dict[str, dict[int, str]] = {}
@@ -115,6 +116,7 @@ class PrivateChannels:
             _error(sub, e.code, e.message)
             return
         sub.key = entry
+        self.authenticated.add(sub)
         sub.cancel_on_disconnect = req.get("cancel_on_disconnect") is True
         sub.push(
             _text(
@@ -131,6 +133,7 @@ class PrivateChannels:
     def dropped(self, sub: Subscriber) -> None:
         if sub.key is None:
             return
+        self.authenticated.discard(sub)
         subs = self.by_account.get(sub.key.account)
         if subs is not None:
             subs.discard(sub)
@@ -159,9 +162,8 @@ class PrivateChannels:
         while True:
             await asyncio.sleep(1.0)
             now = self.gw.now_ms()
-            for subs in list(self.by_account.values()):
-                for sub in list(subs):
-                    self._check(sub, now)
+            for sub in list(self.authenticated):
+                self._check(sub, now)
 
     def _check(self, sub: Subscriber, now: int) -> bool:
         entry = self.gw.keys.get(sub.key.api_key)
@@ -288,8 +290,10 @@ class PrivateChannels:
             elif kind is rev.OrderCommandForwarded:
                 if ev.hold_asset is not None and ev.hold_increase:
                     self._balance(ev.account, ev.hold_asset, ev.available, ev.locked, ev.ts)
+            elif kind is rev.FundsReleased:
+                if ev.amount:  # every order's end has one, most with nothing left held
+                    self._balance(ev.account, ev.asset, ev.available, ev.locked, ev.ts)
             elif kind in (
-                rev.FundsReleased,
                 rev.DepositCredited,
                 rev.WithdrawalRequested,
                 rev.WithdrawalCompleted,
