@@ -2,7 +2,9 @@
 and on PostgreSQL (`DEX_DATABASE_URL`; each test on a database of its own, dropped after):
 from an empty store, from the previous revision, a second upgrade changing nothing, the
 migrated schema equal to `dex.persistence.schema`, and a store made by the code before
-migrations (its `create_all`, frozen below as LEGACY) upgraded in place without loss."""
+migrations (its `create_all`, frozen below as LEGACY) upgraded in place without loss; 0002's
+and 0003's own steps from a store with rows (0003: nothing lost, `created_ts` backfilled, down
+and up again)."""
 
 from __future__ import annotations
 
@@ -511,3 +513,148 @@ def test_0002_adds_the_ledger_tables_and_its_downgrade_takes_them_away(store: st
 
 def is_deposit(ev: Any) -> bool:
     return isinstance(ev, DepositCredited)
+
+
+ROWS_0002: dict[str, list[dict[str, Any]]] = {
+    "fills": [
+        {
+            "trade_id": 1,
+            "market": "ETH-USDC",
+            "liquidity": "maker",
+            "order_id": 10,
+            "account": A,
+            "side": "sell",
+            "price": 200_000,
+            "size": 5,
+            "fee": -BIG,
+            "fee_asset": "USDC",
+            "ts": 1_700_000_000_000_000_000,
+            "stream": layout.risk_log(0),
+            "log_seq": 40,
+        }
+    ],
+    "ledger_entries": [
+        {
+            "stream": layout.risk_log(0),
+            "log_seq": 41,
+            "idx": 0,
+            "line": 0,
+            "account": A,
+            "asset": "USDC",
+            "bucket": "available",
+            "delta": BIG,
+            "cause": "deposit",
+            "ts": 1_700_000_000_000_000_002,
+        }
+    ],
+    "deposits": [
+        {
+            "tx_id": "0xabc",
+            "log_index": 3,
+            "account": A,
+            "asset": "USDC",
+            "amount": BIG,
+            "ts": 1_700_000_000_000_000_002,
+            "stream": layout.risk_log(0),
+            "log_seq": 41,
+        }
+    ],
+    "withdrawals": [
+        {
+            "withdrawal_id": 9,
+            "account": B,
+            "asset": "ETH",
+            "amount": 3,
+            "status": "requested",
+            "tx_id": None,
+            "reason": None,
+            "requested_ts": 1_700_000_000_000_000_003,
+            "updated_ts": 1_700_000_000_000_000_004,
+            "stream": layout.risk_log(0),
+            "log_seq": 42,
+        }
+    ],
+}
+NEW_ORDER_COLUMNS = ("tif", "trigger_price", "quote_size", "created_ts")
+
+
+def store_0002_with_rows(store: str) -> None:
+    """A store at 0002 holding `LEGACY_ROWS` and `ROWS_0002`."""
+    assert on(store, lambda conn: migrations.upgrade(conn, "0002")) == "0002"
+
+    def fill(conn: Connection) -> None:
+        for name, rows in LEGACY_ROWS.items():
+            conn.execute(LEGACY.tables[name].insert(), rows)
+        for name, rows in ROWS_0002.items():
+            conn.execute(schema.metadata.tables[name].insert(), rows)
+
+    on(store, fill)
+
+
+def rows_0002(conn: Connection) -> dict[str, list[dict[str, Any]]]:
+    """Every row of the tables 0002 added, in primary-key order."""
+    out = {}
+    for name in sorted(NEW_IN_0002):
+        table = schema.metadata.tables[name]
+        got = conn.execute(select(table).order_by(*table.primary_key.columns))
+        out[name] = [dict(r) for r in got.mappings()]
+    return out
+
+
+def new_order_columns(conn: Connection) -> dict[int, tuple[Any, ...]]:
+    """order_id -> (updated_ts, tif, trigger_price, quote_size, created_ts)."""
+    o = schema.orders
+    got = conn.execute(select(o.c.order_id, o.c.updated_ts, *(o.c[n] for n in NEW_ORDER_COLUMNS)))
+    return {row[0]: tuple(row[1:]) for row in got}
+
+
+def test_0003_keeps_every_row_and_backfills_created_ts(store: str) -> None:
+    """0002 with rows -> 0003: every row as it was; the orders' new columns NULL and
+    `created_ts` their `updated_ts`; the keyset indexes there, the ones they replace gone."""
+    store_0002_with_rows(store)
+    before = (on(store, contents), on(store, rows_0002))
+    shape_0002 = on(store, shape)
+    assert on(store, lambda conn: migrations.upgrade(conn, "0003")) == "0003"
+    assert (on(store, contents), on(store, rows_0002)) == before
+    assert on(store, new_order_columns) == {
+        o["order_id"]: (o["updated_ts"], None, None, None, o["updated_ts"])
+        for o in LEGACY_ROWS["orders"]
+    }
+    made = on(store, shape)
+    assert set(made) == set(shape_0002)
+    indexes = {name for table in made.values() for name, _ in table[2]}
+    assert {
+        "orders_by_account_created",
+        "orders_by_client_id",
+        "fills_by_account_ts",
+        "ledger_by_account_asset_ts",
+        "trades_by_market_ts",
+        "events_catalog",
+    } <= indexes
+    assert not indexes & {"orders_by_account", "fills_by_account", "ledger_entries_by_account"}
+    if on(store, migrations.current) == head():
+        assert on(store, diff(schema.metadata)) == []
+
+
+def test_0003_down_to_0002_and_up_again(store: str) -> None:
+    """0003 -> 0002 gives exactly the 0002 store back (its columns, indexes and rows); 0003
+    again backfills `created_ts` once more, an order added at 0002 included."""
+    store_0002_with_rows(store)
+    before = (on(store, contents), on(store, rows_0002))
+    shape_0002 = on(store, shape)
+    on(store, lambda conn: migrations.upgrade(conn, "0003"))
+    assert on(store, lambda conn: migrations.downgrade(conn, "0002")) == "0002"
+    assert on(store, shape) == shape_0002
+    assert (on(store, contents), on(store, rows_0002)) == before
+    late = {**LEGACY_ROWS["orders"][0], "order_id": 13, "updated_ts": 1_700_000_000_000_000_009}
+    on(store, lambda conn: conn.execute(LEGACY.tables["orders"].insert(), [late]))
+    assert on(store, lambda conn: migrations.upgrade(conn, "0003")) == "0003"
+    got = on(store, new_order_columns)
+    assert {oid: row[-1] for oid, row in got.items()} == {
+        10: 1_700_000_000_000_000_000,
+        12: 1_700_000_000_000_000_001,
+        13: 1_700_000_000_000_000_009,
+    }
+    assert on(store, rows_0002) == before[1]
+    if on(store, migrations.current) == head():
+        assert on(store, diff(schema.metadata)) == []
