@@ -1,6 +1,7 @@
 """The WebSocket feed (`/v1/ws` on the gateway) end to end, in process: the gateway, matching,
 risk and market data on one embedded bus (SQLite, as `dex up`), each on a free port, with real
-WebSocket clients (`websockets`) and orders placed through the gateway's REST API. The
+WebSocket clients (`websockets`) and orders placed through the gateway's REST API by traders
+onboarded with dex.client (fresh wallets, signed requests). The
 first test also runs on Redis Streams (a private `redis-server`), the distributed bus.
 
 Clients keep books from the snapshot and the updates; every message's checksum is computed
@@ -38,6 +39,7 @@ from dex.app.units import BUILDERS, market_data_unit
 from dex.bus import Bus, TrimmedError
 from dex.bus.redis import RedisBus
 from dex.bus.sqlite import SqliteBus
+from dex.client import AsyncClient
 from dex.gateway.feed import Subscriber
 from dex.gateway.service import Gateway
 from dex.marketdata.service import MarketDataService
@@ -48,6 +50,7 @@ from dex.wire.layout import md_feed
 from tests.bus.contract import aio
 from tests.support.polling import eventually
 from tests.support.redis_server import private_redis_or_skip
+from tests.support.trading import async_trader
 
 MARKETS = ("ETH-USDC", "BTC-USDC")
 MID = {"ETH-USDC": Decimal(2000), "BTC-USDC": Decimal(30000)}
@@ -60,7 +63,7 @@ SIZE_TEXT = {
     "ETH-USDC": re.compile(r"[0-9]+\.[0-9]{4}"),
     "BTC-USDC": re.compile(r"[0-9]+\.[0-9]{5}"),
 }
-WALLETS = ["0x" + f"{i:040x}" for i in range(0xA1, 0xA5)]
+TRADERS = 4  # fresh wallets trading at random
 WAIT = 15.0  # seconds any one condition may take
 
 
@@ -92,10 +95,15 @@ class Exchange:
     settings: Settings
     running: Running
     extra: list[tuple[Any, HttpServer]] = field(default_factory=list)
+    clients: list[AsyncClient] = field(default_factory=list)
 
     @property
     def gw_port(self) -> int:
         return self.running.servers["gateway"].port
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.gw_port}"
 
     @property
     def ws_url(self) -> str:
@@ -114,7 +122,7 @@ class Exchange:
         return svc
 
     def http(self) -> httpx.AsyncClient:
-        return httpx.AsyncClient(base_url=f"http://127.0.0.1:{self.gw_port}", timeout=WAIT)
+        return httpx.AsyncClient(base_url=self.url, timeout=WAIT)
 
 
 @contextlib.asynccontextmanager
@@ -150,6 +158,8 @@ async def exchange(
             )
         yield ex
     finally:
+        for client in ex.clients if "ex" in locals() else []:
+            await client.aclose()
         stop.set()
         for unit, srv in ex.extra if "ex" in locals() else []:
             await unit.stop()
@@ -165,45 +175,47 @@ async def _ok(c: httpx.AsyncClient, path: str) -> bool:
     return (await c.get(path)).status_code == 200
 
 
-async def fund(c: httpx.AsyncClient) -> None:
-    for w in WALLETS:
-        for asset, amount in (("ETH", "1000"), ("BTC", "100"), ("USDC", "10000000")):
-            r = await c.post("/v1/faucet", json={"account": w, "asset": asset, "amount": amount})
-            assert r.status_code == 200, r.text
+async def fund(ex: Exchange) -> list[AsyncClient]:
+    """`TRADERS` traders: fresh wallets onboarded with dex.client, each with ETH, BTC and USDC
+    from the faucet (at most its per-call cap)."""
+    for _ in range(TRADERS):
+        ex.clients.append(await async_trader(ex.url, ETH="1000", BTC="100", USDC="1000000"))
+    return list(ex.clients)
 
 
-async def random_orders(c: httpx.AsyncClient, rng: random.Random, n: int) -> None:
+async def random_orders(traders: list[AsyncClient], rng: random.Random, n: int) -> None:
+    """`n` random limit orders within 4% of the mids, each from one of `traders`; any refusal
+    fails the test."""
     for _ in range(n):
         market = rng.choice(MARKETS)
         side = rng.choice(("buy", "sell"))
         off = Decimal(rng.randint(-40, 40)) / 1000  # within 4% of the mid
         price = (MID[market] * (1 + off)).quantize(TICK[market])
         size = (SIZE_MAX[market] * Decimal(rng.randint(1, 100)) / 100).quantize(LOT[market])
-        order = {
-            "market": market,
-            "account": rng.choice(WALLETS),
-            "side": side,
-            "type": "limit",
-            "price": text_of(price, TICK[market]),
-            "size": text_of(size, LOT[market]),
-            "tif": rng.choice(("GTC", "GTC", "GTC", "IOC")),
-        }
-        r = await c.post("/v1/orders", json=order)
-        assert r.status_code == 200, r.text
+        client = rng.choice(traders)
+        await client.place(
+            market,
+            side,
+            "limit",
+            price=text_of(price, TICK[market]),
+            size=text_of(size, LOT[market]),
+            tif=rng.choice(("GTC", "GTC", "GTC", "IOC")),
+        )
 
 
-async def trade_for(ex: Exchange, seconds: float, seed: int, wallets: int = 3) -> None:
-    """Random orders from `wallets` concurrent senders for `seconds`."""
+async def trade_for(
+    traders: list[AsyncClient], seconds: float, seed: int, senders: int = 3
+) -> None:
+    """Random orders of `traders` from `senders` concurrent tasks for `seconds`."""
     loop = asyncio.get_running_loop()
     end = loop.time() + seconds
 
     async def sender(k: int) -> None:
         rng = random.Random(seed * 100 + k)
-        async with ex.http() as c:
-            while loop.time() < end:
-                await random_orders(c, rng, 5)
+        while loop.time() < end:
+            await random_orders(traders, rng, 5)
 
-    await asyncio.gather(*(sender(k) for k in range(wallets)))
+    await asyncio.gather(*(sender(k) for k in range(senders)))
 
 
 # ---------------------------------------------------------------------- clients
@@ -322,10 +334,10 @@ async def test_clients_keep_exact_books_from_snapshot_and_updates_under_random_t
     tmp_path: Path, bus_url: str | None
 ) -> None:
     async with exchange(tmp_path, bus_url) as ex, ex.http() as c:
-        await fund(c)
-        await random_orders(c, random.Random(1), 20)  # books before anyone subscribes
+        traders = await fund(ex)
+        await random_orders(traders, random.Random(1), 20)  # books before anyone subscribes
         early = [await BookClient.open(ex.ws_url) for _ in range(2)]
-        trading = asyncio.create_task(trade_for(ex, 3.0, seed=2))
+        trading = asyncio.create_task(trade_for(traders, 3.0, seed=2))
         await eventually(  # the trading is under way: the late clients join while it goes on
             "the early clients have book updates from the trading",
             lambda: all(cl.updates >= 3 for cl in early),
@@ -362,13 +374,13 @@ async def test_a_restarted_market_data_leaves_every_client_book_right(
     clients get a new snapshot."""
     extra = {"snapshot_every": 10, "snapshot_fork": False} if snapshots else {}
     async with exchange(tmp_path, **extra) as ex, ex.http() as c:
-        await fund(c)
+        traders = await fund(ex)
         clients = [await BookClient.open(ex.ws_url) for _ in range(2)]
-        await trade_for(ex, 1.0, seed=3)
+        await trade_for(traders, 1.0, seed=3)
         old = next(u for u in ex.running.units if u.name == "market-data")
         await old.stop()
         # market data is away: the matching logs go on (and, with snapshots, past them)
-        await random_orders(c, random.Random(4), 40)
+        await random_orders(traders, random.Random(4), 40)
         unit = market_data_unit(ex.bus, ex.settings)
         app = build_app(unit.name, unit.health, unit.metrics, route_handlers=unit.routes)
         srv = HttpServer(app)
@@ -388,7 +400,7 @@ async def test_a_restarted_market_data_leaves_every_client_book_right(
                     lambda: books_equal_rest(clients, c),
                     timeout=WAIT,
                 )
-            await trade_for(ex, 1.0, seed=5)
+            await trade_for(traders, 1.0, seed=5)
             await eventually(
                 "every client's books equal the REST books after the restart",
                 lambda: books_equal_rest(clients, c),
@@ -408,8 +420,8 @@ async def test_a_lost_publish_gives_clients_a_new_snapshot_never_a_wrong_book(
     tmp_path: Path,
 ) -> None:
     async with exchange(tmp_path) as ex, ex.http() as c:
-        await fund(c)
-        await random_orders(c, random.Random(6), 10)
+        traders = await fund(ex)
+        await random_orders(traders, random.Random(6), 10)
         clients = [await BookClient.open(ex.ws_url) for _ in range(2)]
         await eventually(
             "the snapshots",
@@ -426,7 +438,7 @@ async def test_a_lost_publish_gives_clients_a_new_snapshot_never_a_wrong_book(
             svc.outbox = {}
 
         svc._publish = lose_once  # type: ignore[method-assign]
-        await trade_for(ex, 1.0, seed=7)
+        await trade_for(traders, 1.0, seed=7)
         try:
             await eventually(
                 "a new snapshot of the market(s) whose updates were lost",
@@ -459,7 +471,7 @@ async def test_a_feed_trimmed_under_the_relay_gives_new_snapshots_and_feeds_stay
 ) -> None:
     async with exchange(tmp_path) as ex, ex.http() as c:
         ex.market_data.feed_keep = 20
-        await fund(c)
+        traders = await fund(ex)
         clients = [await BookClient.open(ex.ws_url, ("ETH-USDC",))]
         await eventually("the snapshot", lambda: clients[0].snapshots["ETH-USDC"], timeout=WAIT)
         relay = ex.gateway.feed
@@ -468,7 +480,7 @@ async def test_a_feed_trimmed_under_the_relay_gives_new_snapshots_and_feeds_stay
         rng = random.Random(8)
 
         async def trade_past_40() -> bool:
-            await random_orders(c, rng, 10)
+            await random_orders(traders, rng, 10)
             return await ex.bus.last(stream) > 40
 
         await eventually("the feed past 40 entries", trade_past_40, timeout=WAIT)
@@ -495,7 +507,7 @@ async def test_a_feed_trimmed_under_the_relay_gives_new_snapshots_and_feeds_stay
             mf.pos = 0
             return False
 
-        await trade_for(ex, 0.5, seed=9)
+        await trade_for(traders, 0.5, seed=9)
         try:
             await eventually("a new snapshot", behind, timeout=WAIT)
             await eventually(
@@ -512,7 +524,7 @@ async def test_a_feed_trimmed_under_the_relay_gives_new_snapshots_and_feeds_stay
 @aio
 async def test_protocol_acks_errors_trades_candles_and_tickers(tmp_path: Path) -> None:
     async with exchange(tmp_path) as ex, ex.http() as c, connect(ex.ws_url) as ws:
-        await fund(c)
+        traders = await fund(ex)
         bad = [
             ("not json", "invalid_json"),
             ("[1, 2]", "invalid_json"),
@@ -567,7 +579,7 @@ async def test_protocol_acks_errors_trades_candles_and_tickers(tmp_path: Path) -
             return got
 
         async def traded() -> bool:
-            await random_orders(c, rng, 10)
+            await random_orders(traders, rng, 10)
             return len(await rest_trades_now()) > 5
 
         await eventually("a few ETH-USDC trades", traded, timeout=WAIT)
