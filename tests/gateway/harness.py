@@ -166,8 +166,11 @@ async def gateway(
     max_body_bytes: int = 65536,
     faucet_caps: tuple[int, int] = (1_000_000, 10_000_000),
     wait: float = 10.0,
+    faucet: bool = True,
 ) -> AsyncIterator[Harness]:
-    """The demo markets and a started gateway answering over HTTP, with its guard."""
+    """The demo markets and a started gateway answering over HTTP, with its guard. The rate
+    limiter's clock stands still at `Harness.now[0]` (s): buckets refill only when a test
+    moves it, so a burst is a burst however slow the machine."""
     c = await open_cluster(trade=False)
     await c.pump()
     metrics = ServiceMetrics("gateway")
@@ -181,7 +184,7 @@ async def gateway(
         health=health,
         metrics=metrics,
         log=log,
-        faucet=True,
+        faucet=faucet,
         persistence_url="http://127.0.0.1:9",
         market_data_url="http://127.0.0.1:9",
         kek=parse_kek(new_kek()),
@@ -190,7 +193,8 @@ async def gateway(
         wait=wait,
     )
     await gw.start()
-    limiter = MemoryLimiter()
+    now = [0.0]
+    limiter = MemoryLimiter(clock=lambda: now[0])
     guard = Guard(
         gw.keys,
         limiter,
@@ -211,6 +215,6 @@ async def gateway(
     try:
         transport = httpx.ASGITransport(app=app)  # in this loop, unlike Litestar's test client
         async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
-            yield Harness(c, client, gw, log, limiter)
+            yield Harness(c, client, gw, log, limiter, now)
     finally:
         await gw.stop()

@@ -5,8 +5,8 @@ own code and nothing changed:
 
 1. Body: a body on a POST / PATCH / DELETE must be `application/json` (415), at most
    `DEX_MAX_BODY_BYTES` (413, by Litestar's `request_max_body_size`), valid UTF-8 (400) and
-   JSON nested at most `MAX_DEPTH` deep (400): checked on the raw bytes before anything parses
-   them.
+   JSON nested at most `MAX_DEPTH` deep and well-formed JSON (400 `invalid_json`): checked on
+   the raw bytes before a route's model parses them.
 2. Authentication (routes with `opt["auth"]` = the permission they need): the headers
    `DEX-API-KEY`, `DEX-TIMESTAMP`, `DEX-SIGNATURE` over `timestamp + METHOD + path_with_query
    + body`, checked by the key ring (`dex.gateway.keys.KeyRing.authenticate`: 401 codes, 403
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 from litestar.types import Message, Scope
@@ -184,6 +185,10 @@ def check_body(connection: ASGIConnection[Any, Any, Any, Any], body: bytes) -> N
         ) from None
     if not json_depth_ok(body):
         raise ApiError(400, "invalid_json", f"the body nests deeper than {MAX_DEPTH} levels")
+    try:  # one C pass, so that malformed JSON has one code whichever route it reaches
+        msgspec.json.decode(body)
+    except msgspec.DecodeError as e:
+        raise ApiError(400, "invalid_json", f"the body is not JSON: {e}") from None
 
 
 async def add_rate_headers(message: Message, scope: Scope) -> None:
