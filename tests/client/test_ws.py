@@ -16,7 +16,9 @@ from decimal import Decimal
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
 
 from dex.client import AsyncClient, Client, Credentials, NotCaughtUp, Wallet
 from dex.client.wallet import now_ms
@@ -377,3 +379,39 @@ def test_async_client_places_reads_balances_and_cancels(exchange: Exchange) -> N
 
 async def _is(read: Callable[[], Any], expected: Any) -> bool:
     return bool(await read() == expected)
+
+
+def test_subscriber_retries_a_refused_handshake() -> None:
+    """A gateway answering the upgrade with an HTTP error (starting, overloaded) is retried
+    like one not listening; the subscriptions are sent once it accepts."""
+
+    async def main() -> None:
+        refused = 0
+        received: list[str] = []
+
+        def gate(conn: ServerConnection, request: Request) -> Response | None:
+            nonlocal refused
+            if refused < 2:
+                refused += 1
+                return conn.respond(503, "starting\n")
+            return None
+
+        async def echo(conn: ServerConnection) -> None:
+            async for raw in conn:
+                assert isinstance(raw, str)
+                received.append(raw)
+                await conn.send(json.dumps({"type": "subscribed", "channel": "trades"}))
+
+        async with serve(echo, "127.0.0.1", 0, process_request=gate) as server:
+            port = server.sockets[0].getsockname()[1]
+            sub = Subscriber(f"ws://127.0.0.1:{port}/v1/ws", max_backoff=0.1)
+            sub.subscribe("trades", M)
+            first = await asyncio.wait_for(anext(aiter(sub)), WAIT)
+            assert first == {"type": "subscribed", "channel": "trades"}
+            assert refused == 2
+            assert [json.loads(r) for r in received] == [
+                {"op": "subscribe", "channel": "trades", "market": M}
+            ]
+            await sub.close()
+
+    asyncio.run(main())

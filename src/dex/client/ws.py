@@ -19,7 +19,7 @@ from decimal import Decimal
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from dex.client.wallet import Credentials, now_ms
 from dex.wire import signing
@@ -76,10 +76,14 @@ class Subscriber:
 
     async def _open(self) -> ClientConnection:
         ws = await connect(self.ws_url)
-        if self.credentials is not None:
-            await ws.send(json.dumps(self._auth()))
-        for req in self.subscriptions:
-            await ws.send(json.dumps(req))
+        try:
+            if self.credentials is not None:
+                await ws.send(json.dumps(self._auth()))
+            for req in self.subscriptions:
+                await ws.send(json.dumps(req))
+        except ConnectionClosed:
+            await ws.close()
+            raise
         self.connection = ws
         self.connects += 1
         return ws
@@ -94,7 +98,8 @@ class Subscriber:
         while not self._closed:
             try:
                 ws = await self._open()
-            except OSError:
+            except (OSError, InvalidHandshake, ConnectionClosed):
+                # not listening, refused the upgrade (starting, overloaded), or dropped at once
                 await asyncio.sleep(backoff)  # backoff before the next attempt
                 backoff = min(backoff * 2, self.max_backoff)
                 continue
