@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -331,3 +332,22 @@ def test_before_send_hooks_run_on_the_event_loop_not_on_a_thread() -> None:
     app = make_app()
     assert app.before_send
     assert all(inspect.iscoroutinefunction(hook) for hook in app.before_send)
+
+
+def test_guards_run_on_the_event_loop_not_on_a_thread(tmp_path: Path) -> None:
+    """Litestar runs a sync guard on a worker thread for every request (bench/gateway.py
+    found it: a thread started per request under the shards' executor), so the app's guards,
+    the gateway's included, are coroutine functions."""
+    import inspect
+
+    from dex.app.units import gateway_unit
+    from dex.bus import MemoryBus
+    from dex.runtime.settings import Settings
+
+    app = make_app()
+    assert app.guards
+    assert all(inspect.iscoroutinefunction(g) for g in app.guards)
+    unit = gateway_unit(MemoryBus(), Settings(data_dir=str(tmp_path)))
+    guards = unit.app_options["guards"]
+    assert guards
+    assert all(inspect.iscoroutinefunction(type(g).__call__) for g in guards)

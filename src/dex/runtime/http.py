@@ -252,8 +252,11 @@ def require_admin(connection: ASGIConnection[Any, Any, Any, Any], token: str) ->
         raise _unauthorized("the admin token is not valid")
 
 
-def admin_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-    """Litestar guard: the app's configured admin token is required (see `require_admin`)."""
+async def admin_guard(
+    connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler
+) -> None:
+    """Litestar guard: the app's configured admin token is required (see `require_admin`).
+    Async: Litestar runs a sync guard on a worker thread, a thread hop on every request."""
     require_admin(connection, connection.app.state.get("admin_token", ""))
 
 
@@ -269,11 +272,11 @@ def request_id(scope: Scope) -> str:
     return found
 
 
-def _admin_opt_guard(
+async def _admin_opt_guard(
     connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
 ) -> None:
     if handler.opt.get("admin"):
-        admin_guard(connection, handler)
+        await admin_guard(connection, handler)
 
 
 def _unauthorized(message: str) -> ApiError:
