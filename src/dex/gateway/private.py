@@ -64,7 +64,9 @@ class PrivateChannels:
         self.gw = gw
         self.by_account: dict[str, set[Subscriber]] = {}  # subscribed to a private channel
         self.authenticated: set[Subscriber] = set()  # every connection with a key: checked
-        self.active = False  # any private subscriber: the log readers skip us otherwise
+        # any private subscriber, or an order placed here to forget once it ends: the log
+        # readers skip us otherwise
+        self.active = False
         # orders placed through each key on this gateway and still open: key -> id -> market
         self.placed: dict[str, dict[int, str]] = {}
         self._checker: asyncio.Task[None] | None = None
@@ -139,7 +141,7 @@ class PrivateChannels:
             subs.discard(sub)
             if not subs:
                 del self.by_account[sub.key.account]
-        self.active = bool(self.by_account)
+        self.active = bool(self.by_account or self.placed)
         if sub.cancel_on_disconnect:
             task = asyncio.create_task(self._cancel_placed(sub.key))
             task.add_done_callback(_done)
@@ -185,6 +187,7 @@ class PrivateChannels:
     def placed_order(self, key: Any, oid: int, market: str, status: str) -> None:
         if status in ("open", "partially_filled", "untriggered", "pending"):
             self.placed.setdefault(key.api_key, {})[oid] = market
+            self.active = True  # else `match_item` never sees it end: `placed` would only grow
 
     def _ended(self, oid: int) -> None:
         for orders in self.placed.values():
