@@ -127,22 +127,22 @@ def test_admin_endpoints_refuse_a_missing_or_wrong_token_and_change_nothing(
 def test_kill_switches_market_status_and_new_markets_take_effect(
     exchange: dict[str, int], alice: Client, bob: Client
 ) -> None:
-    ALICE, BOB = account_of(alice), account_of(bob)
-    for who, asset, amount in ((ALICE, "USDC", "100000"), (BOB, "ETH", "10")):
+    alice_acct, bob_acct = account_of(alice), account_of(bob)
+    for who, asset, amount in ((alice_acct, "USDC", "100000"), (bob_acct, "ETH", "10")):
         code, out = admin(exchange, "credit", who, asset, amount)
         assert code == 0 and out["accepted"] is True, out
 
-    code, _ = admin(exchange, "freeze", BOB)
+    code, _ = admin(exchange, "freeze", bob_acct)
     assert code == 0
     with pytest.raises(AccountFrozen) as frozen:
         bob.place("ETH-USDC", "sell", "limit", price="2000", size="0.1")
     assert frozen.value.status == 403, frozen.value
-    assert admin(exchange, "unfreeze", BOB)[0] == 0
+    assert admin(exchange, "unfreeze", bob_acct)[0] == 0
     assert order(bob, "sell", "2000") == "open"
 
-    assert admin(exchange, "disable", ALICE, "--market", "ETH-USDC")[0] == 0
+    assert admin(exchange, "disable", alice_acct, "--market", "ETH-USDC")[0] == 0
     assert order(alice, "buy", "1900") == "trading_disabled"
-    assert admin(exchange, "enable", ALICE, "--market", "ETH-USDC")[0] == 0
+    assert admin(exchange, "enable", alice_acct, "--market", "ETH-USDC")[0] == 0
 
     assert admin(exchange, "halt")[0] == 0
     assert order(alice, "buy", "1900") == "global_halt"
@@ -193,12 +193,12 @@ def usdc(ports: dict[str, int], account: str) -> Decimal:
 def test_admin_commands_refuse_an_unknown_market_with_the_reason(
     exchange: dict[str, int], alice: Client
 ) -> None:
-    ALICE = account_of(alice)
+    alice_acct = account_of(alice)
     commands = [
         ("fees", "NOPE-USDC", "10", "20"),
         ("market-status", "NOPE-USDC", "halted"),
-        ("disable", ALICE, "--market", "NOPE-USDC"),
-        ("enable", ALICE, "--market", "NOPE-USDC"),
+        ("disable", alice_acct, "--market", "NOPE-USDC"),
+        ("enable", alice_acct, "--market", "NOPE-USDC"),
     ]
     for args in commands:
         code, out = admin(exchange, *args)
@@ -211,8 +211,8 @@ def test_admin_commands_refuse_an_unknown_market_with_the_reason(
         assert len(line.strip().splitlines()) == 1 and "NOPE-USDC" in line, line
     # the same commands on a known market still pass
     assert admin(exchange, "fees", "ETH-USDC", "-1", "5")[0] == 0
-    assert admin(exchange, "disable", ALICE, "--market", "BTC-USDC")[0] == 0
-    assert admin(exchange, "enable", ALICE, "--market", "BTC-USDC")[0] == 0
+    assert admin(exchange, "disable", alice_acct, "--market", "BTC-USDC")[0] == 0
+    assert admin(exchange, "enable", alice_acct, "--market", "BTC-USDC")[0] == 0
     assert admin(exchange, "fees", "ETH-USDC", "0", "0")[0] == 0
 
 
