@@ -22,7 +22,7 @@ from websockets.http11 import Request, Response
 
 from dex.client import AsyncClient, Client, Credentials, NotCaughtUp, Wallet
 from dex.client.wallet import now_ms
-from dex.client.ws import Subscriber
+from dex.client.ws import BookView, Subscriber
 from dex.wire import signing
 from tests.client.conftest import Exchange
 from tests.support.polling import eventually, wait_until
@@ -255,26 +255,25 @@ def test_subscriber_reconnects_and_resubscribes(exchange: Exchange) -> None:
         first.transport.abort()  # the connection drops without a close handshake
 
         await eventually("reconnected", lambda: {"type": "reconnected"} in got, timeout=WAIT)
-        after = got[got.index({"type": "reconnected"}) :]
-        await eventually(
-            "a new snapshot", lambda: any(m["type"] == "snapshot" for m in after), timeout=WAIT
+
+        def since_reconnect(type_: str) -> list[dict[str, Any]]:
+            after = got[got.index({"type": "reconnected"}) :]
+            return [m for m in after if m.get("type") == type_]
+
+        snapshot = await eventually(
+            "a new snapshot", lambda: since_reconnect("snapshot"), timeout=WAIT
         )
+        assert BookView().apply(snapshot[0])  # a whole book whose checksum holds
         await eventually(
             "orders subscribed again",
-            lambda: (
-                {"type": "subscribed", "channel": "orders"}
-                in got[got.index({"type": "reconnected"}) :]
-            ),
+            lambda: {"type": "subscribed", "channel": "orders"} in since_reconnect("subscribed"),
             timeout=WAIT,
         )
         assert sub.connection is not first and sub.connects == 2
         order = await asyncio.to_thread(c.place, M, "sell", "limit", size="0.1", price="2150")
         await eventually(
             "the new order's message",
-            lambda: any(
-                m.get("type") == "order" and m["order_id"] == order.order_id
-                for m in got[got.index({"type": "reconnected"}) :]
-            ),
+            lambda: any(m["order_id"] == order.order_id for m in since_reconnect("order")),
             timeout=WAIT,
         )
         await sub.close()
