@@ -273,10 +273,6 @@ async def test_refusals_before_the_book_are_4xx_naming_the_field_and_send_nothin
         assert await h.sent() == before
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="src/dex/risk/orders.py (place and amend) states the hold in integer units",
-)
 @aio
 async def test_insufficient_funds_is_a_4xx_stating_the_amount_in_decimal_units() -> None:
     async with gateway() as h:
@@ -285,4 +281,5 @@ async def test_insufficient_funds_is_a_4xx_stating_the_amount_in_decimal_units()
         got = await t.call("POST", "/v1/orders", order(price="2000", size="1"))
         error = error_of(got, 400, "insufficient_funds")
         assert balance(h, t, "USDC") == held
-        assert "2000" in error["message"] and "2000000000" not in error["message"], error
+        assert "2000 USDC" in error["message"] and "2000000000" not in error["message"], error
+        assert "than the 10 USDC available" in error["message"], error

@@ -13,13 +13,12 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
-import msgspec
 from litestar import Request, WebSocket, delete, get, patch, post, websocket
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import Parameter
 
 from dex.core import commands as mc
-from dex.core.enums import OrderType, TimeInForce
+from dex.core.enums import OrderType
 from dex.core.errors import CommandError
 from dex.core.numbers import to_steps
 from dex.gateway.auth import key_of, require_key
@@ -350,10 +349,6 @@ def route_handlers(gw: Gateway) -> list[Any]:
             )
         if data.expires_at is not None and data.expires_at <= gw.now_ms():
             raise ApiError(400, "invalid_request", "expires_at is in the past", "expires_at")
-        if data.tif is None and data.type == OrderType.STOP_MARKET:
-            # a stop market takes what it can once triggered, like a market order: IOC
-            # unless told otherwise (build_place defaults only a plain market order)
-            data = msgspec.structs.replace(data, tif=TimeInForce.IOC)
         cmd = gw.build_place(data, account)
         _check_like_the_engine(cmd)
         out = await gw.place(cmd)

@@ -531,7 +531,8 @@ class Gateway:
             )
         tif = req.tif
         if tif is None:  # a market order takes what it can now: IOC unless told otherwise
-            tif = TimeInForce.IOC if req.type == OrderType.MARKET else TimeInForce.GTC
+            market = req.type in (OrderType.MARKET, OrderType.STOP_MARKET)
+            tif = TimeInForce.IOC if market else TimeInForce.GTC
         try:
             return rc.Place(
                 market=req.market,
@@ -571,7 +572,7 @@ class Gateway:
         self, cmd: rc.Place, error: str | None, events: list[Any]
     ) -> dict[str, Any]:
         if error is not None:
-            raise ApiError(400, "invalid_request", error)
+            raise _risk_error(error)
         for ev in events:
             if isinstance(ev, rev.OrderRejected):
                 raise refusal(str(ev.code), ev.message)
@@ -701,7 +702,7 @@ class Gateway:
         Returns matching's events for them, in order."""
         error, events = await self.submit(account, cmd)
         if error is not None:
-            raise ApiError(400, "invalid_request", error)
+            raise _risk_error(error)
         answered: list[Any] = []
         for ev in events:
             if isinstance(ev, (rev.OrderRejected, rev.RequestRejected)):
@@ -835,6 +836,13 @@ def check_int(value: int, field: str) -> int:
     if not 0 < value <= MAX_INT:
         raise ApiError(400, "invalid_request", f"{field} must be from 1 to 2^63-1", field)
     return value
+
+
+def _risk_error(error: str) -> ApiError:
+    """A command risk could not take (`"<field>: <message>"`), as a 400 naming the field."""
+    field, sep, _ = error.partition(": ")
+    known = sep and field.isidentifier()
+    return ApiError(400, "invalid_request", error, field if known else None)
 
 
 def _reading_order(stream: str) -> int:

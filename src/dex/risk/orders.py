@@ -327,7 +327,9 @@ class _OrderDesk(_Core):
                 None,
                 cid,
                 RiskCode.INSUFFICIENT_FUNDS,
-                f"the order holds {hold} {m.quote if is_buy else m.base}, more than available",
+                f"the order holds {self._amount(m.quote if is_buy else m.base, hold)}, more "
+                f"than the {self._amount(m.quote if is_buy else m.base, cell[0] if cell else 0)}"
+                " available",
                 ts,
                 src,
             )
@@ -476,7 +478,8 @@ class _OrderDesk(_Core):
                 o.oid,
                 o.cid,
                 RiskCode.INSUFFICIENT_FUNDS,
-                f"the amend holds {increase} more {o.hold_asset}, more than available",
+                f"the amend holds {self._amount(o.hold_asset, increase)} more, "
+                f"more than the {self._amount(o.hold_asset, cell[0])} available",
                 ts,
                 src,
             )

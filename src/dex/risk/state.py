@@ -318,6 +318,14 @@ class _Core:
         self.log_seq += 1
         return self.log_seq
 
+    def _amount(self, asset: str, units: int) -> str:
+        """`units` of `asset` as people write them: `"10.5 USDC"` (messages only)."""
+        known = self.assets.get(asset)
+        decimals = known.decimals if known is not None else 0
+        whole, frac = divmod(abs(units), 10**decimals)
+        text = f"{whole}.{frac:0{decimals}d}".rstrip("0").rstrip(".") if decimals else str(whole)
+        return f"{'-' if units < 0 else ''}{text} {asset}"
+
     def _check(self, acct: Account) -> None:
         """The self-check of one account, every asset (see the module docstring)."""
         for asset, cell in acct.bal.items():
