@@ -115,7 +115,9 @@ def test_seal_is_fresh_each_time(kek: bytes) -> None:
 
 def test_unseal_refuses_a_tampered_secret(kek: bytes) -> None:
     sealed = k.seal(kek, "my-secret", "dk_1:0xabc")
-    for i in (0, 20, len(sealed) - 1):
+    # not the last character: unpadded base64's last one may carry bits the decoder drops,
+    # so changing it may leave the bytes as they were
+    for i in (0, 20, len(sealed) - 2):
         flipped = sealed[:i] + ("A" if sealed[i] != "A" else "B") + sealed[i + 1 :]
         with pytest.raises(k.SealError):
             k.unseal(kek, flipped, "dk_1:0xabc")
