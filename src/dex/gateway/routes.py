@@ -21,6 +21,7 @@ from dex.core import commands as mc
 from dex.core.enums import OrderType
 from dex.core.errors import CommandError
 from dex.core.numbers import to_steps
+from dex.gateway import answers as ans
 from dex.gateway.auth import key_of, require_key
 from dex.gateway.keys import new_api_key, new_secret, seal
 from dex.gateway.models import (
@@ -155,23 +156,25 @@ def route_handlers(gw: Gateway) -> list[Any]:
     # ------------------------------------------------------------------ public
 
     @get("/v1/time", opt=_pub(), responses=PUBLIC)
-    async def server_time() -> dict[str, int]:
+    async def server_time() -> ans.ServerTime:
         """The server's clock, ms since the epoch (sign requests within the window of it)."""
-        return {"server_time": gw.now_ms()}
+        return ans.ServerTime(server_time=gw.now_ms())
 
     @get("/v1/eip712", opt=_pub(), responses=PUBLIC)
-    async def eip712() -> dict[str, Any]:
+    async def eip712() -> ans.TypedDataDocument:
         """The EIP-712 domain and every typed-data type a client signs."""
-        return signing.eip712_document(gw.chain_id)
+        return ans.typed(ans.TypedDataDocument, signing.eip712_document(gw.chain_id))
 
     @get("/v1/markets", opt=_pub(), responses=PUBLIC)
-    async def markets() -> list[dict[str, Any]]:
+    async def markets() -> list[ans.MarketRules]:
         """Every market with its rules, current status and fees."""
-        return [gw.markets.describe(m) for m in gw.markets.params]
+        return [ans.typed(ans.MarketRules, gw.markets.describe(m)) for m in gw.markets.params]
 
     @get("/v1/assets", opt=_pub(), responses=PUBLIC)
-    async def assets() -> list[dict[str, Any]]:
-        return [{"symbol": a.symbol, "decimals": a.decimals} for a in gw.markets.assets.values()]
+    async def assets() -> list[ans.AssetInfo]:
+        return [
+            ans.AssetInfo(symbol=a.symbol, decimals=a.decimals) for a in gw.markets.assets.values()
+        ]
 
     @get("/v1/markets/{market:str}/trades", opt=_pub(), responses=PUBLIC)
     async def trades(
@@ -215,7 +218,7 @@ def route_handlers(gw: Gateway) -> list[Any]:
     # ------------------------------------------------------------------ keys
 
     @post("/v1/api-keys", status_code=200, opt=_pub(5), responses=ONBOARD)
-    async def register_key(data: RegisterApiKeyRequest) -> dict[str, Any]:
+    async def register_key(data: RegisterApiKeyRequest) -> ans.NewApiKey:
         """Register an API key, signed by the account's wallet (EIP-712 `RegisterApiKey`).
         An `hmac` key's secret is in this answer only."""
         account = account_param(data.account)
@@ -277,16 +280,16 @@ def route_handlers(gw: Gateway) -> list[Any]:
                 }
                 if secret is not None:
                     out["secret"] = secret
-                return out
+                return ans.typed(ans.NewApiKey, out)
         raise ApiError(500, "internal_error", "risk gave no answer to the registration")
 
     @get("/v1/api-keys", opt=_priv("read"), responses=SIGNED_READ)
-    async def list_keys(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    async def list_keys(request: Request[Any, Any, Any]) -> ans.ApiKeys:
         """The account's keys (no secrets)."""
         key = require_key(request)
-        return {"keys": [k.public() for k in gw.keys.keys_of(key.account)]}
+        return ans.typed(ans.ApiKeys, {"keys": [k.public() for k in gw.keys.keys_of(key.account)]})
 
-    async def _revoke(account: str, api_key: str, nonce: int | None) -> dict[str, Any]:
+    async def _revoke(account: str, api_key: str, nonce: int | None) -> ans.Revoked:
         error, events = await gw.submit(
             account, rc.RevokeApiKey(account=account, api_key=api_key, nonce=nonce)
         )
@@ -297,13 +300,13 @@ def route_handlers(gw: Gateway) -> list[Any]:
                 raise refusal(str(ev.code), ev.message, "api_key")
             if isinstance(ev, rev.ApiKeyRevoked):
                 gw.keys.revoke(api_key)
-                return {"api_key": api_key, "revoked": True}
+                return ans.Revoked(api_key=api_key, revoked=True)
         raise ApiError(500, "internal_error", "risk gave no answer to the revocation")
 
     @delete(
         "/v1/api-keys/{api_key:str}", status_code=200, opt=_priv("read"), responses=SIGNED_WRITE
     )
-    async def revoke_key(api_key: str, request: Request[Any, Any, Any]) -> dict[str, Any]:
+    async def revoke_key(api_key: str, request: Request[Any, Any, Any]) -> ans.Revoked:
         """Revoke one of the account's keys (signed by any key of the account)."""
         key = require_key(request)
         if not _API_KEY.fullmatch(api_key):
@@ -311,7 +314,7 @@ def route_handlers(gw: Gateway) -> list[Any]:
         return await _revoke(key.account, api_key, None)
 
     @post("/v1/api-keys/revoke", status_code=200, opt=_pub(5), responses=ONBOARD)
-    async def revoke_key_by_wallet(data: RevokeApiKeyRequest) -> dict[str, Any]:
+    async def revoke_key_by_wallet(data: RevokeApiKeyRequest) -> ans.Revoked:
         """Revoke a key with the wallet's signature (EIP-712 `RevokeApiKey`): for a lost key."""
         account = account_param(data.account)
         message = {"account": data.account, "apiKey": data.apiKey, "nonce": data.nonce}
@@ -326,7 +329,7 @@ def route_handlers(gw: Gateway) -> list[Any]:
         opt={**_priv("trade", bucket="orders"), "wallet": True},
         responses=SIGNED_WRITE,
     )
-    async def place_order(data: OrderRequest, request: Request[Any, Any, Any]) -> dict[str, Any]:
+    async def place_order(data: OrderRequest, request: Request[Any, Any, Any]) -> ans.OrderOutcome:
         """Place an order; the answer is the engine's outcome (status, fills, remaining,
         reason). A repeated client order id answers with that order and places nothing."""
         key = key_of(request)
@@ -354,7 +357,7 @@ def route_handlers(gw: Gateway) -> list[Any]:
         out = await gw.place(cmd)
         if key is not None:
             gw.private.placed_order(key, out["order_id"], cmd.market, out["status"])
-        return out
+        return ans.typed(ans.OrderOutcome, out)
 
     def _wallet_order(data: OrderRequest) -> str:
         if data.account is None or data.signature is None or data.nonce is None:
@@ -386,7 +389,7 @@ def route_handlers(gw: Gateway) -> list[Any]:
         found = await gw.history(account, path, {})
         return str(found["market"])
 
-    def _cancel_answer(order_id: int | None, events: list[Any]) -> dict[str, Any]:
+    def _cancel_answer(order_id: int | None, events: list[Any]) -> ans.Cancelled:
         for ev in events:
             name = type(ev).__name__
             if name == "CancelRejected":
@@ -395,14 +398,14 @@ def route_handlers(gw: Gateway) -> list[Any]:
                 order_id is None or ev.order_id == order_id
             ):
                 params = gw.markets.params[ev.market]
-                return {
-                    "order_id": ev.order_id,
-                    "client_order_id": ev.client_order_id,
-                    "market": ev.market,
-                    "status": name.lower(),
-                    "filled": params.size_scale.render(getattr(ev, "filled", 0) or 0),
-                    "reason": str(getattr(ev, "reason", "")) or None,
-                }
+                return ans.Cancelled(
+                    order_id=ev.order_id,
+                    client_order_id=ev.client_order_id,
+                    market=ev.market,
+                    status=name.lower(),
+                    filled=params.size_scale.render(getattr(ev, "filled", 0) or 0),
+                    reason=str(getattr(ev, "reason", "")) or None,
+                )
         raise refusal("unknown_order", "the order is not open")
 
     @delete(
@@ -413,7 +416,7 @@ def route_handlers(gw: Gateway) -> list[Any]:
     )
     async def cancel_order(
         order_id: str, request: Request[Any, Any, Any], market: str | None = None
-    ) -> dict[str, Any]:
+    ) -> ans.Cancelled:
         """Cancel one open order; the answer is its final state."""
         key = require_key(request)
         oid = order_id_param(order_id)
@@ -431,7 +434,7 @@ def route_handlers(gw: Gateway) -> list[Any]:
     )
     async def cancel_by_client_id(
         client_order_id: str, request: Request[Any, Any, Any], market: str | None = None
-    ) -> dict[str, Any]:
+    ) -> ans.Cancelled:
         key = require_key(request)
         cid = client_id_param(client_order_id)
         where = await _market_of(key.account, None, cid, market)
@@ -443,18 +446,18 @@ def route_handlers(gw: Gateway) -> list[Any]:
     @delete("/v1/orders", status_code=200, opt=_priv("trade", 5, "orders"), responses=SIGNED_WRITE)
     async def cancel_all(
         request: Request[Any, Any, Any], market: str | None = None
-    ) -> dict[str, Any]:
+    ) -> ans.CancelledAll:
         """Cancel every open order of the account (in one market if given)."""
         key = require_key(request)
         if market is not None:
             gw.markets.get(market)
         events = await gw.forwarded(key.account, rc.CancelAll(account=key.account, market=market))
         cancelled = [ev.order_id for ev in events if type(ev).__name__ == "Cancelled"]
-        return {"cancelled": cancelled, "market": market}
+        return ans.CancelledAll(cancelled=cancelled, market=market)
 
     async def _amend(
         account: str, order_id: int | None, cid: str | None, market: str | None, data: AmendRequest
-    ) -> dict[str, Any]:
+    ) -> ans.Amended:
         if data.price is None and data.size is None:
             raise ApiError(400, "invalid_request", "give a new price, a new size or both", "price")
         where = await _market_of(account, order_id, cid, market)
@@ -482,16 +485,19 @@ def route_handlers(gw: Gateway) -> list[Any]:
             if name == "AmendRejected":
                 raise refusal(str(ev.code), ev.message, "order_id")
             if name == "Amended":
-                return {
-                    "order_id": ev.order_id,
-                    "client_order_id": ev.client_order_id,
-                    "market": ev.market,
-                    "status": "open",
-                    "price": params.price_scale.render(ev.price),
-                    "size": params.size_scale.render(ev.size),
-                    "remaining": params.size_scale.render(ev.remaining),
-                    "kept_priority": ev.kept_priority,
-                }
+                return ans.typed(
+                    ans.Amended,
+                    {
+                        "order_id": ev.order_id,
+                        "client_order_id": ev.client_order_id,
+                        "market": ev.market,
+                        "status": "open",
+                        "price": params.price_scale.render(ev.price),
+                        "size": params.size_scale.render(ev.size),
+                        "remaining": params.size_scale.render(ev.remaining),
+                        "kept_priority": ev.kept_priority,
+                    },
+                )
         raise refusal("unknown_order", "the order is not open")
 
     @patch(
@@ -505,7 +511,7 @@ def route_handlers(gw: Gateway) -> list[Any]:
         data: AmendRequest,
         request: Request[Any, Any, Any],
         market: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> ans.Amended:
         """Amend an open order's price and/or size (priority kept only when the size goes
         down at the same price)."""
         key = require_key(request)
@@ -522,7 +528,7 @@ def route_handlers(gw: Gateway) -> list[Any]:
         data: AmendRequest,
         request: Request[Any, Any, Any],
         market: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> ans.Amended:
         key = require_key(request)
         return await _amend(key.account, None, client_id_param(client_order_id), market, data)
 
@@ -541,27 +547,35 @@ def route_handlers(gw: Gateway) -> list[Any]:
         end: int | None = Parameter(default=None, ge=0, le=MAX_INT),
         cursor: str | None = None,
         limit: int | None = Parameter(default=None, ge=1, le=MAX_INT),
-    ) -> Any:
+    ) -> ans.OrdersPage:
         """The account's orders, newest first; `next_cursor` fetches the next page."""
         key = require_key(request)
-        return await gw.history(
-            key.account,
-            "/orders",
-            _query(request, "status", "market", "start", "end", "cursor", "limit"),
+        return ans.typed(
+            ans.OrdersPage,
+            await gw.history(
+                key.account,
+                "/orders",
+                _query(request, "status", "market", "start", "end", "cursor", "limit"),
+            ),
         )
 
     @get("/v1/orders/{order_id:str}", opt=_priv("read"), responses=SIGNED_READ)
-    async def get_order(order_id: str, request: Request[Any, Any, Any]) -> Any:
+    async def get_order(order_id: str, request: Request[Any, Any, Any]) -> ans.OrderRow:
         key = require_key(request)
-        return await gw.history(key.account, f"/orders/{order_id_param(order_id)}", {})
+        return ans.typed(
+            ans.OrderRow, await gw.history(key.account, f"/orders/{order_id_param(order_id)}", {})
+        )
 
     @get("/v1/orders/by-client-id/{client_order_id:str}", opt=_priv("read"), responses=SIGNED_READ)
     async def get_order_by_client_id(
         client_order_id: str, request: Request[Any, Any, Any], market: str | None = None
-    ) -> Any:
+    ) -> ans.OrderRow:
         key = require_key(request)
         cid = client_id_param(client_order_id)
-        return await gw.history(key.account, f"/orders/by-client-id/{cid}", {"market": market})
+        return ans.typed(
+            ans.OrderRow,
+            await gw.history(key.account, f"/orders/by-client-id/{cid}", {"market": market}),
+        )
 
     @get("/v1/fills", opt=_priv("read"), responses=SIGNED_READ)
     async def fills(
@@ -571,18 +585,21 @@ def route_handlers(gw: Gateway) -> list[Any]:
         end: int | None = Parameter(default=None, ge=0, le=MAX_INT),
         cursor: str | None = None,
         limit: int | None = Parameter(default=None, ge=1, le=MAX_INT),
-    ) -> Any:
+    ) -> ans.FillsPage:
         key = require_key(request)
-        return await gw.history(
-            key.account, "/fills", _query(request, "market", "start", "end", "cursor", "limit")
+        return ans.typed(
+            ans.FillsPage,
+            await gw.history(
+                key.account, "/fills", _query(request, "market", "start", "end", "cursor", "limit")
+            ),
         )
 
     @get("/v1/balances", opt=_priv("read"), responses=SIGNED_READ)
-    async def balances(request: Request[Any, Any, Any]) -> Any:
+    async def balances(request: Request[Any, Any, Any]) -> ans.Balances:
         """`{"balances": [{"asset", "available", "locked"}]}`, decimal strings."""
         key = require_key(request)
         got = await gw.history(key.account, "/balances", {})
-        return {"balances": got.get("balances", [])}
+        return ans.typed(ans.Balances, {"balances": got.get("balances", [])})
 
     @get("/v1/ledger", opt=_priv("read"), responses=SIGNED_READ)
     async def ledger(
@@ -590,36 +607,45 @@ def route_handlers(gw: Gateway) -> list[Any]:
         asset: str | None = None,
         cursor: str | None = None,
         limit: int | None = Parameter(default=None, ge=1, le=MAX_INT),
-    ) -> Any:
+    ) -> ans.LedgerPage:
         key = require_key(request)
-        return await gw.history(key.account, "/ledger", _query(request, "asset", "cursor", "limit"))
+        return ans.typed(
+            ans.LedgerPage,
+            await gw.history(key.account, "/ledger", _query(request, "asset", "cursor", "limit")),
+        )
 
     @get("/v1/deposits", opt=_priv("read"), responses=SIGNED_READ)
     async def deposits(
         request: Request[Any, Any, Any],
         cursor: str | None = None,
         limit: int | None = Parameter(default=None, ge=1, le=MAX_INT),
-    ) -> Any:
+    ) -> ans.DepositsPage:
         key = require_key(request)
-        return await gw.history(key.account, "/deposits", _query(request, "cursor", "limit"))
+        return ans.typed(
+            ans.DepositsPage,
+            await gw.history(key.account, "/deposits", _query(request, "cursor", "limit")),
+        )
 
     @get("/v1/withdrawals", opt=_priv("read"), responses=SIGNED_READ)
     async def withdrawals(
         request: Request[Any, Any, Any],
         cursor: str | None = None,
         limit: int | None = Parameter(default=None, ge=1, le=MAX_INT),
-    ) -> Any:
+    ) -> ans.WithdrawalsPage:
         key = require_key(request)
-        return await gw.history(key.account, "/withdrawals", _query(request, "cursor", "limit"))
+        return ans.typed(
+            ans.WithdrawalsPage,
+            await gw.history(key.account, "/withdrawals", _query(request, "cursor", "limit")),
+        )
 
     # ------------------------------------------------------------------ faucet
 
     @post("/v1/faucet", status_code=200, opt=_priv("trade", 5), responses=SIGNED_WRITE)
-    async def faucet(data: FaucetRequest, request: Request[Any, Any, Any]) -> dict[str, Any]:
+    async def faucet(data: FaucetRequest, request: Request[Any, Any, Any]) -> ans.Credited:
         """Test funds for the key's account (not in production), capped per call and per
         account and asset per UTC day."""
         key = require_key(request)
-        return await gw.credit(key.account, data)
+        return ans.typed(ans.Credited, await gw.credit(key.account, data))
 
     @websocket("/v1/ws", opt={})
     async def ws(socket: WebSocket[Any, Any, Any]) -> None:
