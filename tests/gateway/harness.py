@@ -186,7 +186,7 @@ async def gateway(
         log=log,
         faucet=faucet,
         persistence_url="http://127.0.0.1:9",
-        market_data_url="http://127.0.0.1:9",
+        market_data_url="http://127.0.0.1:11",
         kek=parse_kek(new_kek()),
         chain_id=CHAIN_ID,
         faucet_caps=faucet_caps,

@@ -67,6 +67,8 @@ from dex.wire.layout import (
     snapshot_name,
 )
 
+UPSTREAM_CHECK_EVERY = 1.0  # seconds between two checks of persistence and market data
+UPSTREAM_CHECK_TIMEOUT = 1.0
 KEYS = "keys"  # Health key: the API keys of every risk shard are loaded and current
 TAIL = "tail"  # Health key: the logs are being read
 
@@ -230,6 +232,7 @@ class Gateway:
         self.caught_up: dict[str, int] = {}  # risk log -> its end when the keys were loaded
         self._identity: str | None = None
         self._task: asyncio.Task[None] | None = None
+        self._watch: asyncio.Task[None] | None = None
         self._to_append: dict[str, list[tuple[bytes, asyncio.Future[int]]]] = {}
         self._appending: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -263,14 +266,16 @@ class Gateway:
             await self._load_keys(r)
         await self._catch_up_admin()
         self._task = asyncio.create_task(self._tail())
+        self._watch = asyncio.create_task(self._watch_upstreams())
         self.feed.start()
 
     async def stop(self) -> None:
         await self.feed.stop()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in (self._task, self._watch):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self._http.aclose()
 
     async def _load_keys(self, r: int) -> None:
@@ -289,6 +294,35 @@ class Gateway:
                 seq = 0
         self.pos[stream] = seq
         self.caught_up[stream] = await self.bus.last(stream)
+
+    def upstreams(self) -> dict[str, str]:
+        return {"persistence": self.persistence_url, "market-data": self.market_data_url}
+
+    async def _watch_upstreams(self, every: float = UPSTREAM_CHECK_EVERY) -> None:
+        """Ask persistence and market data whether they are ready, every `every` seconds:
+        one that is not is shown by /readyz (`degraded`) and the routes it serves answer 503
+        at once, without waiting for a timeout (the order path does not need them)."""
+        while True:
+            for name, base in self.upstreams().items():
+                try:
+                    resp = await self._http.get(f"{base}/readyz", timeout=UPSTREAM_CHECK_TIMEOUT)
+                    ok = resp.status_code == 200
+                    why = "" if ok else f"not ready ({resp.status_code})"
+                except httpx.HTTPError as e:
+                    ok, why = False, f"unreachable: {type(e).__name__}"
+                if ok:
+                    self.health.clear_degraded(name)
+                else:
+                    self.health.set_degraded(name, why)
+            await asyncio.sleep(every)
+
+    def _upstream_down(self, base: str) -> None:
+        """503 at once for a read whose service the last check could not reach (one that
+        answers but is not ready is still asked: it may answer reads while catching up)."""
+        for name, url in self.upstreams().items():
+            why = self.health.degraded().get(name, "")
+            if url == base and why.startswith("unreachable"):
+                raise ApiError(503, "unavailable", f"{name} is {why}")
 
     def _market_spec(self, market: str) -> Any:
         params = self.markets.params.get(market)
@@ -809,6 +843,7 @@ class Gateway:
         raise ApiError(409, "duplicate_deposit", f"deposit {cmd.tx_id} was already credited")
 
     async def proxy(self, base: str, path: str, params: dict[str, Any]) -> Any:
+        self._upstream_down(base)
         try:
             resp = await self._http.get(base + path, params=params)
         except httpx.InvalidURL:

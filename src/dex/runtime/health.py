@@ -19,6 +19,9 @@ class Health:
 
     def __init__(self, metrics: ServiceMetrics | None = None) -> None:
         self._reasons: dict[str, str] = {}
+        # dependencies some requests need that are down: shown by /readyz, ready all the same
+        # (the gateway places orders while persistence, which serves its reads, is down)
+        self._degraded: dict[str, str] = {}
         self._started = False
         self._stopping = False
         self._metrics = metrics
@@ -57,6 +60,17 @@ class Health:
         """Clear the reason `key`; clearing one that is not set does nothing."""
         self._reasons.pop(key, None)
         self._sync()
+
+    def set_degraded(self, key: str, reason: str) -> None:
+        """Record that the dependency `key` is down (without being not-ready for it)."""
+        self._degraded[key] = reason
+
+    def clear_degraded(self, key: str) -> None:
+        self._degraded.pop(key, None)
+
+    def degraded(self) -> dict[str, str]:
+        """The dependencies that are down, by key, with why."""
+        return dict(self._degraded)
 
     def reasons(self) -> dict[str, str]:
         """Every reason for not being ready, including "stopping" and "starting"."""

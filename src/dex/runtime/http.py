@@ -151,9 +151,11 @@ def build_app(
 
     @get("/readyz", include_in_schema=False)
     async def readyz() -> Response[dict[str, Any]]:
+        degraded = health.degraded()
+        extra = {"degraded": degraded} if degraded else {}
         if health.ready:
-            return Response({"ready": True})
-        return Response({"ready": False, "reasons": health.reasons()}, status_code=503)
+            return Response({"ready": True, **extra})
+        return Response({"ready": False, "reasons": health.reasons(), **extra}, status_code=503)
 
     @get("/metrics", include_in_schema=False)
     async def metrics_text() -> Response[bytes]:
@@ -252,9 +254,7 @@ def require_admin(connection: ASGIConnection[Any, Any, Any, Any], token: str) ->
         raise _unauthorized("the admin token is not valid")
 
 
-async def admin_guard(
-    connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler
-) -> None:
+async def admin_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
     """Litestar guard: the app's configured admin token is required (see `require_admin`).
     Async: Litestar runs a sync guard on a worker thread, a thread hop on every request."""
     require_admin(connection, connection.app.state.get("admin_token", ""))
