@@ -101,6 +101,30 @@ def serve_cmd(service: str) -> None:
     sys.exit(launch.run_service(settings, service))
 
 
+@main.group("config")
+def config_group() -> None:
+    """The settings (DEX_* environment variables)."""
+
+
+@config_group.command("check")
+@click.option(
+    "--service",
+    type=click.Choice(["gateway", "matching-engine", "market-data", "risk-engine", "persistence"]),
+    default=None,
+    help="Also check what a deployed `dex serve SERVICE` needs (Redis, PostgreSQL, production).",
+)
+def config_check_cmd(service: str | None) -> None:
+    """Check the environment's settings: one line per problem on stderr, exit 1 if any."""
+    from dex.runtime.settings import settings_problems
+
+    problems = settings_problems(None, service=service)
+    for problem in problems:
+        click.echo(f"error: {problem}", err=True)
+    if problems:
+        sys.exit(1)
+    click.echo(f"config ok{f' for {service}' if service else ''}")
+
+
 # ---------------------------------------------------------------------- talking to a server
 
 

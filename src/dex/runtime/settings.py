@@ -3,7 +3,8 @@
 Owns the setting names, defaults and rules every service shares, the service names and their
 default ports. `load_settings` is the gate: it reads `DEX_<FIELD>` for each field, lets typed
 overrides (CLI flags) win, checks each value in field order and then the cross-field rules,
-and raises `SettingsError` naming the first bad variable. Unknown `DEX_*` variables are
+and raises `SettingsError` naming the first bad variable; `settings_problems` returns every
+problem instead (`dex config check`, the container entrypoint's gate). Unknown `DEX_*` variables are
 ignored. Messages never echo a URL, a token or other free text that may hold a secret, so they
 are safe to log. `Settings(...)` built directly in code (tests) is trusted and not checked.
 Each default is written once, on its field: a service constructor that needs one takes it from
@@ -175,25 +176,102 @@ def load_settings(env: Mapping[str, str] | None = None, /, **overrides: object) 
     unknown = sorted(set(overrides) - set(_FIELD_TYPES))
     if unknown:
         raise TypeError(f"load_settings: unknown setting(s): {', '.join(unknown)}")
+    settings = Settings(**_read(source, overrides, None))  # type: ignore[arg-type]
+    for problem in _cross_field(settings):
+        raise problem
+    return settings
+
+
+def settings_problems(
+    env: Mapping[str, str] | None = None, /, *, service: str | None = None
+) -> list[SettingsError]:
+    """Every problem of an environment, not only the first: what `dex config check` prints.
+
+    The checks of `load_settings` (each field, then the cross-field rules on the fields that
+    were valid), and with `service` the rules of a deployment (`deployment_problems`).
+    """
+    source = os.environ if env is None else env
+    problems: list[SettingsError] = []
+    settings = Settings(**_read(source, {}, problems))  # type: ignore[arg-type]
+    later = _cross_field(settings)
+    if service is not None:
+        later += deployment_problems(settings, service)
+    reported = {p.var for p in problems}  # a refused value is left at its default: not judged
+    return problems + [p for p in later if p.var not in reported]
+
+
+# A production admin token shorter than this is a development one (a word, a test value).
+MIN_PRODUCTION_TOKEN = 32
+
+
+def deployment_problems(settings: Settings, service: str) -> list[SettingsError]:
+    """What a deployed `dex serve <service>` needs beyond valid settings (the container
+    entrypoint checks these before the service starts): Redis, PostgreSQL for persistence,
+    and in production no unsafe-Redis flag and no development admin token."""
+    if service not in DEFAULT_PORTS:
+        raise ValueError(f"unknown service {service!r}; expected one of {', '.join(SERVICES)}")
+    problems: list[SettingsError] = []
+    if not settings.redis_url:
+        problems.append(
+            SettingsError(env_var("redis_url"), "must be set: every service uses Redis")
+        )
+    if service == "persistence" and not settings.database_url.startswith("postgresql"):
+        problems.append(
+            SettingsError(env_var("database_url"), "must be a postgresql:// URL for persistence")
+        )
+    if settings.env == "production" and settings.allow_unsafe_redis:
+        problems.append(
+            SettingsError(env_var("allow_unsafe_redis"), "must be false when DEX_ENV is production")
+        )
+    if settings.env == "production" and len(settings.admin_token) < MIN_PRODUCTION_TOKEN:
+        problems.append(
+            SettingsError(
+                env_var("admin_token"),
+                f"must be at least {MIN_PRODUCTION_TOKEN} characters when DEX_ENV is production"
+                " (a development token); value not shown",
+            )
+        )
+    return problems
+
+
+def _read(
+    source: Mapping[str, str], overrides: Mapping[str, object], problems: list[SettingsError] | None
+) -> dict[str, object]:
+    """The checked value of every field given; the first problem raises, or with `problems`
+    each is appended and its field left at its default."""
     values: dict[str, object] = {}
     for name, kind in _FIELD_TYPES.items():
         var = env_var(name)
         raw = overrides.get(name)
-        if raw is not None:
-            value = _typed(var, kind, raw)
-        elif var in source:
-            raw = source[var]
-            value = _parse(var, kind, source[var])
-        else:
+        try:
+            if raw is not None:
+                value = _typed(var, kind, raw)
+            elif var in source:
+                raw = source[var]
+                value = _parse(var, kind, source[var])
+            else:
+                continue
+            _check_field(var, name, value, raw)
+        except SettingsError as e:
+            if problems is None:
+                raise
+            problems.append(e)
             continue
-        _check_field(var, name, value, raw)
         values[name] = value
-    settings = Settings(**values)  # type: ignore[arg-type]
+    return values
+
+
+def _cross_field(settings: Settings) -> list[SettingsError]:
+    problems: list[SettingsError] = []
     if settings.env == "production" and settings.faucet:
-        raise SettingsError(env_var("faucet"), "must be false when DEX_ENV is production")
+        problems.append(
+            SettingsError(env_var("faucet"), "must be false when DEX_ENV is production")
+        )
     if settings.env == "production" and not settings.key_encryption_key:
-        raise SettingsError(env_var("key_encryption_key"), "must be set when DEX_ENV is production")
-    return settings
+        problems.append(
+            SettingsError(env_var("key_encryption_key"), "must be set when DEX_ENV is production")
+        )
+    return problems
 
 
 def rate_bucket(text: str) -> tuple[int, int]:
