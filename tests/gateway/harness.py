@@ -167,6 +167,7 @@ async def gateway(
     faucet_caps: tuple[int, int] = (1_000_000, 10_000_000),
     wait: float = 10.0,
     faucet: bool = True,
+    cors_origins: str = "",
 ) -> AsyncIterator[Harness]:
     """The demo markets and a started gateway answering over HTTP, with its guard. The rate
     limiter's clock stands still at `Harness.now[0]` (s): buckets refill only when a test
@@ -210,6 +211,7 @@ async def gateway(
         guards=[guard],
         before_send=[add_rate_headers],
         max_body_bytes=max_body_bytes,
+        cors_origins=cors_origins,
         openapi=True,
     )
     try:
