@@ -16,6 +16,7 @@ from dex.admin.routes import matching_admin_routes, risk_admin_routes
 from dex.bus import Bus
 from dex.gateway import Gateway
 from dex.gateway.auth import Guard, add_rate_headers
+from dex.gateway.binance import binance_handlers
 from dex.gateway.keys import new_kek, parse_kek
 from dex.gateway.ratelimit import Bucket, limiter_for
 from dex.gateway.routes import route_handlers
@@ -173,7 +174,7 @@ def gateway_unit(bus: Bus, settings: Settings) -> Unit:
         port_for(settings, "gateway"),
         health,
         metrics,
-        route_handlers(gw),
+        route_handlers(gw) + binance_handlers(gw, guard),
         gw.start,
         stop,
         openapi=True,

@@ -177,6 +177,13 @@ class KeyEntry:
             "account": self.account,
         }
 
+    def verify(self, payload: bytes, signature: str) -> bool:
+        """Whether `signature` signs `payload` with this key (lowercase-hex HMAC-SHA256 or
+        standard base64 Ed25519), in constant time; False for a revoked or unusable key.
+        For other signing schemes over the same keys (the Binance-compatible API), which
+        check the key's state, timestamp and permission themselves."""
+        return self._signature_ok(payload, signature)
+
     def _signature_ok(self, payload: bytes, signature: str) -> bool:
         if self._secret is not None:
             return hmac_ok(self._secret, payload, signature)
