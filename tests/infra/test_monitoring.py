@@ -397,6 +397,10 @@ def missing_metrics(used: set[str], exported: set[str]) -> set[str]:
     return missing
 
 
+def _ready(url: str) -> bool:
+    return httpx.get(f"{url}/readyz").status_code == 200
+
+
 @pytest.fixture(scope="module")
 def scraped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """Each service's /metrics after two traders crossed on ETH-USDC under `dex up`."""
@@ -406,10 +410,7 @@ def scraped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]
     env = {"DEX_DATA_DIR": str(data / "data"), "DEX_PORT": str(base)}
     proc = DexProcess.start(["up"], env, cwd=data)
     try:
-        for url in urls.values():
-            wait_on_process(
-                f"{url}/readyz", lambda u=url: httpx.get(f"{u}/readyz").status_code == 200
-            )
+        wait_on_process("every service's /readyz", lambda: all(map(_ready, urls.values())))
         buyer = trader(urls["gateway"], USDC="10000")
         seller = trader(urls["gateway"], ETH="2")
         buyer.place("ETH-USDC", "buy", "limit", size="0.5", price="1990", client_order_id="b1")
