@@ -4,14 +4,15 @@ the values the native API gives for the same orders, fills, fees and balances.""
 from __future__ import annotations
 
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Any
 
 import ccxt
 import pytest
 
-from dex.client import Client
+from dex.client import Client, Wallet
 from tests.client.conftest import Exchange
-from tests.support.trading import settled, trader
+from tests.support.trading import holdings, settled, trader
 
 SYMBOL = "ETH/USDC"
 
@@ -61,3 +62,129 @@ def test_public_calls(binance: Callable[..., Any], maker: Client, taker: Client)
 
     with pytest.raises(ccxt.BadSymbol):
         ex.publicGetDepth({"symbol": "NOPEUSDC"})
+    assert len(mk.cancel_all_orders(SYMBOL)) == 2  # the book empty for the next tests
+
+
+def _native_fills(client: Client, order_id: int) -> list[Any]:
+    return [f for f in client.fills(market="ETH-USDC").items if f.order_id == order_id]
+
+
+def test_orders_fills_and_balances_equal_the_native_api(
+    binance: Callable[..., Any], exchange: Exchange
+) -> None:
+    seller = trader(exchange.url, ETH="10", USDC="10000")
+    buyer = trader(exchange.url, ETH="10", USDC="10000")
+    mk, tk = binance(seller), binance(buyer)
+    mk.load_markets()
+    tk.load_markets()
+
+    resting = mk.create_order(SYMBOL, "limit", "sell", 1, 2010)
+    assert resting["status"] == "open" and resting["clientOrderId"].startswith("x-dex-")
+    post = mk.create_order(SYMBOL, "limit", "sell", 0.5, 2020, {"postOnly": True})
+    assert post["status"] == "open"
+    with pytest.raises(ccxt.OrderImmediatelyFillable):
+        tk.create_order(SYMBOL, "limit", "buy", 0.1, 2010, {"postOnly": True})
+
+    taken = tk.create_order(SYMBOL, "limit", "buy", 0.4, 2010, {"timeInForce": "IOC"})
+    assert taken["status"] == "closed" and taken["filled"] == 0.4
+    assert taken["average"] == 2010 and taken["cost"] == pytest.approx(804)
+    native = settled("the fill", lambda: _native_fills(buyer, int(taken["id"])))
+    assert [(t["price"], t["amount"]) for t in taken["trades"]] == [
+        (float(f.price), float(f.size)) for f in native
+    ]
+    assert Decimal(str(taken["trades"][0]["fee"]["cost"])) == native[0].fee
+
+    fok = tk.create_order(SYMBOL, "limit", "buy", 2, 2010, {"timeInForce": "FOK"})
+    assert fok["status"] == "expired" and fok["filled"] == 0
+    by_amount = tk.create_order(SYMBOL, "market", "buy", 0.1)
+    assert by_amount["filled"] == 0.1
+    by_cost = tk.create_order(SYMBOL, "market", "buy", None, None, {"cost": 201})
+    assert by_cost["cost"] == pytest.approx(201) and by_cost["filled"] == 0.1
+
+    # the maker's history shows the taker's fills once persistence has stored them
+    got = settled(
+        "the maker's fills",
+        lambda: (o := mk.fetch_order(resting["id"], SYMBOL))["filled"] == pytest.approx(0.6) and o,
+    )
+    assert got["status"] == "open"
+    assert got["cost"] == pytest.approx(0.6 * 2010)
+    assert {o["id"] for o in mk.fetch_open_orders(SYMBOL)} == {resting["id"], post["id"]}
+
+    cancelled = mk.cancel_order(post["id"], SYMBOL)
+    assert cancelled["status"] == "canceled"
+    with pytest.raises(ccxt.OrderNotFound):
+        mk.cancel_order(post["id"], SYMBOL)
+    with pytest.raises(ccxt.OrderNotFound):
+        mk.fetch_order("999999999", SYMBOL)
+    mk.create_order(SYMBOL, "limit", "sell", 0.2, 2100)
+    gone = mk.cancel_all_orders(SYMBOL)
+    assert len(gone) == 2 and all(o["status"] == "canceled" for o in gone)
+    assert mk.fetch_open_orders(SYMBOL) == []
+
+    closed = tk.fetch_closed_orders(SYMBOL)
+    assert {o["id"] for o in closed} >= {taken["id"], by_amount["id"], by_cost["id"]}
+    mine = tk.fetch_my_trades(SYMBOL)
+    native_all = buyer.fills(market="ETH-USDC").items
+    assert sorted((t["id"], t["price"], t["amount"]) for t in mine) == sorted(
+        (str(f.trade_id), float(f.price), float(f.size)) for f in native_all
+    )
+    assert all(t["takerOrMaker"] == "taker" for t in mine)
+
+    balance = tk.fetch_balance()
+    native_bal = holdings(buyer)
+    for asset in ("ETH", "USDC"):
+        assert Decimal(str(balance[asset]["free"])) == native_bal[asset][0]
+        assert Decimal(str(balance[asset]["used"])) == native_bal[asset][1]
+
+
+def test_refusals_raise_what_binance_would(binance: Callable[..., Any], exchange: Exchange) -> None:
+    poor = trader(exchange.url, USDC="10")
+    ex = binance(poor)
+    ex.load_markets()
+    with pytest.raises(ccxt.InsufficientFunds):
+        ex.create_order(SYMBOL, "limit", "buy", 1, 1995)
+    with pytest.raises(ccxt.InvalidOrder):
+        ex.privatePostOrder(  # off the tick (ccxt itself rounds prices to the tick)
+            {
+                "symbol": "ETHUSDC",
+                "side": "BUY",
+                "type": "LIMIT",
+                "timeInForce": "GTC",
+                "quantity": "0.001",
+                "price": "1995.001",
+            }
+        )
+    with pytest.raises(ccxt.InvalidOrder):
+        ex.privatePostOrder(  # off the lot
+            {
+                "symbol": "ETHUSDC",
+                "side": "BUY",
+                "type": "LIMIT",
+                "timeInForce": "GTC",
+                "quantity": "0.00011",
+                "price": "1995",
+            }
+        )
+    with pytest.raises(ccxt.BadSymbol):
+        ex.privatePostOrder(
+            {"symbol": "NOPEUSDC", "side": "BUY", "type": "MARKET", "quantity": "1"}
+        )
+    stranger = binance(apiKey="dk_" + "0" * 32, secret="x" * 43)
+    with pytest.raises(ccxt.AuthenticationError):
+        stranger.fetch_balance()
+    forged = binance(apiKey=poor.credentials.api_key, secret="y" * 43)  # type: ignore[union-attr]
+    with pytest.raises(ccxt.AuthenticationError):
+        forged.fetch_balance()
+    assert holdings(poor)["USDC"] == (Decimal(10), Decimal(0))
+
+
+def test_an_ed25519_key(binance: Callable[..., Any], exchange: Exchange) -> None:
+    client = Client(exchange.url, timeout=15)
+    client.onboard(Wallet.generate(), key_type="ed25519")
+    client.faucet("USDC", "1000")
+    ex = binance(client)
+    ex.load_markets()
+    assert ex.fetch_balance()["USDC"]["free"] == 1000
+    order = ex.create_order(SYMBOL, "limit", "buy", 0.01, 1900)
+    assert ex.fetch_order(order["id"], SYMBOL)["status"] == "open"
+    assert ex.cancel_order(order["id"], SYMBOL)["status"] == "canceled"

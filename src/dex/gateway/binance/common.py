@@ -46,6 +46,19 @@ STATUS = {
 }
 
 
+# cancels by the engine rather than the owner: Binance calls them expired
+_EXPIRED_REASONS = frozenset({"ioc", "fok", "no_liquidity", "price_band", "price_protection"})
+
+
+def status_of(status: str, reason: str | None = None) -> str:
+    """Binance's status for a native one (an IOC / FOK remainder is EXPIRED there)."""
+    if status == "cancelled" and reason in _EXPIRED_REASONS:
+        return "EXPIRED"
+    if status == "cancelled" and reason == "stp":
+        return "EXPIRED_IN_MATCH"
+    return STATUS.get(status, "NEW")
+
+
 class BinanceError(Exception):
     """A refusal as Binance answers it: `{"code", "msg"}` with an HTTP status."""
 

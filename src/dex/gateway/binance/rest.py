@@ -193,7 +193,7 @@ class Rest:
             "origQty": row.get("size") or filled,
             "executedQty": filled,
             "cummulativeQuoteQty": self.quote_text(market, quote_filled or Decimal(0)),
-            "status": status or bc.STATUS.get(row["status"], "NEW"),
+            "status": status or bc.status_of(row["status"], row.get("reason")),
             "timeInForce": (row.get("tif") or "GTC").upper(),
             "type": _TYPE_BACK.get(row.get("type") or "limit", "LIMIT"),
             "side": str(row["side"]).upper(),

@@ -22,7 +22,7 @@ import time
 from decimal import Decimal
 from typing import Any
 
-from dex.gateway.binance.common import BinanceError, symbol_of
+from dex.gateway.binance.common import BinanceError, status_of, symbol_of
 from dex.gateway.keys import KeyEntry
 
 LISTEN_KEY_TTL = 3600.0  # seconds after the last keep-alive
@@ -165,7 +165,8 @@ class UserStream:
         if status in _ENDS:
             o.cid = o.cid or ev.get("client_order_id") or ""
             ts = int(ev.get("ts", 0)) // 1_000_000
-            report = self._report(oid, o, _ENDS[status], _ENDS[status], msg_time=ts)
+            shown = status_of(status, ev.get("reason")) if status == "cancelled" else _ENDS[status]
+            report = self._report(oid, o, _ENDS[status], shown, msg_time=ts)
             self.orders.pop(oid, None)
             return [report]
         return []  # pending, partially_filled: reported with the fill
