@@ -8,6 +8,7 @@ from decimal import Decimal
 from typing import Any
 
 import ccxt
+import httpx
 import pytest
 
 from dex.client import Client, Wallet
@@ -188,3 +189,16 @@ def test_an_ed25519_key(binance: Callable[..., Any], exchange: Exchange) -> None
     order = ex.create_order(SYMBOL, "limit", "buy", 0.01, 1900)
     assert ex.fetch_order(order["id"], SYMBOL)["status"] == "open"
     assert ex.cancel_order(order["id"], SYMBOL)["status"] == "canceled"
+
+
+def test_over_the_rate_limit(binance: Callable[..., Any], exchange: Exchange) -> None:
+    """Last in the module: it spends this client IP's public bucket (1200, 20 a second).
+    Binance answers 429 with code -1003, which ccxt raises as DDoSProtection (the parent of
+    RateLimitExceeded: ccxt maps a 429 status before it reads the code)."""
+    with httpx.Client(base_url=exchange.url) as http:
+        codes = {http.get("/api/v3/ping").status_code for _ in range(1300)}
+        assert codes == {200, 429}
+        refused = http.get("/api/v3/ping")
+        assert refused.status_code == 429 and refused.json()["code"] == -1003
+    with pytest.raises(ccxt.DDoSProtection):
+        binance().fetch_time()

@@ -6,7 +6,7 @@ cancel, `history` for the account's reads, `proxy` for market data) and renders 
 in Binance's field names. Every rule (ticks, lots, funds, permissions, rate limits) is the
 native path's; a refusal of it is rendered with Binance's code (`common.from_api`). Rate
 limits charge the same buckets as the native routes: `public` per client IP, `private` and
-`orders` per account (the Guard skips these routes: their `opt` has no `bucket`, so form
+`orders` per account, with the native routes' weights (the Guard skips these routes: their `opt` has no `bucket`, so form
 bodies pass; authentication and the charge happen here, in that order).
 
 Ids: `orderId` is the native order id, `clientOrderId` the native client order id (one is
@@ -281,7 +281,7 @@ def rest_handlers(gw: Gateway, guard: Guard, listen_keys: ListenKeys) -> Router:
 
     @get("/exchangeInfo", opt=OPT)
     async def exchange_info(request: Request[Any, Any, Any]) -> dict[str, Any]:
-        params = await api.public(request, 2)
+        params = await api.public(request)
         markets = list(gw.markets.params)
         if "symbol" in params:
             markets = [bc.market_of(gw.markets, params["symbol"])]
@@ -467,7 +467,7 @@ def rest_handlers(gw: Gateway, guard: Guard, listen_keys: ListenKeys) -> Router:
 
     @get("/account", opt=OPT)
     async def account(request: Request[Any, Any, Any]) -> dict[str, Any]:
-        key, _ = await api.signed(request, "read", weight=5)
+        key, _ = await api.signed(request, "read")
         got = await gw.history(key.account, "/balances", {})
         return {
             "makerCommission": 0,
@@ -612,7 +612,7 @@ def rest_handlers(gw: Gateway, guard: Guard, listen_keys: ListenKeys) -> Router:
 
     @get("/order", opt=OPT)
     async def get_order(request: Request[Any, Any, Any]) -> dict[str, Any]:
-        key, params = await api.signed(request, "read", weight=4)
+        key, params = await api.signed(request, "read")
         market = bc.market_of(gw.markets, params.get("symbol"))
         row = await api.one_order(key.account, market, params)
         quote = (
@@ -669,7 +669,7 @@ def rest_handlers(gw: Gateway, guard: Guard, listen_keys: ListenKeys) -> Router:
 
     @get("/openOrders", opt=OPT)
     async def open_orders(request: Request[Any, Any, Any]) -> list[dict[str, Any]]:
-        key, params = await api.signed(request, "read", weight=6)
+        key, params = await api.signed(request, "read")
         query: dict[str, Any] = {"status": "open"}
         if params.get("symbol"):
             query["market"] = bc.market_of(gw.markets, params["symbol"])
@@ -697,7 +697,7 @@ def rest_handlers(gw: Gateway, guard: Guard, listen_keys: ListenKeys) -> Router:
 
     @get("/allOrders", opt=OPT)
     async def all_orders(request: Request[Any, Any, Any]) -> list[dict[str, Any]]:
-        key, params = await api.signed(request, "read", weight=20)
+        key, params = await api.signed(request, "read")
         market = bc.market_of(gw.markets, params.get("symbol"))
         query = {
             "status": "all",
@@ -715,7 +715,7 @@ def rest_handlers(gw: Gateway, guard: Guard, listen_keys: ListenKeys) -> Router:
 
     @get("/myTrades", opt=OPT)
     async def my_trades(request: Request[Any, Any, Any]) -> list[dict[str, Any]]:
-        key, params = await api.signed(request, "read", weight=20)
+        key, params = await api.signed(request, "read")
         market = bc.market_of(gw.markets, params.get("symbol"))
         limit = bc.integer(params, "limit", 500, 1, 1000)
         query = {
