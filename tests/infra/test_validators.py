@@ -10,13 +10,11 @@ import pytest
 
 from tests.infra.tools import INFRA, ROOT, run, tool
 
-MANIFESTS = sorted(
-    p for p in (INFRA / "k8s").rglob("*.yml") if p.name != "sealed-secrets.yml"
-)
+MANIFESTS = sorted(p for p in (INFRA / "k8s").rglob("*.yml") if p.name != "sealed-secrets.yml")
 SEALED = INFRA / "k8s" / "secrets" / "sealed-secrets.yml"
 DOCKERFILES = sorted((INFRA / "docker").glob("Dockerfile.*"))
 WORKFLOWS = sorted((INFRA / "ci").glob("*.yml"))
-SCRIPTS = sorted((INFRA / "scripts").glob("*.sh")) + [INFRA / "config" / "config-loader.sh"]
+SCRIPTS = [*sorted((INFRA / "scripts").glob("*.sh")), INFRA / "config" / "config-loader.sh"]
 ENV_FILES = sorted((INFRA / "config").glob("*.env"))
 SCHEMA = Path(__file__).parent / "sealedsecret.schema.json"
 COMPOSE_ENV = {
@@ -35,7 +33,9 @@ def _ok(result: object) -> None:
 
 def test_every_file_of_the_tree_exists() -> None:
     services = ["gateway", "matching-engine", "market-data", "risk-engine", "persistence"]
-    expected = [f"docker/Dockerfile.{s}" for s in services] + [f"k8s/{s}/deployment.yml" for s in services]
+    expected = [f"docker/Dockerfile.{s}" for s in services] + [
+        f"k8s/{s}/deployment.yml" for s in services
+    ]
     expected += [
         "docker-compose.yml", "k8s/namespace.yml", "k8s/ingress.yml", "k8s/network-policy.yml",
         "k8s/secrets/sealed-secrets.yml", "ci/ci-build.yml", "ci/ci-test.yml", "ci/release.yml",
