@@ -54,7 +54,6 @@ from dex.wire.layout import PERSISTENCE_READER, me_log, risk_log
 
 DATABASE = "database"  # Health key while the store is unreachable
 _FEE_ACCOUNT = re.compile(r"fee:[0-9]+")
-_CATALOG_KINDS = ("asset_added", "market_added")
 _DIGITS = re.compile(r"[0-9]{1,20}")
 _NS_PER_MS = 1_000_000
 AFTER_MARGIN_MS = 500  # an `after` wait ends this much before the gateway gives up on us
@@ -214,7 +213,7 @@ class PersistenceService(LogReader):
         for stream, (_, new) in moved.items():
             self.pos[stream] = new
         self.markets = work.markets
-        self._learn([e["body"] for e in work.events if e["kind"] in _CATALOG_KINDS])
+        self._learn(work.catalog)
         self._moved()
         for table, n in written.items():
             if n:

@@ -22,11 +22,12 @@ Invariants:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import msgspec
-from sqlalchemy import Connection, Table, bindparam, select, update
+from sqlalchemy import JSON, BigInteger, Connection, Table, bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DataError, DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -51,6 +52,7 @@ from dex.services.reader import BadList, Batch
 from dex.wire import codec, layout
 
 _CHUNK = 500  # ids per IN (...) query
+CATALOG_KIND_NAMES = ("asset_added", "market_added")  # what the service learns decimals from
 OPEN = OrderStatus.OPEN
 UNTRIGGERED = OrderStatus.UNTRIGGERED  # stored as their values (plain text)
 _STOPS = (OrderType.STOP_LIMIT, OrderType.STOP_MARKET)
@@ -96,13 +98,16 @@ class Work:
         self.markets = dict(known_markets)
         self.new_markets: list[dict[str, Any]] = []
         self.balances: dict[tuple[str, str], tuple[int, int]] = {}
-        self.trades: list[dict[str, Any]] = []
+        # rows as tuples in the column order of `COLUMNS` (no per-row dict, no per-row
+        # parameter processing: the store gets them column by column)
+        self.trades: list[tuple[Any, ...]] = []
         self.order_events: list[me.Event] = []
-        self.events: list[dict[str, Any]] = []
-        self.entries: list[dict[str, Any]] = []
-        self.fills: list[dict[str, Any]] = []
-        self.deposits: list[dict[str, Any]] = []
-        self.withdrawals: list[dict[str, Any]] = []  # requested
+        self.events: list[tuple[Any, ...]] = []
+        self.catalog: list[dict[str, Any]] = []  # bodies of asset_added / market_added
+        self.entries: list[tuple[Any, ...]] = []
+        self.fills: list[tuple[Any, ...]] = []
+        self.deposits: list[tuple[Any, ...]] = []
+        self.withdrawals: list[tuple[Any, ...]] = []  # requested
         self.withdrawal_ends: list[dict[str, Any]] = []  # completed / failed, in order
         self.scrubbed: list[tuple[str, int]] = []  # entries stored with U+FFFD for NUL
 
@@ -153,7 +158,7 @@ def _risk_entry(
     bal = work.balances
     for item in entry.items:
         for ev in item.events:
-            work.events.append(_event_row(stream, seq, idx, ev))
+            _event_row(work, stream, seq, idx, ev)
             _money(work, stream, seq, idx, ev, fee_account)
             idx += 1
             if isinstance(ev, _BALANCE_EVENTS):
@@ -187,69 +192,50 @@ def _money(
     """The ledger entries, fills, deposits and withdrawals of one risk event."""
     if isinstance(ev, re_.TradeSettled) and ev.market not in work.markets:
         raise RuntimeError(f"{stream}#{seq}: trade_settled in {ev.market!r} before market_added")
+    ts = ev.ts
     for line, e in enumerate(ledger.entries(ev, fee_account, work.markets)):
-        work.entries.append(
-            {
-                "stream": stream,
-                "log_seq": seq,
-                "idx": idx,
-                "line": line,
-                "account": e.account,
-                "asset": e.asset,
-                "bucket": e.bucket,
-                "delta": e.delta,
-                "cause": e.cause,
-                "ts": ev.ts,
-            }
-        )
-    where = {"stream": stream, "log_seq": seq}
+        work.entries.append((stream, seq, idx, line, *e, ts))  # ENTRY_COLUMNS
     if isinstance(ev, re_.TradeSettled):
         base, quote = work.markets[ev.market]
         for liquidity, side in (("maker", ev.maker), ("taker", ev.taker)):
             if side is None:
                 continue
-            work.fills.append(
-                {
-                    "trade_id": ev.trade_id,
-                    "market": ev.market,
-                    "liquidity": liquidity,
-                    "order_id": side.order_id,
-                    "account": side.account,
-                    "side": str(side.side),
-                    "price": ev.price,
-                    "size": ev.size,
-                    "fee": side.fee,
-                    "fee_asset": ledger.fee_asset(side.side, base, quote),
-                    "ts": ev.ts,
-                    **where,
-                }
+            work.fills.append(  # FILL_COLUMNS
+                (
+                    ev.trade_id,
+                    ev.market,
+                    liquidity,
+                    side.order_id,
+                    side.account,
+                    side.side.value,
+                    ev.price,
+                    ev.size,
+                    side.fee,
+                    ledger.fee_asset(side.side, base, quote),
+                    ts,
+                    stream,
+                    seq,
+                )
             )
     elif isinstance(ev, re_.DepositCredited):
-        work.deposits.append(
-            {
-                "tx_id": ev.tx_id,
-                "log_index": ev.log_index,
-                "account": ev.account,
-                "asset": ev.asset,
-                "amount": ev.amount,
-                "ts": ev.ts,
-                **where,
-            }
+        work.deposits.append(  # DEPOSIT_COLUMNS
+            (ev.tx_id, ev.log_index, ev.account, ev.asset, ev.amount, ts, stream, seq)
         )
     elif isinstance(ev, re_.WithdrawalRequested):
-        work.withdrawals.append(
-            {
-                "withdrawal_id": ev.withdrawal_id,
-                "account": ev.account,
-                "asset": ev.asset,
-                "amount": ev.amount,
-                "status": "requested",
-                "tx_id": None,
-                "reason": None,
-                "requested_ts": ev.ts,
-                "updated_ts": ev.ts,
-                **where,
-            }
+        work.withdrawals.append(  # WITHDRAWAL_COLUMNS
+            (
+                ev.withdrawal_id,
+                ev.account,
+                ev.asset,
+                ev.amount,
+                "requested",
+                None,
+                None,
+                ts,
+                ts,
+                stream,
+                seq,
+            )
         )
     elif isinstance(ev, re_.WithdrawalCompleted):
         work.withdrawal_ends.append(
@@ -267,22 +253,22 @@ def _match_entry(work: Work, stream: str, seq: int, entry: codec.MatchEntryEvent
     idx = 0
     for item in entry.items:
         for ev in item.events:
-            work.events.append(_event_row(stream, seq, idx, ev))
+            _event_row(work, stream, seq, idx, ev)
             idx += 1
             if isinstance(ev, _ORDER_EVENTS):
                 work.order_events.append(ev)
             if isinstance(ev, me.Trade):
-                work.trades.append(
-                    {
-                        "market": ev.market,
-                        "trade_id": ev.trade_id,
-                        "price": ev.price,
-                        "size": ev.size,
-                        "maker_order_id": ev.maker_order_id,
-                        "taker_order_id": ev.taker_order_id,
-                        "taker_side": str(ev.aggressor),
-                        "ts": ev.ts,
-                    }
+                work.trades.append(  # TRADE_COLUMNS
+                    (
+                        ev.market,
+                        ev.trade_id,
+                        ev.price,
+                        ev.size,
+                        ev.maker_order_id,
+                        ev.taker_order_id,
+                        ev.aggressor.value,
+                        ev.ts,
+                    )
                 )
 
 
@@ -297,7 +283,11 @@ async def write(
     conn: AsyncConnection, work: Work, moved: dict[str, tuple[int, int]], log: Any
 ) -> dict[str, int]:
     """Move the positions and write `work` in the caller's transaction; rows per table.
-    Raises `PositionsMoved` when a position is no longer where it was read."""
+    Raises `PositionsMoved` when a position is no longer where it was read.
+
+    The positions move first, through SQLAlchemy: that begins the transaction the rows then
+    join on the driver's own connection (one statement per table: `unnest` of one array per
+    column on PostgreSQL, `executemany` of plain tuples on SQLite)."""
     for stream, (old, new) in moved.items():
         res = await conn.execute(
             update(positions)
@@ -307,38 +297,31 @@ async def write(
         if res.rowcount != 1:
             raise PositionsMoved(f"{stream} is no longer at {old} in the store")
     written = {"positions": len(moved)}
+    bulk = await Bulk.of(conn)
     if work.new_markets:
-        stmt = insert(conn, markets).on_conflict_do_nothing()
-        await conn.execute(stmt, work.new_markets)
-        written["markets"] = len(work.new_markets)
+        rows = [(m["market"], m["base"], m["quote"]) for m in work.new_markets]
+        await bulk.insert(markets, rows)
+        written["markets"] = len(rows)
     if work.balances:
-        stmt = insert(conn, balances)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[balances.c.account, balances.c.asset],
-            set_={"available": stmt.excluded.available, "locked": stmt.excluded.locked},
-        )
-        rows = [
-            {"account": a, "asset": s, "available": v, "locked": lk}
-            for (a, s), (v, lk) in work.balances.items()
-        ]
-        await conn.execute(stmt, rows)
+        rows = [(a, s, v, lk) for (a, s), (v, lk) in work.balances.items()]
+        await bulk.upsert(balances, rows)
         written["balances"] = len(rows)
     if work.trades:
-        await conn.execute(insert(conn, trades).on_conflict_do_nothing(), work.trades)
+        await bulk.insert(trades, work.trades)
         written["trades"] = len(work.trades)
     if work.order_events:
-        written["orders"] = await _write_orders(conn, work.order_events, log)
-    if work.events:
-        await conn.execute(insert(conn, events).on_conflict_do_nothing(), work.events)
-        written["events"] = len(work.events)
+        written["orders"] = await _write_orders(bulk, work.order_events, log)
+    for table, rows in ((events, work.events), (ledger_entries, work.entries)):
+        if rows:
+            await bulk.append(table, rows)
+            written[table.name] = len(rows)
     for table, rows in (
-        (ledger_entries, work.entries),
         (fills, work.fills),
         (deposits, work.deposits),
         (withdrawals, work.withdrawals),
     ):
         if rows:
-            await conn.execute(insert(conn, table).on_conflict_do_nothing(), rows)
+            await bulk.insert(table, rows)
             written[table.name] = len(rows)
     if work.withdrawal_ends:
         await conn.execute(_END_WITHDRAWAL, work.withdrawal_ends)
@@ -346,7 +329,96 @@ async def write(
     return written
 
 
-async def _write_orders(conn: AsyncConnection, evs: list[me.Event], log: Any) -> int:
+class Bulk:
+    """Many rows per statement on the driver's connection, inside the transaction SQLAlchemy
+    began: PostgreSQL (asyncpg) gets one array per column and `INSERT ... SELECT FROM unnest`
+    (no per-row parameters, one plan for any number of rows); SQLite (aiosqlite) gets
+    `executemany` of the tuples. Appends are `ON CONFLICT DO NOTHING` (the positions already
+    make them happen once; a row the log holds twice is kept once, as before); upserts
+    replace the columns that change."""
+
+    def __init__(self, raw: Any, postgres: bool) -> None:
+        self.raw = raw
+        self.postgres = postgres
+
+    @classmethod
+    async def of(cls, conn: AsyncConnection) -> Bulk:
+        fairy = await conn.get_raw_connection()
+        return cls(fairy.driver_connection, conn.dialect.name == "postgresql")
+
+    async def insert(self, table: Table, rows: Sequence[tuple[Any, ...]]) -> None:
+        await self._run(_statement(table, self.postgres, upsert=False), rows)
+
+    async def append(self, table: Table, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Rows keyed by their log position (`events`, `ledger_entries`): the positions
+        alone keep them once, so PostgreSQL takes them by binary COPY, with no conflict
+        check; a row already there is a broken position and fails the batch loudly."""
+        if self.postgres:
+            names = [c.name for c in table.columns]
+            await self.raw.copy_records_to_table(table.name, records=rows, columns=names)
+        else:
+            await self.insert(table, rows)
+
+    async def upsert(self, table: Table, rows: Sequence[tuple[Any, ...]]) -> None:
+        await self._run(_statement(table, self.postgres, upsert=True), rows)
+
+    async def orders(self, ids: list[int]) -> list[dict[str, Any]]:
+        names = [c.name for c in orders.columns]
+        if self.postgres:
+            got = await self.raw.fetch(
+                f"SELECT {', '.join(names)} FROM orders WHERE order_id = ANY($1::bigint[])", ids
+            )
+            return [dict(zip(names, r, strict=True)) for r in got]
+        rows: list[dict[str, Any]] = []
+        for chunk in _chunks(ids, _CHUNK):
+            marks = ", ".join("?" * len(chunk))
+            cur = await self.raw.execute(
+                f"SELECT {', '.join(names)} FROM orders WHERE order_id IN ({marks})", chunk
+            )
+            rows += [dict(zip(names, r, strict=True)) for r in await cur.fetchall()]
+            await cur.close()
+        return rows
+
+    async def _run(self, sql: str, rows: Sequence[tuple[Any, ...]]) -> None:
+        if self.postgres:
+            await self.raw.execute(sql, *(list(col) for col in zip(*rows, strict=True)))
+        else:
+            await self.raw.executemany(sql, rows)
+
+
+@functools.cache
+def _statement(table: Table, postgres: bool, *, upsert: bool) -> str:
+    names = [c.name for c in table.columns]
+    keys = [c.name for c in table.primary_key.columns]
+    if upsert:
+        changed = ", ".join(f"{n} = excluded.{n}" for n in names if n not in keys)
+        tail = f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {changed}"
+    else:
+        tail = "ON CONFLICT DO NOTHING"
+    if not postgres:
+        marks = ", ".join("?" * len(names))
+        return f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({marks}) {tail}"
+    arrays = ", ".join(f"${i}::{_pg_type(c)}[]" for i, c in enumerate(table.columns, 1))
+    cols = ", ".join(
+        f"u.{n}::jsonb" if isinstance(c.type, JSON) else f"u.{n}"
+        for n, c in zip(names, table.columns, strict=True)
+    )
+    return (
+        f"INSERT INTO {table.name} ({', '.join(names)}) SELECT {cols} "
+        f"FROM unnest({arrays}) AS u({', '.join(names)}) {tail}"
+    )
+
+
+def _pg_type(col: Any) -> str:
+    if isinstance(col.type, BigInteger):
+        return "bigint"
+    return "text"  # Text, and JSON bodies sent as their text (cast to jsonb in the SELECT)
+
+
+ORDER_COLUMNS = tuple(c.name for c in orders.columns)
+
+
+async def _write_orders(bulk: Bulk, evs: list[me.Event], log: Any) -> int:
     ids: set[int] = set()
     for ev in evs:
         if isinstance(ev, me.Trade):
@@ -354,26 +426,15 @@ async def _write_orders(conn: AsyncConnection, evs: list[me.Event], log: Any) ->
             ids.add(ev.taker_order_id)
         elif isinstance(ev, _ORDER_EVENTS):
             ids.add(ev.order_id)
-    rows: dict[int, dict[str, Any]] = {}
-    for chunk in _chunks(sorted(ids), _CHUNK):
-        got = await conn.execute(select(orders).where(orders.c.order_id.in_(chunk)))
-        for row in got.mappings():
-            rows[int(row["order_id"])] = dict(row)
+    rows = {int(r["order_id"]): r for r in await bulk.orders(sorted(ids))}
     touched: set[int] = set()
     for ev in evs:
         touched.update(fold_order(rows, ev, log))
     if not touched:
         return 0
-    stmt = insert(conn, orders)
-    cols = [
-        *("type", "price", "size", "status", "filled", "reason", "updated_ts"),
-        *("tif", "trigger_price", "quote_size", "created_ts"),
-    ]
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[orders.c.order_id],
-        set_={c: stmt.excluded[c] for c in cols},
+    await bulk.upsert(
+        orders, [tuple(rows[oid][c] for c in ORDER_COLUMNS) for oid in sorted(touched)]
     )
-    await conn.execute(stmt, [rows[oid] for oid in sorted(touched)])
     return len(touched)
 
 
@@ -460,9 +521,21 @@ def fold_order(rows: dict[int, dict[str, Any]], ev: me.Event, log: Any) -> list[
     return [ev.order_id]
 
 
-def _event_row(stream: str, seq: int, idx: int, ev: Any) -> dict[str, Any]:
-    body = msgspec.to_builtins(ev)
-    return {"stream": stream, "log_seq": seq, "idx": idx, "kind": body["event"], "body": body}
+def _event_row(work: Work, stream: str, seq: int, idx: int, ev: Any) -> None:
+    """The `events` row of one event (EVENT_COLUMNS): its JSON text, encoded once by msgspec."""
+    kind = _kind(type(ev))
+    body = _json(ev).decode()
+    work.events.append((stream, seq, idx, kind, body))
+    if kind in CATALOG_KIND_NAMES:
+        work.catalog.append(msgspec.json.decode(body))
+
+
+@functools.cache
+def _kind(cls: type[msgspec.Struct]) -> str:
+    tag = cls.__struct_config__.tag
+    if not isinstance(tag, str):
+        raise TypeError(f"{cls.__name__} has no event tag")
+    return tag
 
 
 _NUL = "\x00"
@@ -513,8 +586,9 @@ def unstorable(error: Exception) -> bool:
         return True
     if isinstance(error, DBAPIError):
         state = getattr(error.orig, "sqlstate", None) or getattr(error.orig, "pgcode", None)
-        return isinstance(state, str) and state.startswith("22")
-    return False
+    else:  # raised by the driver itself (`Bulk` writes on its connection)
+        state = getattr(error, "sqlstate", None)
+    return isinstance(state, str) and state.startswith("22")
 
 
 def short_error(error: Exception) -> str:
@@ -568,7 +642,9 @@ def rebuild_money(conn: Connection) -> dict[str, int]:
             (withdrawals, work.withdrawals),
         ):
             if values:
-                conn.execute(insert(conn, table).on_conflict_do_nothing(), values)
+                names = [c.name for c in table.columns]
+                dicts = [dict(zip(names, row, strict=True)) for row in values]
+                conn.execute(insert(conn, table).on_conflict_do_nothing(), dicts)
                 written[table.name] = written.get(table.name, 0) + len(values)
         if work.withdrawal_ends:
             conn.execute(_END_WITHDRAWAL, work.withdrawal_ends)
