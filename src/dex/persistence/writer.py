@@ -299,13 +299,13 @@ async def write(
     written = {"positions": len(moved)}
     bulk = await Bulk.of(conn)
     if work.new_markets:
-        rows = [(m["market"], m["base"], m["quote"]) for m in work.new_markets]
-        await bulk.insert(markets, rows)
-        written["markets"] = len(rows)
+        added = [(m["market"], m["base"], m["quote"]) for m in work.new_markets]
+        await bulk.insert(markets, added)
+        written["markets"] = len(added)
     if work.balances:
-        rows = [(a, s, v, lk) for (a, s), (v, lk) in work.balances.items()]
-        await bulk.upsert(balances, rows)
-        written["balances"] = len(rows)
+        bals = [(a, s, v, lk) for (a, s), (v, lk) in work.balances.items()]
+        await bulk.upsert(balances, bals)
+        written["balances"] = len(bals)
     if work.trades:
         await bulk.insert(trades, work.trades)
         written["trades"] = len(work.trades)
@@ -530,8 +530,17 @@ def _event_row(work: Work, stream: str, seq: int, idx: int, ev: Any) -> None:
         work.catalog.append(msgspec.json.decode(body))
 
 
-@functools.cache
-def _kind(cls: type[msgspec.Struct]) -> str:
+_KINDS: dict[type, str] = {}
+
+
+def _kind(cls: type) -> str:
+    kind = _KINDS.get(cls)
+    if kind is None:
+        kind = _KINDS[cls] = _tag(cls)
+    return kind
+
+
+def _tag(cls: Any) -> str:
     tag = cls.__struct_config__.tag
     if not isinstance(tag, str):
         raise TypeError(f"{cls.__name__} has no event tag")
