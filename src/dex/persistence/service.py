@@ -15,6 +15,9 @@ Invariants:
 - One transaction per batch: the rows and the new positions commit together (`writer`); an
   entry applied by anyone before is never applied again. Only after the commit is the bus
   told (`commit_position`), so the writers never trim what is not stored.
+- Replicas share the logs by leases (`dex.persistence.leases`): a replica reads only the logs
+  it holds; it reloads the positions from the store when it takes a log (and every
+  `lease_ttl / 3`, which also keeps its view of the other logs for `after` fresh).
 - A log entry that does not decode is logged, counted and skipped (`dex.services.reader`).
 - No entry can stop the history of everyone. A NUL in text is stored as U+FFFD, the entry
   counted (`text_replaced_total`) and logged with its position. A batch the store still
@@ -28,7 +31,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import os
 import re
+import secrets
+import socket
 from decimal import Decimal
 from typing import Any
 
@@ -44,18 +50,20 @@ from dex.core.errors import CommandError
 from dex.core.markets import Asset, MarketParams, MarketSpec, check_asset, resolve_market
 from dex.core.numbers import Scale
 from dex.persistence import migrations, queries, schema, writer
+from dex.persistence.leases import LogLeases
 from dex.persistence.store import async_database_url, make_engine
 from dex.runtime.health import Health
 from dex.runtime.http import ApiError, account_param
 from dex.runtime.metrics import ServiceMetrics
 from dex.runtime.settings import DEFAULTS
-from dex.services.reader import BadList, Batch, LogReader
+from dex.services.reader import INPUT, BadList, Batch, LogReader
 from dex.wire.layout import PERSISTENCE_READER, me_log, risk_log
 
 DATABASE = "database"  # Health key while the store is unreachable
 _FEE_ACCOUNT = re.compile(r"fee:[0-9]+")
 _DIGITS = re.compile(r"[0-9]{1,20}")
 _NS_PER_MS = 1_000_000
+OTHERS_POLL = 0.05  # seconds between two looks at a log another replica writes (`after`)
 AFTER_MARGIN_MS = 500  # an `after` wait ends this much before the gateway gives up on us
 
 
@@ -78,6 +86,8 @@ class PersistenceService(LogReader):
         max_limit: int = DEFAULTS.persistence_max_limit,
         proxy_timeout_ms: int = DEFAULTS.gateway_proxy_timeout_ms,
         sqlite_busy_timeout: float = DEFAULTS.sqlite_busy_timeout_ms / 1000,
+        owner: str | None = None,
+        lease_ttl: float = DEFAULTS.lease_ttl_ms / 1000,
     ) -> None:
         self.risk_streams = [risk_log(r) for r in range(risk_shards)]
         self.me_streams = [me_log(m) for m in range(matching_shards)]
@@ -108,6 +118,11 @@ class PersistenceService(LogReader):
         self.markets: dict[str, tuple[str, str]] = {}  # market -> (base, quote)
         self.engine: AsyncEngine | None = None
         self.initialised = False
+        owner = owner or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+        self.leases = LogLeases(
+            bus, self.streams, owner=owner, ttl=lease_ttl, metrics=metrics, log=log
+        )
+        self._seen_at = 0.0  # loop time of the last look at the positions others stored
         self.m_rows = metrics.counter("rows_written", "total", "rows written", ["table"])
         self.m_scrubbed = metrics.counter(
             "text_replaced",
@@ -134,11 +149,13 @@ class PersistenceService(LogReader):
         except (SQLAlchemyError, OSError) as e:
             self.health.set_not_ready(DATABASE, f"{type(e).__name__}: {e}")
             self.log.warning("database_unavailable", error=f"{type(e).__name__}: {e}")
+        self.leases.start()
         self.start_reading()
 
     async def stop(self) -> None:
-        """Finish the batch in hand, then close the store."""
+        """Finish the batch in hand, release the logs, then close the store."""
         await self.stop_reading()
+        await self.leases.stop()
         if self.engine is not None:
             await self.engine.dispose()
             self.engine = None
@@ -172,8 +189,41 @@ class PersistenceService(LogReader):
             known = await queries.positions(conn)
             self.markets = await queries.markets(conn)
             self._learn(await queries.catalog_events(conn))
-        self.pos = {s: known.get(s, 0) for s in self.streams}
+        held = self.leases.held
+        self.pos = {
+            s: max(known.get(s, 0), self.pos.get(s, 0)) if s in held else known.get(s, 0)
+            for s in self.streams
+        }
         self._moved()
+
+    # ------------------------------------------------------------------ leases
+
+    def reading(self) -> list[str]:
+        return self.leases.reading()
+
+    async def step(self) -> int:
+        """Between two batches: take and release log leases (`LogLeases.tick`), then read
+        the logs held."""
+        await self.prepare()
+        if await self.leases.tick():
+            await self._load()  # where the previous holder left them
+        elif self.initialised:
+            await self._look()
+        if not self.leases.held:  # every log is someone else's: nothing to catch up with
+            self.health.set_ready(INPUT)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), max(self.read_timeout, 0.05))
+            return 0
+        return await super().step()
+
+    async def _look(self) -> None:
+        """At most every `lease_ttl / 3`: the positions and catalog the other replicas
+        stored (what `after` waits for and what the routes format with)."""
+        now = asyncio.get_running_loop().time()
+        if now - self._seen_at < self.leases.ttl / 3:
+            return
+        self._seen_at = now
+        await self._load()
 
     # ------------------------------------------------------------------ applying
 
@@ -273,7 +323,8 @@ class PersistenceService(LogReader):
     async def wait_for(self, after: dict[str, int]) -> str | None:
         """Wait until every stream of `after` is applied up to its position, at most
         `after_wait` seconds; the first stream still behind then, None once all are there.
-        Woken by each applied batch, never polled."""
+        Woken by each batch this replica applies; a log another replica holds is looked up
+        in the store every `OTHERS_POLL` seconds."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.after_wait
         while True:
@@ -283,8 +334,19 @@ class PersistenceService(LogReader):
             left = deadline - loop.time()
             if left <= 0:
                 return behind
+            wait = left if behind in self.leases.held else min(left, OTHERS_POLL)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._applied.wait(), left)
+                await asyncio.wait_for(self._applied.wait(), wait)
+            if behind not in self.leases.held:
+                await self._others()
+
+    async def _others(self) -> None:
+        """The positions of the logs this replica does not hold, as stored."""
+        async with self._engine().connect() as conn:
+            known = await queries.positions(conn)
+        for s in self.streams:
+            if s not in self.leases.held and s in known:
+                self.pos[s] = max(self.pos.get(s, 0), known[s])
 
     # ------------------------------------------------------------------ queries
 

@@ -95,6 +95,10 @@ class LogReader(ABC):
     async def prepare(self) -> None:  # noqa: B027 - optional hook
         """Called before each read (persistence: make sure the store is set up)."""
 
+    def reading(self) -> list[str]:
+        """The streams read now (persistence replicas: those whose lease they hold)."""
+        return self.streams
+
     def commit_floor(self, stream: str) -> int:
         """The position to record on the bus for `stream` (at most `self.pos[stream]`)."""
         return self.pos[stream]
@@ -166,7 +170,8 @@ class LogReader(ABC):
         """Read one batch (waiting up to `read_timeout`), apply it, commit; entries applied."""
         self._failing = self.apply_key
         await self.prepare()
-        after = {s: self.pos[s] for s in self.streams}
+        streams = self.reading()
+        after = {s: self.pos[s] for s in streams}
         self._failing = INPUT
         got = await self.bus.read_many(after, limit=self.batch_size, timeout=self.read_timeout)
         got = {s: entries for s, entries in got.items() if entries}
@@ -194,7 +199,7 @@ class LogReader(ABC):
         now = time.monotonic()
         if now - self._lag_at >= LAG_EVERY:
             self._lag_at = now
-            for stream in self.streams:
+            for stream in streams:
                 last = await self.bus.last(stream)
                 if last < self.pos[stream]:  # the bus came back from an older copy
                     raise StopReading(
