@@ -89,9 +89,11 @@ check_tools() {
 apply_all() {
     run kubectl apply -f "$INFRA/k8s/namespace.yml"
     run kubectl apply -f "$INFRA/k8s/secrets/sealed-secrets.yml"
-    kubectl -n "$NAMESPACE" create configmap dex-config \
-        --from-env-file="$INFRA/config/env.${ENVIRONMENT}.env" --dry-run=client -o yaml |
-        apply_rendered "configmap dex-config from env.${ENVIRONMENT}.env"
+    # rendered first, then applied: one command after the other (a pipe runs both at once)
+    local configmap
+    configmap="$(kubectl -n "$NAMESPACE" create configmap dex-config \
+        --from-env-file="$INFRA/config/env.${ENVIRONMENT}.env" --dry-run=client -o yaml)"
+    printf '%s\n' "$configmap" | apply_rendered "configmap dex-config from env.${ENVIRONMENT}.env"
     local service
     for service in "${SERVICES[@]}"; do
         sed -E "s#(image: ${IMAGE_REPO}/dex-${service}):[^[:space:]]+#\\1:${tag}#" \
