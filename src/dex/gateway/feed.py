@@ -349,13 +349,17 @@ class FeedRelay:
 
     # ------------------------------------------------------------------ connections
 
-    async def serve(self, socket: Any) -> None:
-        """One `/v1/ws` connection, until the client leaves or is dropped."""
+    async def serve(
+        self, socket: Any, read: Callable[[Subscriber], Awaitable[None]] | None = None
+    ) -> None:
+        """One `/v1/ws` connection, until the client leaves or is dropped. `read` reads the
+        client's requests instead of `/v1/ws`'s (another protocol over the same relay, e.g.
+        `dex.gateway.binance.ws`, which turns them into `handle` calls)."""
         await socket.accept()
         sub = Subscriber(socket, self.max_buffer)
         self.connections.add(sub)
         sub.writer = asyncio.create_task(sub.write())
-        reader = asyncio.create_task(self._requests(sub))
+        reader = asyncio.create_task((read or self._requests)(sub))
         try:
             await asyncio.wait({sub.writer, reader}, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -391,6 +395,10 @@ class FeedRelay:
             if raw is None:
                 raw = message.get("bytes") or b""
             await self._request(sub, raw)
+
+    async def handle(self, sub: Subscriber, request: dict[str, Any]) -> None:
+        """One `/v1/ws` request on `sub`, as if the client had sent it."""
+        await self._request(sub, _json.encode(request))
 
     async def _request(self, sub: Subscriber, raw: str | bytes) -> None:
         def error(code: str, text: str) -> None:

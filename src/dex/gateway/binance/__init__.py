@@ -11,13 +11,14 @@ from typing import Any
 from dex.gateway.auth import Guard
 from dex.gateway.binance.rest import rest_handlers
 from dex.gateway.binance.userdata import ListenKeys
+from dex.gateway.binance.ws import ws_handlers
 from dex.gateway.service import Gateway
 
 
 def binance_handlers(gw: Gateway, guard: Guard) -> list[Any]:
     """Every Binance-compatible route and WebSocket, bound to `gw` and `guard`."""
     listen_keys = ListenKeys()
-    return [rest_handlers(gw, guard, listen_keys)]
+    return [rest_handlers(gw, guard, listen_keys), *ws_handlers(gw, guard, listen_keys)]
 
 
 __all__ = ["binance_handlers"]

@@ -1,0 +1,452 @@
+"""Binance's WebSocket streams over the gateway's feed relay and private channels.
+
+Owns the Binance protocol on `/ws`, `/ws/<name>`, `/stream` (market streams; `/ws/<listenKey>`
+for a listen key's user data) and `/ws-api/v3` (`userDataStream.subscribe.signature`). Each
+connection is a `FeedRelay` subscriber like a `/v1/ws` one: its requests become the native
+subscriptions (`FeedRelay.handle`), and every native message queued for it is translated on
+its way out (`_Translating.send_text`), so the relay's ordering, fan-out and slow-consumer
+rules hold unchanged. Replies of ours (`{"result", "id"}`) carry no `type` and pass through.
+
+Streams: `<symbol>@depth` and `@depth@100ms` (`depthUpdate` with `U` = the native update's
+`prev_seq + 1` and `u` = its `seq`: they run on without a gap, and `u` is on the same scale as
+REST `depth`'s `lastUpdateId`), `@trade`, `@aggTrade` (one per trade), `@ticker`,
+`@miniTicker`, `@bookTicker` (from the native ticker, at most every 100 ms), and
+`@kline_<interval>` (1m 5m 15m 1h 4h 1d). User data: `executionReport` and
+`outboundAccountPosition` (`dex.gateway.binance.userdata`).
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import msgspec
+from litestar import WebSocket, websocket
+
+from dex.gateway.auth import Guard
+from dex.gateway.binance import common as bc
+from dex.gateway.binance.common import BinanceError
+from dex.gateway.binance.userdata import ListenKeys, UserStream
+from dex.gateway.feed import Subscriber
+from dex.gateway.service import Gateway
+from dex.marketdata.candles import INTERVALS
+
+MAX_STREAMS = 1024  # streams one connection may hold (Binance's limit)
+_json = msgspec.json.Encoder()
+_KINDS = {
+    "depth": "book",
+    "depth@100ms": "book",
+    "depth@1000ms": "book",
+    "trade": "trades",
+    "aggTrade": "trades",
+    "ticker": "ticker",
+    "miniTicker": "ticker",
+    "bookTicker": "ticker",
+}
+
+
+def _text(message: Any) -> str:
+    return _json.encode(message).decode()
+
+
+class _Translating:
+    """The socket a relay subscriber writes to: native messages out as Binance's."""
+
+    def __init__(self, socket: WebSocket[Any, Any, Any], conn: Connection) -> None:
+        self.socket = socket
+        self.conn = conn
+
+    async def accept(self) -> None:
+        await self.socket.accept()
+
+    async def receive(self) -> Any:
+        return await self.socket.receive()
+
+    async def close(self, code: int = 1000, reason: str | None = None) -> None:
+        await self.socket.close(code=code, reason=reason)
+
+    async def send_text(self, text: str) -> None:
+        for out in self.conn.translate(text):
+            await self.socket.send_text(out)
+
+
+class Connection:
+    """One Binance WebSocket connection: its streams, and how its messages look."""
+
+    def __init__(self, gw: Gateway, *, combined: bool, ws_api: bool = False) -> None:
+        self.gw = gw
+        self.combined = combined  # /stream: {"stream", "data"} envelopes
+        self.ws_api = ws_api  # /ws-api/v3: user data as {"subscriptionId", "event"}
+        self.streams: dict[str, tuple[str, str, str]] = {}  # name -> native (channel, market, iv)
+        self.user: UserStream | None = None
+        self.sub: Subscriber | None = None
+
+    # ------------------------------------------------------------------ out
+
+    def translate(self, text: str) -> list[str]:
+        msg = msgspec.json.decode(text)
+        kind = msg.get("type") if isinstance(msg, dict) else None
+        if kind is None:
+            return [text]  # ours, already Binance's
+        if kind in ("order", "fill", "balance"):
+            if self.user is None:
+                return []
+            events = self.user.translate(msg)
+            if self.ws_api:
+                return [_text({"subscriptionId": 0, "event": e}) for e in events]
+            return [_text(e) for e in events]
+        if kind != "update":
+            return []  # acks, snapshots (clients take REST depth), errors of the native side
+        channel, market = msg["channel"], msg["market"]
+        symbol = bc.symbol_of(market)
+        low = symbol.lower()
+        now = self.gw.now_ms()
+        out: list[tuple[str, Any]] = []
+        if channel == "book":
+            body = {
+                "e": "depthUpdate",
+                "E": now,
+                "s": symbol,
+                "U": msg["prev_seq"] + 1,
+                "u": msg["seq"],
+                "b": msg["bids"],
+                "a": msg["asks"],
+            }
+            for name in ("depth", "depth@100ms", "depth@1000ms"):
+                if f"{low}@{name}" in self.streams:
+                    out.append((f"{low}@{name}", body))
+        elif channel == "trades":
+            for t in msg["trades"]:
+                maker_buys = t["taker_side"] == "sell"
+                if f"{low}@trade" in self.streams:
+                    out.append(
+                        (
+                            f"{low}@trade",
+                            {
+                                "e": "trade",
+                                "E": now,
+                                "s": symbol,
+                                "t": t["trade_id"],
+                                "p": t["price"],
+                                "q": t["size"],
+                                "T": t["time_ms"],
+                                "m": maker_buys,
+                                "M": True,
+                            },
+                        )
+                    )
+                if f"{low}@aggTrade" in self.streams:
+                    out.append(
+                        (
+                            f"{low}@aggTrade",
+                            {
+                                "e": "aggTrade",
+                                "E": now,
+                                "s": symbol,
+                                "a": t["trade_id"],
+                                "p": t["price"],
+                                "q": t["size"],
+                                "f": t["trade_id"],
+                                "l": t["trade_id"],
+                                "T": t["time_ms"],
+                                "m": maker_buys,
+                                "M": True,
+                            },
+                        )
+                    )
+        elif channel == "ticker":
+            out += self._tickers(msg, symbol, low, now)
+        elif channel == "candles":
+            name = f"{low}@kline_{msg['interval']}"
+            if name in self.streams:
+                t, o, h, lo, c, v, q, n = msg["candle"]
+                span = INTERVALS[msg["interval"]] // 1_000_000
+                out.append(
+                    (
+                        name,
+                        {
+                            "e": "kline",
+                            "E": now,
+                            "s": symbol,
+                            "k": {
+                                "t": t,
+                                "T": t + span - 1,
+                                "s": symbol,
+                                "i": msg["interval"],
+                                "f": -1,
+                                "L": -1,
+                                "o": o,
+                                "c": c,
+                                "h": h,
+                                "l": lo,
+                                "v": v,
+                                "n": n,
+                                "x": t + span <= now,
+                                "q": q,
+                                "V": "0",
+                                "Q": "0",
+                                "B": "0",
+                            },
+                        },
+                    )
+                )
+        if self.combined:
+            return [_text({"stream": name, "data": body}) for name, body in out]
+        return [_text(body) for _, body in out]
+
+    def _tickers(self, t: dict[str, Any], symbol: str, low: str, now: int) -> list[tuple[str, Any]]:
+        p = self.gw.markets.params.get(t["market"])
+        zp = p.price_scale.render(0) if p is not None else "0"
+        zs = p.size_scale.render(0) if p is not None else "0"
+        last = t.get("last") or zp
+        open_ = t.get("open") or last
+        change = Decimal(last) - Decimal(open_)
+        pct = change / Decimal(open_) * 100 if Decimal(open_) else Decimal(0)
+        out: list[tuple[str, Any]] = []
+        if f"{low}@ticker" in self.streams:
+            out.append(
+                (
+                    f"{low}@ticker",
+                    {
+                        "e": "24hrTicker",
+                        "E": now,
+                        "s": symbol,
+                        "p": format(change, "f"),
+                        "P": format(pct.quantize(Decimal("0.001")), "f"),
+                        "w": last,
+                        "x": open_,
+                        "c": last,
+                        "Q": zs,
+                        "b": t.get("best_bid") or zp,
+                        "B": t.get("best_bid_size") or zs,
+                        "a": t.get("best_ask") or zp,
+                        "A": t.get("best_ask_size") or zs,
+                        "o": open_,
+                        "h": t.get("high") or last,
+                        "l": t.get("low") or last,
+                        "v": t["base_volume"],
+                        "q": t["quote_volume"],
+                        "O": now - 86_400_000,
+                        "C": now,
+                        "F": -1,
+                        "L": -1,
+                        "n": t["trades"],
+                    },
+                )
+            )
+        if f"{low}@miniTicker" in self.streams:
+            out.append(
+                (
+                    f"{low}@miniTicker",
+                    {
+                        "e": "24hrMiniTicker",
+                        "E": now,
+                        "s": symbol,
+                        "c": last,
+                        "o": open_,
+                        "h": t.get("high") or last,
+                        "l": t.get("low") or last,
+                        "v": t["base_volume"],
+                        "q": t["quote_volume"],
+                    },
+                )
+            )
+        if f"{low}@bookTicker" in self.streams:
+            out.append(
+                (
+                    f"{low}@bookTicker",
+                    {
+                        "u": t["seq"],
+                        "s": symbol,
+                        "b": t.get("best_bid") or zp,
+                        "B": t.get("best_bid_size") or zs,
+                        "a": t.get("best_ask") or zp,
+                        "A": t.get("best_ask_size") or zs,
+                    },
+                )
+            )
+        return out
+
+    # ------------------------------------------------------------------ in
+
+    def native(self, name: str) -> tuple[str, str, str]:
+        """The native subscription behind a stream name, or BinanceError."""
+        symbol, _, kind = name.partition("@")
+        market = bc.market_of(self.gw.markets, symbol)
+        if kind.startswith("kline_") and kind[6:] in INTERVALS:
+            return ("candles", market, kind[6:])
+        channel = _KINDS.get(kind)
+        if channel is None:
+            raise BinanceError(2, f"Invalid request: unknown stream '{name}'")
+        return (channel, market, "")
+
+    async def subscribe(self, relay: Any, names: list[str]) -> None:
+        assert self.sub is not None
+        wanted = [(n, self.native(n)) for n in names]
+        if len(self.streams) + len(wanted) > MAX_STREAMS:
+            raise BinanceError(2, f"Invalid request: at most {MAX_STREAMS} streams")
+        for name, key in wanted:
+            if name in self.streams:
+                continue
+            held = key in self.streams.values()
+            self.streams[name] = key
+            if not held:
+                await relay.handle(self.sub, _request("subscribe", key))
+
+    async def unsubscribe(self, relay: Any, names: list[str]) -> None:
+        assert self.sub is not None
+        for name in names:
+            key = self.streams.pop(name, None)
+            if key is not None and key not in self.streams.values():
+                await relay.handle(self.sub, _request("unsubscribe", key))
+
+    async def follow_user(self, relay: Any, entry: Any) -> None:
+        """Push this key's account's orders, fills and balances on this connection."""
+        assert self.sub is not None
+        self.user = UserStream(self.gw.markets)
+        self.sub.key = entry
+        for channel in ("orders", "fills", "balances"):
+            await relay.handle(self.sub, {"op": "subscribe", "channel": channel})
+
+
+def _request(op: str, key: tuple[str, str, str]) -> dict[str, Any]:
+    channel, market, interval = key
+    req = {"op": op, "channel": channel, "market": market}
+    if interval:
+        req["interval"] = interval
+    return req
+
+
+def ws_handlers(gw: Gateway, guard: Guard, listen_keys: ListenKeys) -> list[Any]:
+    relay = gw.feed
+
+    async def market_streams(
+        socket: WebSocket[Any, Any, Any], conn: Connection, initial: list[str], entry: Any = None
+    ) -> None:
+        async def read(sub: Subscriber) -> None:
+            conn.sub = sub
+            if entry is not None:
+                await conn.follow_user(relay, entry)
+            if initial:
+                try:
+                    await conn.subscribe(relay, initial)
+                except BinanceError as e:
+                    sub.push(_text({"error": e.body(), "id": None}))
+            while True:
+                message = await socket.receive()
+                if message["type"] == "websocket.disconnect":
+                    return
+                raw = message.get("text") or message.get("bytes") or b""
+                sub.push(_text(await _market_request(conn, raw)))
+
+        await relay.serve(_Translating(socket, conn), read)
+
+    async def _market_request(conn: Connection, raw: str | bytes) -> dict[str, Any]:
+        try:
+            req = msgspec.json.decode(raw)
+        except msgspec.DecodeError:
+            return {"error": {"code": 3, "msg": "Invalid JSON"}, "id": None}
+        if not isinstance(req, dict):
+            return {"error": {"code": 3, "msg": "Invalid JSON"}, "id": None}
+        rid, method, params = req.get("id"), req.get("method"), req.get("params", [])
+        try:
+            if method == "SUBSCRIBE" or method == "UNSUBSCRIBE":
+                if not isinstance(params, list) or not all(isinstance(p, str) for p in params):
+                    raise BinanceError(2, "Invalid request: params must be a list of streams")
+                if method == "SUBSCRIBE":
+                    await conn.subscribe(relay, params)
+                else:
+                    await conn.unsubscribe(relay, params)
+                return {"result": None, "id": rid}
+            if method == "LIST_SUBSCRIPTIONS":
+                return {"result": list(conn.streams), "id": rid}
+            if method in ("SET_PROPERTY", "GET_PROPERTY"):
+                return {"result": None if method == "SET_PROPERTY" else False, "id": rid}
+            raise BinanceError(2, f"Invalid request: unknown method {method!r}")
+        except BinanceError as e:
+            return {"error": {"code": e.code, "msg": e.msg}, "id": rid}
+
+    @websocket("/ws", opt={})
+    async def ws_raw(socket: WebSocket[Any, Any, Any]) -> None:
+        await market_streams(socket, Connection(gw, combined=False), [])
+
+    @websocket("/ws/{name:str}", opt={})
+    async def ws_named(socket: WebSocket[Any, Any, Any], name: str) -> None:
+        entry = listen_keys.lookup(name)
+        if entry is not None:
+            await market_streams(socket, Connection(gw, combined=False), [], entry)
+            return
+        streams = [s for s in name.split("/") if "@" in s]
+        await market_streams(socket, Connection(gw, combined=False), streams)
+
+    @websocket("/stream", opt={})
+    async def ws_combined(socket: WebSocket[Any, Any, Any]) -> None:
+        streams = socket.query_params.get("streams", "")
+        await market_streams(
+            socket, Connection(gw, combined=True), [s for s in streams.split("/") if s]
+        )
+
+    @websocket("/ws-api/v3", opt={})
+    async def ws_api(socket: WebSocket[Any, Any, Any]) -> None:
+        conn = Connection(gw, combined=False, ws_api=True)
+
+        async def read(sub: Subscriber) -> None:
+            conn.sub = sub
+            while True:
+                message = await socket.receive()
+                if message["type"] == "websocket.disconnect":
+                    return
+                raw = message.get("text") or message.get("bytes") or b""
+                sub.push(_text(await _api_request(conn, raw)))
+
+        await relay.serve(_Translating(socket, conn), read)
+
+    async def _api_request(conn: Connection, raw: str | bytes) -> dict[str, Any]:
+        try:
+            req = msgspec.json.decode(raw)
+        except msgspec.DecodeError:
+            req = None
+        if not isinstance(req, dict):
+            return _api_error(None, BinanceError(-1100, "Invalid JSON"))
+        rid, method, params = req.get("id"), req.get("method"), req.get("params") or {}
+        try:
+            if method == "ping":
+                return {"id": rid, "status": 200, "result": {}}
+            if method == "time":
+                return {"id": rid, "status": 200, "result": {"serverTime": gw.now_ms()}}
+            if method == "userDataStream.subscribe.signature":
+                if not isinstance(params, dict):
+                    raise BinanceError(-1100, "params must be an object")
+                if conn.user is not None:
+                    raise BinanceError(-1100, "Already subscribed to the user data stream.")
+                text = {k: str(v) for k, v in params.items()}
+                payload = "&".join(f"{k}={text[k]}" for k in sorted(text) if k != "signature")
+                entry = bc.authenticate(
+                    gw.keys,
+                    text.get("apiKey"),
+                    text,
+                    payload.encode(),
+                    text.get("signature"),
+                    gw.now_ms(),
+                    "read",
+                )
+                await conn.follow_user(relay, entry)
+                return {"id": rid, "status": 200, "result": {"subscriptionId": 0}}
+            if method == "userDataStream.unsubscribe":
+                if conn.user is not None and conn.sub is not None:
+                    for channel in ("orders", "fills", "balances"):
+                        await relay.handle(conn.sub, {"op": "unsubscribe", "channel": channel})
+                    conn.user = None
+                return {"id": rid, "status": 200, "result": {}}
+            raise BinanceError(-1100, f"Unknown method {method!r}")
+        except BinanceError as e:
+            return _api_error(rid, e)
+
+    return [ws_raw, ws_named, ws_combined, ws_api]
+
+
+def _api_error(rid: Any, e: BinanceError) -> dict[str, Any]:
+    return {"id": rid, "status": e.status, "error": {"code": e.code, "msg": e.msg}}
+
+
+__all__ = ["Connection", "ws_handlers"]

@@ -1,0 +1,168 @@
+"""Unmodified `ccxt.pro.binance` against a running exchange: the order book kept equal to
+the engine's through random trading, trades, tickers, and the account's orders and balances
+through the user-data stream."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from decimal import Decimal
+from typing import Any
+
+import ccxt.pro
+import pytest
+
+from dex.client import Client
+from tests.binance.conftest import connect
+from tests.client.conftest import Exchange
+from tests.support.trading import trader
+
+SYMBOL = "BTC/USDC"  # its own market: the REST tests use ETH/USDC
+TRADING_SECONDS = 15.0
+WAIT = 20.0
+
+
+@pytest.fixture(scope="module")
+def traders(exchange: Exchange) -> tuple[Client, Client]:
+    return (
+        trader(exchange.url, BTC="5", USDC="400000"),
+        trader(exchange.url, BTC="5", USDC="400000"),
+    )
+
+
+def _pro(exchange: Exchange, client: Client | None = None) -> Any:
+    return connect(ccxt.pro.binance, exchange.url, client)
+
+
+async def _within(what: str, coro: Any, seconds: float = WAIT) -> Any:
+    try:
+        return await asyncio.wait_for(coro, seconds)
+    except TimeoutError:
+        raise AssertionError(f"{what}: nothing within {seconds} s") from None
+
+
+def _levels(side: list[list[float]]) -> list[tuple[Decimal, Decimal]]:
+    return [(Decimal(str(p)), Decimal(str(q))) for p, q, *_ in side]
+
+
+def test_order_book_follows_random_trading(
+    exchange: Exchange, traders: tuple[Client, Client]
+) -> None:
+    async def main() -> None:
+        a, b = traders
+        watcher, pa, pb = _pro(exchange), _pro(exchange, a), _pro(exchange, b)
+        try:
+            await asyncio.gather(watcher.load_markets(), pa.load_markets(), pb.load_markets())
+            await pa.create_order(SYMBOL, "limit", "buy", 0.01, 60000)
+            book = await _within("the first book", watcher.watch_order_book(SYMBOL))
+            rng = random.Random(15)
+            loop = asyncio.get_running_loop()
+            stop = loop.time() + TRADING_SECONDS
+            updates = 0
+
+            async def trade() -> None:
+                while loop.time() < stop:
+                    who = rng.choice((pa, pb))
+                    side = rng.choice(("buy", "sell"))
+                    price = 60000 + rng.randint(-40, 40) * 10
+                    amount = rng.randint(1, 30) / 1000
+                    kind = rng.choice(("limit", "limit", "limit", "market"))
+                    try:
+                        if kind == "market":
+                            await who.create_order(SYMBOL, "market", side, amount)
+                        else:
+                            await who.create_order(SYMBOL, "limit", side, amount, price)
+                    except ccxt.InsufficientFunds:
+                        await who.cancel_all_orders(SYMBOL)
+                    except ccxt.InvalidOrder:
+                        pass  # a market order into an empty side
+                await asyncio.gather(pa.cancel_all_orders(SYMBOL), pb.cancel_all_orders(SYMBOL))
+
+            trading = asyncio.create_task(trade())
+            while not trading.done():
+                watch = asyncio.ensure_future(watcher.watch_order_book(SYMBOL))
+                await asyncio.wait({watch, trading}, timeout=WAIT, return_when="FIRST_COMPLETED")
+                if not watch.done():
+                    watch.cancel()
+                    assert trading.done(), "no book update while trading"
+                    trading.result()  # its failure, if it failed
+                    break
+                book = watch.result()
+                updates += 1
+            await trading
+            assert updates > 10
+            # once quiet: the book ccxt keeps is the engine's, level for level, at its seq
+            deadline = loop.time() + WAIT
+            while True:
+                native = await asyncio.to_thread(a.book, "BTC-USDC", 1000)
+                if book["nonce"] == native["seq"]:
+                    break
+                assert loop.time() < deadline, "ccxt's book never reached the engine's seq"
+                book = await _within("a book update", watcher.watch_order_book(SYMBOL), 1.0)
+            assert _levels(book["bids"]) == [(Decimal(p), Decimal(q)) for p, q in native["bids"]]
+            assert _levels(book["asks"]) == [(Decimal(p), Decimal(q)) for p, q in native["asks"]]
+        finally:
+            await asyncio.gather(watcher.close(), pa.close(), pb.close())
+
+    asyncio.run(main())
+
+
+def test_trades_ticker_orders_and_balance(
+    exchange: Exchange, traders: tuple[Client, Client]
+) -> None:
+    async def main() -> None:
+        a, b = traders
+        watcher, pa, pb = _pro(exchange), _pro(exchange, a), _pro(exchange, b)
+        try:
+            await asyncio.gather(watcher.load_markets(), pa.load_markets(), pb.load_markets())
+            trades = asyncio.create_task(watcher.watch_trades(SYMBOL))
+            ticker = asyncio.create_task(watcher.watch_ticker(SYMBOL))
+            orders = asyncio.create_task(pa.watch_orders(SYMBOL))
+            balance = asyncio.create_task(pa.watch_balance())
+            await asyncio.sleep(0.5)  # the subscriptions are acknowledged before the trade
+            ask = await pa.create_order(SYMBOL, "limit", "sell", 0.02, 61000)
+            got_orders = await _within("watch_orders", orders)
+            assert got_orders[-1]["id"] == ask["id"] and got_orders[-1]["status"] == "open"
+            assert got_orders[-1]["amount"] == 0.02 and got_orders[-1]["price"] == 61000
+            got_balance = await _within("watch_balance", balance)
+            assert got_balance["BTC"]["used"] >= 0.02
+            await pb.create_order(SYMBOL, "market", "buy", 0.02)
+            got_trades = await _within("watch_trades", trades)
+            assert (got_trades[-1]["price"], got_trades[-1]["amount"]) == (61000, 0.02)
+            assert got_trades[-1]["side"] == "buy"
+            got_ticker = await _within("watch_ticker", ticker)
+            assert got_ticker["symbol"] == SYMBOL and got_ticker["last"] is not None
+            while True:  # the fill, reported as the order filled
+                got_orders = await _within("the fill", pa.watch_orders(SYMBOL))
+                mine = [o for o in got_orders if o["id"] == ask["id"]]
+                if mine and mine[-1]["status"] == "closed":
+                    break
+            assert mine[-1]["filled"] == 0.02
+            assert mine[-1]["trades"] == [] or mine[-1]["filled"] == 0.02
+            fills = await asyncio.to_thread(lambda: a.fills(market="BTC-USDC").items)
+            native = [f for f in fills if f.order_id == int(ask["id"])]
+            assert sum(f.size for f in native) == Decimal("0.02")
+        finally:
+            await asyncio.gather(watcher.close(), pa.close(), pb.close())
+
+    asyncio.run(main())
+
+
+def test_stream_protocol(exchange: Exchange) -> None:
+    """SUBSCRIBE / LIST_SUBSCRIPTIONS / UNSUBSCRIBE and a refused stream, on /stream."""
+    import json
+
+    from websockets.sync.client import connect as ws_connect
+
+    ws_url = exchange.url.replace("http://", "ws://")
+    with ws_connect(f"{ws_url}/stream?streams=ethusdc@trade") as ws:
+        ws.send(json.dumps({"method": "SUBSCRIBE", "params": ["btcusdc@kline_1m"], "id": 7}))
+        assert json.loads(ws.recv(timeout=WAIT)) == {"result": None, "id": 7}
+        ws.send(json.dumps({"method": "LIST_SUBSCRIPTIONS", "id": 8}))
+        listed = json.loads(ws.recv(timeout=WAIT))
+        assert listed["id"] == 8 and set(listed["result"]) == {"ethusdc@trade", "btcusdc@kline_1m"}
+        ws.send(json.dumps({"method": "UNSUBSCRIBE", "params": ["ethusdc@trade"], "id": 9}))
+        assert json.loads(ws.recv(timeout=WAIT)) == {"result": None, "id": 9}
+        ws.send(json.dumps({"method": "SUBSCRIBE", "params": ["nopeusdc@trade"], "id": 10}))
+        refused = json.loads(ws.recv(timeout=WAIT))
+        assert refused["id"] == 10 and refused["error"]["code"] == -1121
