@@ -564,6 +564,46 @@ def test_insufficient_funds_and_never_funded_accounts(desk: Desk) -> None:
     assert addr(77) not in desk.ledger.accounts
 
 
+KEY_1, KEY_2 = "dk_" + "1" * 32, "dk_" + "2" * 32
+
+
+def test_cancel_all_via_a_key_cancels_exactly_the_orders_placed_through_it(desk: Desk) -> None:
+    """A connection's cancel-on-disconnect: risk remembers the key each order came through,
+    also across a snapshot, and cancels those orders only, each with its own cancel."""
+    first = desk.do(msgspec.structs.replace(place(A, "buy", 90, 1), via=KEY_1))
+    second = desk.do(msgspec.structs.replace(place(A, "buy", 91, 1), via=KEY_1))
+    other_key = desk.do(msgspec.structs.replace(place(A, "buy", 92, 1), via=KEY_2))
+    no_key = desk.do(place(A, "buy", 93, 1))
+    oids = [of(e, OrderAcceptedForMatching)[0].order_id for e in (first, second, other_key)]
+    oids.append(of(no_key, OrderAcceptedForMatching)[0].order_id)
+    restored = Ledger.restore(desk.ledger.snapshot())
+    assert restored.snapshot() == desk.ledger.snapshot()
+    assert [restored.orders[o].via for o in oids] == [KEY_1, KEY_1, KEY_2, None]
+
+    events = desk.do(rc.CancelAll(account=A, via=KEY_1))
+    forwarded = of(events, OrderCommandForwarded)
+    assert [e.command.order_id for e in forwarded] == oids[:2]
+    assert [e.cause for e in of(events, FundsReleased)] == ["cancelled", "cancelled"]
+    assert sorted(desk.ledger.accounts[A].orders) == sorted(oids[2:])
+    assert desk.do(rc.CancelAll(account=A, via=KEY_1)) == []  # nothing of that key is left
+
+
+def test_a_malformed_via_is_refused_and_changes_nothing(desk: Desk) -> None:
+    before = desk.ledger.snapshot()
+    for bad in ("", "dk_short", "DK_" + "1" * 32, "dk_" + "g" * 32):
+        with pytest.raises(CommandError) as e:
+            desk.ledger.apply(
+                msgspec.structs.replace(place(A, "buy", 90, 1), via=bad, ts=desk.ts + 1),
+                InputRef("risk-in", 1),
+            )
+        assert e.value.field == "via"
+        with pytest.raises(CommandError):
+            desk.ledger.apply(
+                rc.CancelAll(account=A, via=bad, ts=desk.ts + 1), InputRef("risk-in", 1)
+            )
+    assert desk.ledger.snapshot() == before
+
+
 def test_cancel_all_forwards_one_command_per_market_with_open_orders(desk: Desk) -> None:
     assert desk.do(rc.CancelAll(account=A)) == []
     desk.do(place(A, "buy", 90, 1))

@@ -11,10 +11,12 @@ private durable Redis, and `dex up` stopped and started again.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -22,6 +24,7 @@ import pytest
 from dex.app.launch import REPLICA_PORT_STEP
 from dex.client import Client, Wallet
 from dex.client.errors import KeyRevoked, RateLimited
+from dex.wire import signing
 from tests.services.test_smoke import free_base
 from tests.support.dex_process import DexProcess, wait_on_process
 from tests.support.polling import wait_until
@@ -46,6 +49,28 @@ def _markets(url: str) -> bool:
         return bool(httpx.get(f"{url}/v1/markets", timeout=2).json())
     except (httpx.HTTPError, ValueError):
         return False
+
+
+def _connect_and_drop(gateway: str, creds: Any) -> None:
+    """Authenticate a WebSocket on `gateway` with cancel_on_disconnect, then drop it."""
+    from websockets.sync.client import connect
+
+    ts = str(int(time.time() * 1000))
+    signature = creds.sign(signing.request_payload(ts, "GET", "/v1/ws", b""))
+    with connect(gateway.replace("http", "ws", 1) + "/v1/ws") as ws:
+        ws.send(
+            json.dumps(
+                {
+                    "op": "auth",
+                    "api_key": creds.api_key,
+                    "timestamp": ts,
+                    "signature": signature,
+                    "cancel_on_disconnect": True,
+                }
+            )
+        )
+        answer = json.loads(ws.recv(timeout=10))
+        assert answer["type"] == "authenticated" and answer["cancel_on_disconnect"], answer
 
 
 def _secrets_absent(dex: DexProcess, secrets: list[str]) -> None:
@@ -118,6 +143,24 @@ def test_two_gateways_share_keys_revocations_and_rate_limits(
                 assert e.retry_after is not None and e.retry_after >= 1
         assert refused >= 1
         assert allowed <= 6 + 2  # the bucket, and what refilled while the loop ran
+
+        # cancel on disconnect: orders placed through the seller's key on gateway 1, the
+        # connection on gateway 2 drops, every one of them is cancelled (risk knows the key
+        # each order came through), the buyer's are not
+        time.sleep(6)  # the order bucket refills
+        resting = [
+            one.place("ETH-USDC", "sell", "limit", size="0.01", price=p).order_id
+            for p in ("2101", "2102")
+        ]
+        mine = two.place("ETH-USDC", "buy", "limit", size="0.01", price="1900").order_id
+        _connect_and_drop(gw2, seller)
+        wait_until(
+            "the seller's orders cancelled",
+            lambda: not {o.order_id for o in one.orders(status="open").items} & set(resting),
+            timeout=10,
+            retry_on=(Exception,),
+        )
+        assert two.order(mine).status == "open"
 
         # revoked on gateway 1, refused on gateway 2 within a second
         spare = Client(gw1).onboard(Wallet.generate())

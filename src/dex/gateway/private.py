@@ -4,7 +4,8 @@ happen (docs/trading-api.md has the protocol).
 A connection authenticates once with `{"op": "auth", "api_key", "timestamp", "signature"}`
 signed like a request over `timestamp + "GET" + "/v1/ws"` (no body), with any permission;
 `"cancel_on_disconnect": true` there makes the gateway cancel, when the connection drops,
-every open order placed through that key on this gateway. Then `{"op": "subscribe",
+every open order placed through that key (through any gateway: risk keeps the key each
+order came through). Then `{"op": "subscribe",
 "channel": "orders" | "fills" | "balances"}` is acknowledged with `{"type": "subscribed",
 "channel"}`.
 
@@ -64,11 +65,7 @@ class PrivateChannels:
         self.gw = gw
         self.by_account: dict[str, set[Subscriber]] = {}  # subscribed to a private channel
         self.authenticated: set[Subscriber] = set()  # every connection with a key: checked
-        # any private subscriber, or an order placed here to forget once it ends: the log
-        # readers skip us otherwise
-        self.active = False
-        # orders placed through each key on this gateway and still open: key -> id -> market
-        self.placed: dict[str, dict[int, str]] = {}
+        self.active = False  # any private subscriber: the log readers skip us otherwise
         self._checker: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ requests
@@ -141,23 +138,25 @@ class PrivateChannels:
             subs.discard(sub)
             if not subs:
                 del self.by_account[sub.key.account]
-        self.active = bool(self.by_account or self.placed)
+        self.active = bool(self.by_account)
         if sub.cancel_on_disconnect:
             task = asyncio.create_task(self._cancel_placed(sub.key))
             task.add_done_callback(_done)
 
     async def _cancel_placed(self, key: Any) -> None:
-        """Cancel every open order placed through `key` on this gateway."""
-        orders = self.placed.pop(key.api_key, {})
-        for oid, market in list(orders.items()):
-            cmd = rc.Cancel(market=market, account=key.account, order_id=oid)
-            try:
-                await self.gw.submit(key.account, cmd)
-            except Exception as e:
-                self.gw.log.warning(
-                    "cancel_on_disconnect_failed", order_id=oid, error=type(e).__name__
-                )
-        self.gw.log.info("cancel_on_disconnect", orders=len(orders), account=key.account)
+        """Cancel every open order placed through `key`, through whichever gateway: risk
+        knows the key each order came through (`via`) and forwards a cancel for each."""
+        cmd = rc.CancelAll(account=key.account, via=key.api_key)
+        try:
+            _, events = await self.gw.submit(key.account, cmd)
+        except Exception as e:
+            self.gw.log.warning("cancel_on_disconnect_failed", error=type(e).__name__)
+            return
+        self.gw.log.info(
+            "cancel_on_disconnect",
+            orders=sum(type(ev) is rev.OrderCommandForwarded for ev in events),
+            account=key.account,
+        )
 
     async def _check_keys(self) -> None:
         """Close connections whose key was revoked or expired."""
@@ -182,17 +181,6 @@ class PrivateChannels:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._checker
 
-    # ------------------------------------------------------------------ orders placed here
-
-    def placed_order(self, key: Any, oid: int, market: str, status: str) -> None:
-        if status in ("open", "partially_filled", "untriggered", "pending"):
-            self.placed.setdefault(key.api_key, {})[oid] = market
-            self.active = True  # else `match_item` never sees it end: `placed` would only grow
-
-    def _ended(self, oid: int) -> None:
-        for orders in self.placed.values():
-            orders.pop(oid, None)
-
     # ------------------------------------------------------------------ log items
 
     def _push(self, account: str, channel: str, message: dict[str, Any]) -> None:
@@ -210,8 +198,6 @@ class PrivateChannels:
         markets = self.gw.markets.params
         for ev in item.events:
             kind = type(ev)
-            if kind in (mev.Filled, mev.Cancelled, mev.Expired, mev.Rejected) and self.placed:
-                self._ended(ev.order_id)
             if not self.by_account:
                 continue
             if kind is mev.Trade:

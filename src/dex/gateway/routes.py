@@ -352,11 +352,9 @@ def route_handlers(gw: Gateway) -> list[Any]:
             )
         if data.expires_at is not None and data.expires_at <= gw.now_ms():
             raise ApiError(400, "invalid_request", "expires_at is in the past", "expires_at")
-        cmd = gw.build_place(data, account)
+        cmd = gw.build_place(data, account, None if key is None else key.api_key)
         _check_like_the_engine(cmd)
         out = await gw.place(cmd)
-        if key is not None:
-            gw.private.placed_order(key, out["order_id"], cmd.market, out["status"])
         return ans.typed(ans.OrderOutcome, out)
 
     def _wallet_order(data: OrderRequest) -> str:

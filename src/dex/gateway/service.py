@@ -587,8 +587,9 @@ class Gateway:
         finally:
             self._appending.discard(stream)
 
-    def build_place(self, req: Any, account: str) -> rc.Place:
-        """Risk's place command for a request (`dex.gateway.models.OrderRequest`)."""
+    def build_place(self, req: Any, account: str, via: str | None = None) -> rc.Place:
+        """Risk's place command for a request (`dex.gateway.models.OrderRequest`), placed
+        through the API key `via` (None: wallet-signed)."""
         params = self.markets.get(req.market)
         if req.client_order_id is not None and not client_order_id_ok(req.client_order_id):
             raise ApiError(
@@ -623,6 +624,7 @@ class Gateway:
                 trigger_price=_steps(req.trigger_price, params.tick, "trigger_price", "ticks"),
                 display_size=_steps(req.display_size, params.lot, "display_size", "lots"),
                 nonce=req.nonce,
+                via=via,
             )
         except CommandError as e:
             raise ApiError(400, "invalid_request", e.message, e.field) from None

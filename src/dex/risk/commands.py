@@ -161,6 +161,9 @@ class Place(_Command, frozen=True, tag="place"):
     # a wallet-signed order's nonce, in [1, 2^63): once per account in any 24 hours; it stays
     # with risk (matching's place has no such field)
     nonce: int | None = None
+    # the API key that placed it (an id, never a secret): `cancel_all` with `via` cancels
+    # exactly the open orders placed through one key (a connection's cancel-on-disconnect)
+    via: str | None = None
 
 
 class Amend(_Command, frozen=True, tag="amend"):
@@ -182,8 +185,12 @@ class Cancel(_Command, frozen=True, tag="cancel"):
 
 
 class CancelAll(_Command, frozen=True, tag="cancel_all"):
+    """Cancel the account's open orders (in one market if given; with `via`, only those
+    placed through that API key, each forwarded as its own cancel)."""
+
     account: str
     market: str | None = None
+    via: str | None = None
 
 
 # ---------------------------------------------------------------- API keys

@@ -15,6 +15,8 @@ matching as a `dex.core` place with its id and protection price; its nonce is re
 
 from __future__ import annotations
 
+import re
+
 from dex.core.commands import Amend as MatchAmend
 from dex.core.commands import Cancel as MatchCancel
 from dex.core.commands import CancelAll as MatchCancelAll
@@ -111,6 +113,7 @@ class _OrderDesk(_Core):
         that ended at or before it, or order nonces used at or before it, fall due to be
         forgotten: they count as forgotten here, and are forgotten only once the place is
         known not to raise, so a malformed place (CommandError) changes nothing."""
+        _check_via(cmd.via)
         closed = self.closed
         times = self.nonce_times
         if horizon is None and (
@@ -353,6 +356,7 @@ class _OrderDesk(_Core):
             recv,
             key,
         )
+        o.via = cmd.via
         cell[0] -= hold
         cell[1] += hold
         self.orders[oid] = acct.orders[oid] = o
@@ -588,7 +592,45 @@ class _OrderDesk(_Core):
                 ts,
                 src,
             )
+        if cmd.via is not None:
+            _check_via(cmd.via)
+            return self._cancel_via(acct, cmd.market, cmd.via, ts, src)
         return self._cancel_all_of(acct, cmd.market, CancelReason.USER, ts, src)
+
+    def _cancel_via(
+        self, acct: Account, market: str | None, via: str, ts: int, src: InputRef
+    ) -> list[RiskEvent]:
+        """A cancel of each open order of `acct` placed through the key `via` (in `market` if
+        given), in order id order."""
+        events: list[RiskEvent] = []
+        for oid in sorted(acct.orders):
+            o = acct.orders[oid]
+            if o.via != via or (market is not None and o.market.symbol != market):
+                continue
+            self.log_seq += 1
+            events.append(
+                OrderCommandForwarded(
+                    V,
+                    ts,
+                    self.log_seq,
+                    src,
+                    acct.addr,
+                    o.market.symbol,
+                    oid,
+                    MatchCancel(
+                        ts=ts,
+                        account=acct.addr,
+                        market=o.market.symbol,
+                        order_id=oid,
+                        reason=CancelReason.USER,
+                    ),
+                    None,
+                    0,
+                    0,
+                    0,
+                )
+            )
+        return events
 
     def _cancel_all_of(
         self, acct: Account, market: str | None, reason: CancelReason, ts: int, src: InputRef
@@ -622,3 +664,12 @@ class _OrderDesk(_Core):
                 )
             )
         return events
+
+
+_VIA = re.compile(r"dk_[0-9a-f]{32}")
+
+
+def _check_via(via: str | None) -> None:
+    """`via` names an API key (its id, `dk_` + 32 hex digits) or nothing."""
+    if via is not None and (type(via) is not str or not _VIA.fullmatch(via)):
+        raise CommandError("via", "must be an API key id (dk_ and 32 hex digits)")

@@ -45,6 +45,7 @@ _order_row = attrgetter(
     "pending",
     "amending",
     "status",
+    "via",
 )
 _closed_order = attrgetter("ts", "oid")
 _KINDS = {k.value: k for k in OrderType}
@@ -205,7 +206,7 @@ def _load_orders(led: _Core, rows: list[list[Any]]) -> None:
     orders, cids = led.orders, led.cids
     for row in rows:
         oid, addr, symbol, cid, is_buy, kind, by_quote, price, cap, size = row[:10]
-        filled, held, pending, amending, status = row[10:]
+        filled, held, pending, amending, status = row[10:15]
         where = places.get((addr, symbol, is_buy))
         if where is None:
             acct = led.accounts[addr]
@@ -235,6 +236,7 @@ def _load_orders(led: _Core, rows: list[list[Any]]) -> None:
         o.pending = pending
         o.amending = amending
         o.status = _STATUSES[status]
+        o.via = row[15] if len(row) > 15 else None  # rows of older snapshots end at status
         orders[oid] = acct.orders[oid] = o
         if key is not None:
             cids[key] = o

@@ -143,6 +143,7 @@ class Order:
         "size",
         "status",
         "ts",
+        "via",
     )
 
     def __init__(
@@ -183,6 +184,7 @@ class Order:
         self.key = key  # (account, market, client order id); None without a client id
         self.detail = ""  # once ended: the engine's reject code or cancel reason, if any
         self.ts = 0  # once ended: when
+        self.via: str | None = None  # the API key it was placed through, if any
 
 
 class Closed:
