@@ -27,6 +27,7 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    ProcessCollector,
     disable_created_metrics,
 )
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
@@ -68,6 +69,9 @@ class ServiceMetrics:
         self.ready = self.gauge("ready", "bool", "1 while the service is ready to serve")
         self.build_info = self.gauge("build", "info", "Build of the running code", ("version",))
         self.build_info.labels(version=__version__).set(1)
+        # dex_<svc>_process_resident_memory_bytes, _cpu_seconds_total, _open_fds, ...: the
+        # memory-near-limit and restart alerts read them
+        ProcessCollector(namespace=f"dex_{service.replace('-', '_')}", registry=self.registry)
 
     def counter(self, what: str, unit: str, doc: str, labels: Sequence[str] = ()) -> Counter:
         """A counter exported as `dex_<svc>_<what>_total` (unit "total") or `..._<unit>_total`."""
