@@ -15,7 +15,7 @@ import pytest
 from dex.client import Client
 from tests.binance.conftest import connect
 from tests.client.conftest import Exchange
-from tests.support.trading import trader
+from tests.support.trading import holdings, settled, trader
 
 SYMBOL = "BTC/USDC"  # its own market: the REST tests use ETH/USDC
 TRADING_SECONDS = 15.0
@@ -117,31 +117,50 @@ def test_trades_ticker_orders_and_balance(
             await asyncio.gather(watcher.load_markets(), pa.load_markets(), pb.load_markets())
             trades = asyncio.create_task(watcher.watch_trades(SYMBOL))
             ticker = asyncio.create_task(watcher.watch_ticker(SYMBOL))
-            orders = asyncio.create_task(pa.watch_orders(SYMBOL))
             balance = asyncio.create_task(pa.watch_balance())
+            seen: list[dict[str, Any]] = []
+
+            async def collect() -> None:  # always waiting: no report falls between two calls
+                while True:
+                    seen.extend(await pa.watch_orders(SYMBOL))
+
+            collecting = asyncio.create_task(collect())
             await asyncio.sleep(0.5)  # the subscriptions are acknowledged before the trade
+
+            async def report(status: str) -> dict[str, Any]:
+                while not (
+                    got := [o for o in seen if o["id"] == ask["id"] and o["status"] == status]
+                ):
+                    await asyncio.sleep(0.05)
+                return got[-1]
+
             ask = await pa.create_order(SYMBOL, "limit", "sell", 0.02, 61000)
-            got_orders = await _within("watch_orders", orders)
-            assert got_orders[-1]["id"] == ask["id"] and got_orders[-1]["status"] == "open"
-            assert got_orders[-1]["amount"] == 0.02 and got_orders[-1]["price"] == 61000
+            opened = await _within("watch_orders: open", report("open"))
+            assert opened["amount"] == 0.02 and opened["price"] == 61000
+            assert opened["clientOrderId"] == ask["clientOrderId"]
             got_balance = await _within("watch_balance", balance)
             assert got_balance["BTC"]["used"] >= 0.02
-            await pb.create_order(SYMBOL, "market", "buy", 0.02)
+            await pb.create_order(SYMBOL, "limit", "buy", 0.02, 61000, {"timeInForce": "IOC"})
             got_trades = await _within("watch_trades", trades)
             assert (got_trades[-1]["price"], got_trades[-1]["amount"]) == (61000, 0.02)
             assert got_trades[-1]["side"] == "buy"
             got_ticker = await _within("watch_ticker", ticker)
             assert got_ticker["symbol"] == SYMBOL and got_ticker["last"] is not None
-            while True:  # the fill, reported as the order filled
-                got_orders = await _within("the fill", pa.watch_orders(SYMBOL))
-                mine = [o for o in got_orders if o["id"] == ask["id"]]
-                if mine and mine[-1]["status"] == "closed":
-                    break
-            assert mine[-1]["filled"] == 0.02
-            assert mine[-1]["trades"] == [] or mine[-1]["filled"] == 0.02
-            fills = await asyncio.to_thread(lambda: a.fills(market="BTC-USDC").items)
-            native = [f for f in fills if f.order_id == int(ask["id"])]
+            filled = await _within("watch_orders: filled", report("closed"))
+            collecting.cancel()
+            assert filled["filled"] == 0.02 and filled["cost"] == pytest.approx(0.02 * 61000)
+            native = await asyncio.to_thread(
+                settled,
+                "the maker's fill in the history",
+                lambda: [
+                    f for f in a.fills(market="BTC-USDC").items if f.order_id == int(ask["id"])
+                ],
+            )
             assert sum(f.size for f in native) == Decimal("0.02")
+            assert Decimal(str(filled["trades"][-1]["fee"]["cost"])) == native[-1].fee
+            balances = await pa.fetch_balance()
+            native_bal = await asyncio.to_thread(holdings, a)
+            assert Decimal(str(balances["USDC"]["free"])) == native_bal["USDC"][0]
         finally:
             await asyncio.gather(watcher.close(), pa.close(), pb.close())
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import msgspec
@@ -350,7 +350,7 @@ class FeedRelay:
     # ------------------------------------------------------------------ connections
 
     async def serve(
-        self, socket: Any, read: Callable[[Subscriber], Awaitable[None]] | None = None
+        self, socket: Any, read: Callable[[Subscriber], Coroutine[Any, Any, None]] | None = None
     ) -> None:
         """One `/v1/ws` connection, until the client leaves or is dropped. `read` reads the
         client's requests instead of `/v1/ws`'s (another protocol over the same relay, e.g.

@@ -6,8 +6,9 @@ cancel, `history` for the account's reads, `proxy` for market data) and renders 
 in Binance's field names. Every rule (ticks, lots, funds, permissions, rate limits) is the
 native path's; a refusal of it is rendered with Binance's code (`common.from_api`). Rate
 limits charge the same buckets as the native routes: `public` per client IP, `private` and
-`orders` per account, with the native routes' weights (the Guard skips these routes: their `opt` has no `bucket`, so form
-bodies pass; authentication and the charge happen here, in that order).
+`orders` per account, with the native routes' weights (the Guard skips these routes: their
+`opt` has no `bucket`, so form bodies pass; authentication and the charge happen here, in
+that order).
 
 Ids: `orderId` is the native order id, `clientOrderId` the native client order id (one is
 made, as Binance does, when none is sent); `lastUpdateId` of `depth` is the market's event

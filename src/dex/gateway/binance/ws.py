@@ -336,7 +336,7 @@ def ws_handlers(gw: Gateway, guard: Guard, listen_keys: ListenKeys) -> list[Any]
                 message = await socket.receive()
                 if message["type"] == "websocket.disconnect":
                     return
-                raw = message.get("text") or message.get("bytes") or b""
+                raw: str | bytes = message.get("text") or message.get("bytes") or b""  # type: ignore[assignment]
                 sub.push(_text(await _market_request(conn, raw)))
 
         await relay.serve(_Translating(socket, conn), read)
@@ -396,7 +396,7 @@ def ws_handlers(gw: Gateway, guard: Guard, listen_keys: ListenKeys) -> list[Any]
                 message = await socket.receive()
                 if message["type"] == "websocket.disconnect":
                     return
-                raw = message.get("text") or message.get("bytes") or b""
+                raw: str | bytes = message.get("text") or message.get("bytes") or b""  # type: ignore[assignment]
                 sub.push(_text(await _api_request(conn, raw)))
 
         await relay.serve(_Translating(socket, conn), read)
