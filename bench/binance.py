@@ -1,0 +1,194 @@
+"""The Binance-compatible adapter's cost: orders through `POST /api/v3/order` (HMAC, form
+body) against the native `POST /v1/orders` in the same run, on the same exchange.
+
+    python bench/binance.py                       # embedded, 4 s each, 32 clients
+    python bench/binance.py --seconds 10 --clients 64 --mode distributed
+
+Reuses bench/gateway.py's exchange starter (`dex up`, rate limits lifted, free ports) and its
+bare HTTP/1.1 client; each of `--clients` keep-alive connections sends resting post-only
+limit orders (alternating sides, never crossing) and reads each answer in turn, first on the
+native route, then on the Binance route, for `--seconds` each. Printed (JSON): orders/s and
+ack p50/p99 of each, and `binance_vs_native` (target: at least 0.8). Correctness gate: every
+order answered 200 and open (NEW), else exit 1. A 2 s native warm-up is not counted; the
+native route runs before and after the Binance one and its better figure is the one compared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import hmac
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from dex.wire import signing
+from gateway import (
+    _auth_headers,
+    _raw_request,
+    _raw_response,
+    _signed,
+    _start_exchange,
+    fail,
+)
+
+
+async def _onboard(url: str, n: int) -> list[dict[str, Any]]:
+    import httpx
+    from eth_account import Account
+
+    async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+        chain = (await http.get("/v1/eip712")).json()["domain"]["chainId"]
+        keys = []
+        for i in range(n):
+            wallet = Account.create()
+            msg = {
+                "account": wallet.address,
+                "keyType": "hmac",
+                "publicKey": "",
+                "permissions": "read,trade",
+                "nonce": i + 1,
+                "expiresAt": 0,
+            }
+            sig = signing.sign_typed(bytes(wallet.key), "RegisterApiKey", msg, chain)
+            key = (await http.post("/v1/api-keys", json={**msg, "signature": sig})).json()
+            for asset, amount in (("ETH", "100000"), ("USDC", "100000000")):
+                r = await _signed(
+                    http, key, "POST", "/v1/faucet", {"asset": asset, "amount": amount}
+                )
+                if r.status_code != 200:
+                    fail(f"faucet: {r.status_code} {r.text[:200]}")
+            keys.append(key)
+        return keys
+
+
+def _order(kind: str, key: dict[str, Any], n: int, host: str) -> bytes:
+    sell = n % 2 == 0
+    price = f"{2101 + n % 50}.00" if sell else f"{1899 - n % 50}.00"
+    if kind == "native":
+        body = json.dumps(
+            {
+                "market": "ETH-USDC",
+                "side": "sell" if sell else "buy",
+                "type": "limit",
+                "size": "0.01",
+                "price": price,
+                "post_only": True,
+            }
+        ).encode()
+        return _raw_request(
+            "POST", "/v1/orders", body, _auth_headers(key, "POST", "/v1/orders", body), host
+        )
+    query = urlencode(
+        {
+            "symbol": "ETHUSDC",
+            "side": "SELL" if sell else "BUY",
+            "type": "LIMIT_MAKER",
+            "quantity": "0.01",
+            "price": price,
+            "newOrderRespType": "RESULT",
+            "timestamp": int(time.time() * 1000),
+        }
+    )
+    sig = hmac.new(key["secret"].encode(), query.encode(), hashlib.sha256).hexdigest()
+    body = f"{query}&signature={sig}".encode()
+    headers = {"X-MBX-APIKEY": key["api_key"], "content-type": "application/x-www-form-urlencoded"}
+    return _raw_request("POST", "/api/v3/order", body, headers, host)
+
+
+async def _load(
+    url: str, keys: list[dict[str, Any]], kind: str, args: argparse.Namespace
+) -> dict[str, Any]:
+    host, port = url.removeprefix("http://").split(":")
+    stop_at = time.perf_counter() + args.seconds
+    latencies: list[float] = []
+    bad = 0
+    ok_mark = b'"status":"open"' if kind == "native" else b'"status":"NEW"'
+
+    async def client(c: int) -> None:
+        nonlocal bad
+        key = keys[c % len(keys)]
+        reader, writer = await asyncio.open_connection(host, int(port))
+        n = 0
+        try:
+            while time.perf_counter() < stop_at:
+                n += 1
+                request = _order(kind, key, n, host)
+                t0 = time.perf_counter()
+                writer.write(request)
+                status, answer = await _raw_response(reader)
+                latencies.append(time.perf_counter() - t0)
+                if status != 200 or ok_mark not in answer:
+                    bad += 1
+                    if bad <= 3:
+                        print(f"{kind}: bad answer {status} {answer[-200:]!r}", file=sys.stderr)
+        finally:
+            writer.close()
+
+    await asyncio.gather(*(client(c) for c in range(args.clients)))
+    xs = sorted(latencies)
+
+    def pct(q: float) -> float:
+        return round(xs[min(len(xs) - 1, int(q * len(xs)))] * 1000, 2) if xs else 0.0
+
+    return {
+        "orders": len(xs),
+        "orders_per_s": round(len(xs) / args.seconds),
+        "ack_p50_ms": pct(0.5),
+        "ack_p99_ms": pct(0.99),
+        "refused_or_wrong": bad,
+    }
+
+
+async def _run(url: str, args: argparse.Namespace) -> dict[str, Any]:
+    keys = await _onboard(url, args.traders)
+    await _load(url, keys, "native", argparse.Namespace(seconds=2.0, clients=args.clients))
+    # native, then Binance, then native again: the figures of a shared machine drift
+    first = await _load(url, keys, "native", args)
+    binance = await _load(url, keys, "binance", args)
+    second = await _load(url, keys, "native", args)
+    native = first if first["orders_per_s"] >= second["orders_per_s"] else second
+    return {
+        "native": native,
+        "binance": binance,
+        "binance_vs_native": round(binance["orders_per_s"] / max(native["orders_per_s"], 1), 3),
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--mode", default="embedded", help="embedded or distributed")
+    p.add_argument("--seconds", type=float, default=4.0)
+    p.add_argument("--clients", type=int, default=32)
+    p.add_argument("--traders", type=int, default=16)
+    args = p.parse_args()
+    with tempfile.TemporaryDirectory() as workdir:
+        proc, url, extras = _start_exchange(args.mode, workdir)
+        try:
+            got = asyncio.run(_run(url, args))
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(30)
+            except Exception:
+                proc.kill()
+            for e in extras:
+                e.terminate()
+                e.wait(10)
+    out = {"mode": args.mode, "clients": args.clients, "seconds": args.seconds, **got}
+    print(json.dumps(out, indent=2))
+    if got["native"]["refused_or_wrong"] or got["binance"]["refused_or_wrong"]:
+        fail("some orders were not answered 200 open")
+
+
+if __name__ == "__main__":
+    main()
