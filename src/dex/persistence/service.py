@@ -204,10 +204,14 @@ class PersistenceService(LogReader):
     async def step(self) -> int:
         """Between two batches: take and release log leases (`LogLeases.tick`), then read
         the logs held."""
+        self._failing = self.apply_key  # what a failure here makes not-ready
         await self.prepare()
-        if await self.leases.tick():
+        self._failing = INPUT
+        taken = await self.leases.tick()
+        self._failing = self.apply_key
+        if taken:
             await self._load()  # where the previous holder left them
-        elif self.initialised:
+        else:
             await self._look()
         if not self.leases.held:  # every log is someone else's: nothing to catch up with
             self.health.set_ready(INPUT)
