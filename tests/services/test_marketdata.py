@@ -16,6 +16,7 @@ from litestar.testing import AsyncTestClient
 from dex.bus import MemoryBus, TrimmedError
 from dex.core import events as me
 from dex.core.numbers import DAY_NS
+from dex.gateway.routes import route_handlers
 from dex.gateway.service import Gateway
 from dex.marketdata.service import MarketDataService
 from dex.risk import commands as rc
@@ -438,7 +439,9 @@ async def test_the_gateway_serves_the_market_data_routes_as_market_data_answers(
     )
     await gw._http.aclose()
     gw._http = httpx.AsyncClient(transport=httpx.ASGITransport(app=md_app), timeout=5.0)
-    gw_app = build_app("gateway", health, metrics, route_handlers=gw.route_handlers())
+    gw.pos[layout.ADMIN_STREAM] = 0
+    await gw._catch_up_admin()  # the markets it knows (it checks them before proxying)
+    gw_app = build_app("gateway", health, metrics, route_handlers=route_handlers(gw))
     asks = [
         ("/v1/tickers", {}),
         (f"/v1/markets/{ETH_USDC}/book", {"depth": 3}),

@@ -12,6 +12,7 @@ import httpx
 import pytest
 from litestar.testing import AsyncTestClient
 
+from dex.app.demo import add_demo_markets
 from dex.app.units import (
     Unit,
     gateway_unit,
@@ -25,6 +26,7 @@ from dex.runtime.http import ApiError, build_app
 from dex.runtime.settings import DEFAULTS, Settings, load_settings
 from dex.services.replica import ShardReplica
 from dex.services.shard import ShardWorker
+from dex.wire.layout import ADMIN_STREAM
 from tests.bus.contract import aio
 from tests.services.inproc import ACCOUNTS, Cluster
 from tests.services.reader_kit import ETH_USDC, caught_up, rich_trading, until
@@ -34,9 +36,10 @@ TOKEN = "t0ken"
 
 
 @aio
-async def test_the_gateway_waits_keeps_outcomes_and_proxies_as_set() -> None:
+async def test_the_gateway_waits_keeps_outcomes_and_proxies_as_set(tmp_path: Path) -> None:
     settings = load_settings(
         {
+            "DEX_DATA_DIR": str(tmp_path),
             "DEX_GATEWAY_WAIT_MS": "200",
             "DEX_GATEWAY_OUTCOMES_KEPT": "3",
             "DEX_GATEWAY_PROXY_TIMEOUT_MS": "1500",
@@ -44,8 +47,12 @@ async def test_the_gateway_waits_keeps_outcomes_and_proxies_as_set() -> None:
             "DEX_MARKET_DATA_URL": "http://127.0.0.1:9",  # nothing listens: a 503
         }
     )
-    unit = gateway_unit(MemoryBus(), settings)
+    bus = MemoryBus()
+    await add_demo_markets(bus)
+    unit = gateway_unit(bus, settings)
     gw = unit.extra["gateway"]
+    gw.pos[ADMIN_STREAM] = 0
+    await gw._catch_up_admin()  # the markets: a read names a known one before it is proxied
     try:
         assert (gw.wait, gw.outcomes_kept, gw.max_trades) == (0.2, 3, 20)
         assert gw._http.timeout == httpx.Timeout(1.5)
@@ -68,8 +75,8 @@ async def test_the_gateway_waits_keeps_outcomes_and_proxies_as_set() -> None:
         await gw.stop()
 
 
-def test_the_gateway_defaults_are_the_settings_defaults() -> None:
-    unit = gateway_unit(MemoryBus(), load_settings({}))
+def test_the_gateway_defaults_are_the_settings_defaults(tmp_path: Path) -> None:
+    unit = gateway_unit(MemoryBus(), load_settings({"DEX_DATA_DIR": str(tmp_path)}))
     gw = unit.extra["gateway"]
     assert gw.wait == DEFAULTS.gateway_wait_ms / 1000 == 10.0
     assert gw.outcomes_kept == DEFAULTS.gateway_outcomes_kept

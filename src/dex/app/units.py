@@ -226,6 +226,8 @@ def persistence_unit(bus: Bus, settings: Settings) -> Unit:
         max_limit=settings.persistence_max_limit,
         sqlite_busy_timeout=settings.sqlite_busy_timeout_ms / 1000,
         proxy_timeout_ms=settings.gateway_proxy_timeout_ms,
+        owner=resolved_replica_id(settings),
+        lease_ttl=settings.lease_ttl_ms / 1000,
     )
     return Unit(
         "persistence",

@@ -101,7 +101,7 @@ def client_id_param(raw: str) -> str:
     )
 
 
-def _check_like_the_engine(cmd: rc.Place) -> None:
+def check_like_the_engine(cmd: rc.Place) -> None:
     """A 400 naming the field for a place the engine would refuse as malformed (a limit order
     with no price, a market order with both sizes, GTD with no expiry, ...), so that it is
     refused here and never reaches risk: the engine's own check, on the engine's command."""
@@ -353,7 +353,7 @@ def route_handlers(gw: Gateway) -> list[Any]:
         if data.expires_at is not None and data.expires_at <= gw.now_ms():
             raise ApiError(400, "invalid_request", "expires_at is in the past", "expires_at")
         cmd = gw.build_place(data, account, None if key is None else key.api_key)
-        _check_like_the_engine(cmd)
+        check_like_the_engine(cmd)
         out = await gw.place(cmd)
         return ans.typed(ans.OrderOutcome, out)
 

@@ -124,7 +124,7 @@ class Markets(Catalog):
     def get(self, market: str) -> MarketParams:
         params = self.params.get(market)
         if params is None:
-            raise ApiError(404, "unknown_market", f"no market {market!r}", "market")
+            raise ApiError(404, "unknown_market", f"unknown market {market[:40]!r}", "market")
         return params
 
     def asset(self, symbol: str, field: str = "asset") -> Asset:
@@ -316,13 +316,14 @@ class Gateway:
                     self.health.set_degraded(name, why)
             await asyncio.sleep(every)
 
-    def _upstream_down(self, base: str) -> None:
-        """503 at once for a read whose service the last check could not reach (one that
-        answers but is not ready is still asked: it may answer reads while catching up)."""
+    def _upstream_down(self, base: str) -> str | None:
+        """The name of `base`'s service if the last check could not reach it (one that
+        answers but is not ready is still asked normally: it may answer reads while
+        catching up)."""
         for name, url in self.upstreams().items():
-            why = self.health.degraded().get(name, "")
-            if url == base and why.startswith("unreachable"):
-                raise ApiError(503, "unavailable", f"{name} is {why}")
+            if url == base and self.health.degraded().get(name, "").startswith("unreachable"):
+                return name
+        return None
 
     def _market_spec(self, market: str) -> Any:
         params = self.markets.params.get(market)
@@ -845,15 +846,19 @@ class Gateway:
         raise ApiError(409, "duplicate_deposit", f"deposit {cmd.tx_id} was already credited")
 
     async def proxy(self, base: str, path: str, params: dict[str, Any]) -> Any:
-        self._upstream_down(base)
+        # a service the last check could not reach is given a short timeout (a fast 503,
+        # not the whole proxy timeout), and marked reachable again as soon as it answers
+        down = self._upstream_down(base)
+        timeout = UPSTREAM_CHECK_TIMEOUT if down else httpx.USE_CLIENT_DEFAULT
         try:
-            resp = await self._http.get(base + path, params=params)
+            resp = await self._http.get(base + path, params=params, timeout=timeout)
         except httpx.InvalidURL:
             raise ApiError(400, "invalid_request", "the path or query is not a valid URL") from None
         except httpx.HTTPError as e:
-            raise ApiError(
-                503, "unavailable", f"upstream unreachable: {type(e).__name__}"
-            ) from None
+            what = f"{down} is unreachable" if down else "upstream unreachable"
+            raise ApiError(503, "unavailable", f"{what}: {type(e).__name__}") from None
+        if down:
+            self.health.clear_degraded(down)
         if resp.status_code >= 400:
             try:
                 body = resp.json()

@@ -31,7 +31,7 @@ from dex.gateway.binance.common import BinanceError, from_api
 from dex.gateway.binance.userdata import ListenKeys
 from dex.gateway.keys import KeyEntry
 from dex.gateway.models import OrderRequest
-from dex.gateway.routes import _check_like_the_engine
+from dex.gateway.routes import check_like_the_engine
 from dex.gateway.service import Gateway
 from dex.risk import commands as rc
 from dex.runtime.http import ApiError
@@ -560,7 +560,7 @@ def rest_handlers(gw: Gateway, guard: Guard, listen_keys: ListenKeys) -> Router:
         if resp_type not in ("ACK", "RESULT", "FULL"):
             raise BinanceError(-1100, "Illegal characters found in parameter 'newOrderRespType'.")
         cmd = gw.build_place(order_request(market, params), key.account)
-        _check_like_the_engine(cmd)
+        check_like_the_engine(cmd)
         out = await gw.place(cmd)
         if out["status"] == "rejected":
             raise bc.reject(out.get("reason"), out.get("message"))
