@@ -684,3 +684,42 @@ async def test_a_connection_that_stops_answering_pings_is_closed(tmp_path: Path)
         finally:
             await live.close()
             dead.transport.abort()
+
+
+@aio
+async def test_the_relay_stops_following_a_market_its_last_subscriber_left(
+    tmp_path: Path,
+) -> None:
+    """Nobody subscribed to a market any more (unsubscribed, or the connection gone): the
+    gateway stops reading its feed and keeping its book; a new subscriber starts over from a
+    snapshot."""
+    book = {"channel": "book", "market": "ETH-USDC"}
+    async with exchange(tmp_path) as ex:
+        relay = ex.gateway.feed
+        first = await connect(ex.ws_url)
+        second = await connect(ex.ws_url)
+        try:
+            for ws in (first, second):
+                await ws.send(json.dumps({"op": "subscribe", **book}))
+                assert (await recv(ws))["type"] == "subscribed"
+                assert (await recv(ws))["type"] == "snapshot"
+            await second.send(json.dumps({"op": "subscribe", **TRADES}))
+            assert (await recv(second))["type"] == "subscribed"
+            assert set(relay.markets) == {"ETH-USDC"}
+            await first.send(json.dumps({"op": "unsubscribe", **book}))
+            assert (await recv(first))["type"] == "unsubscribed"
+            assert set(relay.markets) == {"ETH-USDC"}  # the second still follows it
+            await second.send(json.dumps({"op": "unsubscribe", **book}))
+            assert (await recv(second))["type"] == "unsubscribed"
+            assert set(relay.markets) == {"ETH-USDC"}  # its trades still
+            await second.close()  # gone with its last subscription
+            await eventually("the market unfollowed", lambda: not relay.markets, timeout=WAIT)
+            assert not relay.by_stream
+
+            await first.send(json.dumps({"op": "subscribe", **book}))
+            assert (await recv(first))["type"] == "subscribed"
+            again = await recv(first)
+            assert again["type"] == "snapshot" and again["market"] == "ETH-USDC"
+            assert set(relay.markets) == {"ETH-USDC"}
+        finally:
+            await first.close()

@@ -279,7 +279,9 @@ class FeedRelay:
                 await asyncio.sleep(0.5)
                 continue
             for stream, entries in got.items():
-                mf = self.by_stream[stream]
+                mf = self.by_stream.get(stream)
+                if mf is None:  # its last subscriber left while the read was under way
+                    continue
                 mf.pos = entries[-1][0]
                 for seq, data in entries:
                     try:
@@ -378,13 +380,32 @@ class FeedRelay:
         if self.extension is not None:
             self.extension.dropped(sub)
         for channel, market, interval in sub.subs:
-            mf = self.markets[market]
+            mf = self.markets.get(market)
+            if mf is None:
+                continue
             if channel == "book":
                 mf.book_subs.discard(sub)
                 mf.waiting.discard(sub)
             else:
                 mf.subscribers(channel, interval).discard(sub)
+            self._unfollow_if_idle(mf)
         sub.subs.clear()
+
+    def _unfollow_if_idle(self, mf: MarketFeed) -> None:
+        """Stop following a market nobody subscribes to any more: its stream is no longer
+        read and its book no longer kept (a new subscriber starts over from a snapshot)."""
+        if mf.book_subs or mf.waiting or mf.trade_subs or mf.ticker_subs:
+            return
+        if any(mf.candle_subs.values()):
+            return
+        if self.markets.get(mf.market) is not mf:
+            return
+        del self.markets[mf.market]
+        self.by_stream.pop(mf.stream, None)
+        if mf.syncing is not None:
+            mf.syncing.cancel()
+        if mf.ticker_timer is not None:
+            mf.ticker_timer.cancel()
 
     async def _requests(self, sub: Subscriber) -> None:
         while True:
@@ -433,7 +454,7 @@ class FeedRelay:
         if op == "unsubscribe":
             if key not in sub.subs:
                 return error("not_subscribed", f"not subscribed to {channel} of {spec.market}")
-            mf = self.markets[spec.market]
+            mf = self.markets[spec.market]  # followed while anyone subscribes to it
             if channel == "book":
                 mf.book_subs.discard(sub)
                 mf.waiting.discard(sub)
@@ -441,8 +462,11 @@ class FeedRelay:
                 mf.subscribers(channel, interval).discard(sub)
             sub.subs.discard(key)
             sub.push(_text({"type": "unsubscribed", **ack}))
+            self._unfollow_if_idle(mf)
             return None
         mf = await self._follow(spec)
+        while self.markets.get(spec.market) is not mf:  # unfollowed while we waited
+            mf = await self._follow(spec)
         if sub.reason is not None:
             return None
         sub.subs.add(key)
