@@ -6,13 +6,28 @@ close (ticks), base volume (lots), quote volume (`price x size`, ticks x lots) a
 of trades. An interval without a trade has no candle. Each candle remembers the log entry of
 its first trade (`log_seq`), so a caller knows from where a log must be read again to rebuild
 it. `prune(now)` keeps, per interval, the candles from the one holding `now - 24 h` on.
+
+Completeness: `complete_from[name]` is the open time (ns) from which every candle of `name`
+holds every trade of the market: 0 for a builder that saw the market's whole history, `None`
+(nothing known complete) for one that began in the middle (`began_late`) until its first
+trade at `ts`, then the first interval opening after `ts` (a trade of the same ns may sit in
+an entry it never read, so the interval holding `ts` is not trusted); `prune` raises it to
+the oldest interval kept. A candle opened before it is partial or gone: a caller takes it
+from elsewhere (market data asks persistence, `dex.marketdata.service`).
+
+`build(trades)` is the same builder over a list of `(price, size, ts)` in trade order, and
+`render` a candle's API row: persistence answers its candles with both, so its rows and
+market data's agree to the character.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_left
+from collections.abc import Iterable
+from typing import Any
 
 from dex.core.numbers import DAY_NS
+from dex.marketdata.book import Precision
 
 MINUTE_NS = 60_000_000_000
 MS = 1_000_000  # nanoseconds in a millisecond
@@ -24,6 +39,7 @@ INTERVALS: dict[str, int] = {
     "4h": 240 * MINUTE_NS,
     "1d": DAY_NS,
 }
+MAX_CANDLES = 1500  # the most candles a query returns (a day of 1-minute candles fits)
 
 
 class Candle:
@@ -69,10 +85,18 @@ class Candles:
     def __init__(self) -> None:
         self.series: dict[str, list[Candle]] = {name: [] for name in INTERVALS}
         self._starts: dict[str, list[int]] = {name: [] for name in INTERVALS}
+        self.complete_from: dict[str, int | None] = dict.fromkeys(INTERVALS, 0)
+
+    def began_late(self) -> None:
+        """This builder did not see the market's history from its start (a snapshot's market):
+        no candle is complete until its first trade."""
+        self.complete_from = dict.fromkeys(INTERVALS, None)
 
     def add(self, price: int, size: int, ts: int, log_seq: int) -> None:
         """One trade at `ts` (ns) found in log entry `log_seq`."""
         for name, iv in INTERVALS.items():
+            if self.complete_from[name] is None:
+                self.complete_from[name] = ts - ts % iv + iv
             start = ts - ts % iv
             rows = self.series[name]
             starts = self._starts[name]
@@ -98,7 +122,11 @@ class Candles:
         since = now_ns - DAY_NS
         for name, iv in INTERVALS.items():
             starts = self._starts[name]
-            k = bisect_left(starts, since - since % iv)
+            cut = since - since % iv
+            floor = self.complete_from[name]
+            if floor is not None and floor < cut:
+                self.complete_from[name] = cut
+            k = bisect_left(starts, cut)
             if k:
                 del starts[:k]
                 del self.series[name][:k]
@@ -130,4 +158,37 @@ class Candles:
         return rows[:limit] if start_ms is not None else rows[max(0, len(rows) - limit) :]
 
 
-__all__ = ["INTERVALS", "MINUTE_NS", "MS", "Candle", "Candles"]
+def build(trades: Iterable[tuple[int, int, int]]) -> Candles:
+    """The candles of `(price, size, ts)` trades given in trade order (never pruned)."""
+    out = Candles()
+    for price, size, ts in trades:
+        out.add(price, size, ts, 0)
+    return out
+
+
+def render(c: Candle, fmt: Precision) -> list[Any]:
+    """`[open_time_ms, open, high, low, close, base_volume, quote_volume, trades]`, prices and
+    sizes as the market's decimal strings, the quote volume at `price x size` precision."""
+    price = fmt.price.render
+    return [
+        c.open_time // MS,
+        price(c.open),
+        price(c.high),
+        price(c.low),
+        price(c.close),
+        fmt.size.render(c.base),
+        fmt.notional.render(c.quote),
+        c.count,
+    ]
+
+
+__all__ = [
+    "INTERVALS",
+    "MAX_CANDLES",
+    "MINUTE_NS",
+    "MS",
+    "Candle",
+    "Candles",
+    "build",
+    "render",
+]

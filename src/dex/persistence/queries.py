@@ -13,6 +13,15 @@ not a secret (cursors work across restarts and replicas): it catches corrupted a
 cursors, and a forged one can only page the caller's own rows.
 
 Amounts come back as stored: integer ticks, lots and units; times in ns.
+
+Candles (`candles`) are built from the stored trades by market data's own builder
+(`dex.marketdata.candles`), so both services' candles agree exactly. A query reads one index
+range of `trades_by_market_ts`, at most `MAX_CANDLES` intervals long: it first seeks the
+trade nearest the asked end of the range (one index probe), so an empty stretch costs
+nothing, then reads the trades of at most `limit` intervals from there in (ts, trade_id)
+order — a market's trades are stamped by its one matching shard, so that is trade order.
+Its cost is the number of trades in that window; a window with gaps holds fewer than
+`limit` candles, and `through` says where it stopped (the next query starts there).
 """
 
 from __future__ import annotations
@@ -29,6 +38,7 @@ from sqlalchemy import BigInteger, Column, ColumnElement, Table, literal, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from dex.core.enums import OrderStatus
+from dex.marketdata import candles as cb
 from dex.persistence import schema
 from dex.persistence.schema import (
     CATALOG_KINDS,
@@ -221,3 +231,57 @@ async def positions(conn: AsyncConnection) -> dict[str, int]:
     table = schema.positions
     got = await conn.execute(select(table.c.stream, table.c.log_seq))
     return {row.stream: int(row.log_seq) for row in got}
+
+
+@dataclass(frozen=True)
+class CandleWindow:
+    """Candles read from the trades in `[lo, through)` (ns), oldest first."""
+
+    candles: list[cb.Candle]
+    lo: int
+    through: int
+
+
+async def candles(
+    conn: AsyncConnection,
+    market: str,
+    interval: str,
+    start_ns: int | None,
+    end_ns: int | None,
+    limit: int,
+) -> CandleWindow:
+    """The candles of `market` opened in `[start_ns, end_ns]` (either optional): the first
+    `limit` from `start_ns` if given, else the last `limit` up to `end_ns` — within one window
+    of `limit` intervals beginning (or ending) at the nearest trade, so possibly fewer."""
+    iv = cb.INTERVALS[interval]
+    t = trades.c
+    # a candle opens in [start, end] iff its trades' ts are in [align_up(start), end_excl)
+    lo = 0 if start_ns is None else -(-start_ns // iv) * iv
+    hi = MAX_INT if end_ns is None else min(MAX_INT, end_ns - end_ns % iv + iv)
+    if lo >= hi:
+        return CandleWindow([], lo, hi)
+    in_range = (t.market == market, t.ts >= lo, t.ts < hi)
+    if start_ns is not None:
+        first = await conn.scalar(select(t.ts).where(*in_range).order_by(t.ts, t.trade_id).limit(1))
+        if first is None:
+            return CandleWindow([], lo, hi)
+        lo = int(first) - int(first) % iv
+        hi = min(hi, lo + limit * iv)
+    else:
+        last = await conn.scalar(
+            select(t.ts).where(*in_range).order_by(t.ts.desc(), t.trade_id.desc()).limit(1)
+        )
+        if last is None:
+            return CandleWindow([], lo, hi)
+        hi = int(last) - int(last) % iv + iv
+        lo = max(lo, hi - limit * iv)
+    stmt = (
+        select(t.price, t.size, t.ts)
+        .where(t.market == market, t.ts >= lo, t.ts < hi)
+        .order_by(t.ts, t.trade_id)
+    )
+    built = cb.Candles()
+    async for row in await conn.stream(stmt.execution_options(yield_per=2000)):
+        built.add(int(row.price), int(row.size), int(row.ts), 0)
+    rows = built.series[interval]
+    return CandleWindow(rows[:limit] if start_ns is not None else rows[-limit:], lo, hi)

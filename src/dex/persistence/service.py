@@ -49,6 +49,8 @@ from dex.bus import Bus
 from dex.core.errors import CommandError
 from dex.core.markets import Asset, MarketParams, MarketSpec, check_asset, resolve_market
 from dex.core.numbers import Scale
+from dex.marketdata import candles as cb
+from dex.marketdata.book import Precision
 from dex.persistence import migrations, queries, schema, writer
 from dex.persistence.leases import LogLeases
 from dex.persistence.store import async_database_url, make_engine
@@ -370,6 +372,13 @@ class PersistenceService(LogReader):
         async with self._engine().connect() as conn:
             return await queries.page(conn, listing, where, cursor, limit)
 
+    async def candles(
+        self, market: str, interval: str, start_ns: int | None, end_ns: int | None, limit: int
+    ) -> queries.CandleWindow:
+        """Candles built from the stored trades (`dex.persistence.queries.candles`)."""
+        async with self._engine().connect() as conn:
+            return await queries.candles(conn, market, interval, start_ns, end_ns, limit)
+
     async def order(self, account: str, order_id: int) -> dict[str, Any] | None:
         async with self._engine().connect() as conn:
             return await queries.order_by_id(conn, account, order_id)
@@ -542,6 +551,56 @@ def routes(svc: PersistenceService) -> list[Any]:
             "next_cursor": got.next_cursor,
         }
 
+    @get("/v1/markets/{market:str}/candles")
+    async def market_candles(
+        market: FromPath[str],
+        interval: FromQuery[str | None] = None,
+        start: FromQuery[str | None] = None,
+        end: FromQuery[str | None] = None,
+        limit: FromQuery[str | None] = None,
+    ) -> dict[str, Any]:
+        """Candles from the stored trades, rows as market data's (`dex.marketdata.candles`):
+        opened in `[start, end]` (ms), the first `limit` from `start`, else the last `limit`
+        up to `end`; `through` (ms) is where the window read ended (exclusive)."""
+        name = "1m" if interval is None else interval
+        if name not in cb.INTERVALS:
+            raise ApiError(
+                400,
+                "invalid_request",
+                f"interval must be one of {', '.join(cb.INTERVALS)}, got {name[:40]!r}",
+                "interval",
+            )
+        lo = None if start is None else _int(start, "start")
+        hi = None if end is None else _int(end, "end")
+        if lo is not None and hi is not None and hi < lo:
+            raise ApiError(400, "invalid_request", "end must not be before start", "end")
+        n = 500 if limit is None else _int(limit, "limit")
+        if not 1 <= n <= cb.MAX_CANDLES:
+            raise ApiError(
+                400,
+                "invalid_request",
+                f"limit must be between 1 and {cb.MAX_CANDLES}, got {limit}",
+                "limit",
+            )
+        params = svc.params.get(market)
+        if params is None and market not in svc.markets:
+            raise _unknown_market(market)
+        got = await _store(
+            svc.candles(
+                market,
+                name,
+                None if lo is None else min(lo * _NS_PER_MS, queries.MAX_INT),
+                None if hi is None else min(hi * _NS_PER_MS, queries.MAX_INT),
+                n,
+            )
+        )
+        if params is not None:
+            fmt = Precision(params.spec)
+            rows = [cb.render(c, fmt) for c in got.candles]
+        else:  # a market no event described (only its rows): the integers as stored
+            rows = [list(c.row()) for c in got.candles]
+        return {"market": market, "interval": name, "candles": rows, "through": _ms(got.through)}
+
     return [
         account_balances,
         account_orders,
@@ -552,6 +611,7 @@ def routes(svc: PersistenceService) -> list[Any]:
         account_deposits,
         account_withdrawals,
         market_trades,
+        market_candles,
     ]
 
 
