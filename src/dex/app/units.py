@@ -242,9 +242,13 @@ def persistence_unit(bus: Bus, settings: Settings) -> Unit:
 
 
 def market_data_unit(bus: Bus, settings: Settings) -> Unit:
-    from dex.marketdata.service import MarketDataService
+    from dex.marketdata.service import HISTORY_TIMEOUT, CandleHistory, MarketDataService
 
     metrics, health, log = _unit_base("market-data", settings)
+    host = settings.host if settings.host not in ("0.0.0.0", "::") else "127.0.0.1"
+    persistence = settings.persistence_url or f"http://{host}:{DEFAULT_PORTS['persistence']}"
+    # older candles than it keeps: answered before the gateway's proxy gives up on us
+    timeout = min(HISTORY_TIMEOUT, settings.gateway_proxy_timeout_ms / 2000)
     svc = MarketDataService(
         bus,
         risk_shards=settings.risk_shards,
@@ -254,6 +258,7 @@ def market_data_unit(bus: Bus, settings: Settings) -> Unit:
         log=log,
         recent_trades=settings.market_data_recent_trades,
         max_levels=settings.market_data_max_levels,
+        history=CandleHistory(persistence, timeout=timeout),
     )
     return Unit(
         "market-data",

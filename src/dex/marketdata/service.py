@@ -41,6 +41,21 @@ keeps up with the others within the retained window. The bootstrap reads the sna
 the log from `min(snapshot, committed)`; if the matching shard writes a newer snapshot and trims in
 between (and our position was above the old snapshot), that read is refused (not-ready; a
 restart bootstraps again) rather than anything skipped.
+
+Older candles come from persistence (`CandleHistory`, `DEX_PERSISTENCE_URL`). Per market and
+interval, the candles from `B = Candles.complete_from[interval]` on hold every trade (B is 0
+for a market whose log this service read from its `MarketAdded`; for a market restored from a
+snapshot, the first interval opening after the first trade it applied; raised to the oldest
+interval kept once 24 hours pass). The boundary rule: an answer takes persistence's candles
+opened strictly before B and its own opened at or after B, never both for one interval, so
+the interval holding B's edge is counted once, from the side that saw all its trades.
+Persistence is asked with `after=<log>@<our position>` so it has stored at least every trade
+this service applied. A range from a start: persistence's first `limit` before B, then ours,
+but only if persistence's window reached B (`through`), so a shorter answer never skips
+candles in the middle. A range without a start: our last `limit` from B on, topped up with
+persistence's last ones before B. Persistence unreachable, lagging or failing: the answer is
+ours alone with `"complete": false` and `"missing_before": B` (ms) — a chart can draw what
+there is and ask again, where a 503 would leave it nothing; otherwise `"complete": true`.
 """
 
 from __future__ import annotations
@@ -51,12 +66,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import httpx
 from litestar import get
 from litestar.params import FromPath, Parameter
 
 from dex.bus import Bus
 from dex.core import events as me
-from dex.marketdata.candles import INTERVALS
+from dex.marketdata.candles import INTERVALS, MAX_CANDLES, MS
 from dex.marketdata.market import MarketData
 from dex.matching import Engine
 from dex.runtime.health import Health
@@ -69,9 +85,58 @@ from dex.wire import codec
 from dex.wire.feed import FeedTrade, FeedUpdate, encode_feed
 from dex.wire.layout import MARKET_DATA_READER, md_feed, me_log, me_tag, snapshot_name
 
-MAX_CANDLES = 1500  # the most candles a query returns (a day of 1-minute candles fits)
 FEED_KEEP = 10_000  # entries each market's feed stream keeps
 TICKER_EVERY = 0.1  # seconds: a market's ticker is published at most this often
+
+
+HISTORY_TIMEOUT = 2.0  # seconds a candles answer waits for persistence (below the gateway's 5)
+
+
+class HistoryUnavailable(Exception):
+    """Persistence did not give candles (unreachable, behind, an error or a bad answer)."""
+
+
+class CandleHistory:
+    """Persistence's candles (`GET /v1/markets/{m}/candles` on its API) over HTTP."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: float = HISTORY_TIMEOUT,
+        client: httpx.AsyncClient | None = None,
+    ) -> None:
+        self.client = client or httpx.AsyncClient(base_url=url, timeout=timeout)
+
+    async def fetch(
+        self,
+        market: str,
+        interval: str,
+        start_ms: int | None,
+        end_ms: int | None,
+        limit: int,
+        after: str,
+    ) -> tuple[list[list[Any]], int]:
+        """`(rows, through_ms)`: the rows opened in `[start, end]` and where the window read
+        ended; HistoryUnavailable on any failure."""
+        params: dict[str, Any] = {"interval": interval, "limit": limit, "after": after}
+        if start_ms is not None:
+            params["start"] = start_ms
+        if end_ms is not None:
+            params["end"] = end_ms
+        try:
+            got = await self.client.get(f"/v1/markets/{market}/candles", params=params)
+            got.raise_for_status()
+            body = got.json()
+            rows, through = body["candles"], body["through"]
+            if not isinstance(rows, list) or not isinstance(through, int):
+                raise TypeError("candles is not a list or through not an integer")
+        except (httpx.HTTPError, ValueError, KeyError, TypeError) as e:
+            raise HistoryUnavailable(f"{type(e).__name__}: {e}") from None
+        return rows, through
+
+    async def close(self) -> None:
+        await self.client.aclose()
 
 
 class MarketDataService(LogReader):
@@ -94,6 +159,7 @@ class MarketDataService(LogReader):
         feed: bool = True,
         feed_keep: int = FEED_KEEP,
         ticker_every: float = TICKER_EVERY,
+        history: CandleHistory | None = None,
     ) -> None:
         self.me_streams = [me_log(m) for m in range(matching_shards)]
         super().__init__(
@@ -121,6 +187,7 @@ class MarketDataService(LogReader):
         self.ticker_due: set[str] = set()
         self._trimmed: dict[str, int] = {}
         self._ticker_task: asyncio.Task[None] | None = None
+        self.history = history  # persistence's candles: what our own do not hold
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -151,6 +218,8 @@ class MarketDataService(LogReader):
                 await self._ticker_task
             self._ticker_task = None
         await self.stop_reading()
+        if self.history is not None:
+            await self.history.close()
 
     async def _bootstrap(self, m: int, stream: str) -> None:
         snap = await self.bus.get_snapshot(snapshot_name(me_tag(m)))
@@ -167,7 +236,9 @@ class MarketDataService(LogReader):
             return
         committed = (await self.bus.positions(stream)).get(self.reader, 0)
         for symbol, state in engine.markets.items():
-            self.books[symbol] = MarketData.from_engine(state, stream, self.recent_trades)
+            restored = MarketData.from_engine(state, stream, self.recent_trades)
+            restored.candles.began_late()  # its older trades are in trimmed entries
+            self.books[symbol] = restored
         self.pos[stream] = min(seq, committed)
         self.full_from[stream] = seq
         self.log.info("bootstrapped", stream=stream, snapshot=seq, trades_from=self.pos[stream] + 1)
@@ -331,6 +402,52 @@ class MarketDataService(LogReader):
         data = self.books.get(market)
         return None if data is None else data.candles_view(interval, start, end, limit)
 
+    async def candles_answer(
+        self, market: str, interval: str, start: int | None, end: int | None, limit: int
+    ) -> dict[str, Any]:
+        """The candles route's answer: ours from the boundary on, persistence's before it (the
+        rule in the module docstring)."""
+        data = self._market(market)
+        floor = data.candles.complete_from[interval]
+        b = None if floor is None else floor // MS  # our rows open at or after b (ms)
+        answer: dict[str, Any] = {"market": market, "interval": interval, "complete": True}
+
+        def ours(lo: int | None, n: int) -> list[list[Any]]:
+            if b is None:
+                return []
+            rows = data.candles_view(interval, lo, end, n)
+            return [r for r in rows if r[0] >= b]
+
+        if b is not None and (b == 0 or (start is not None and start >= b)):
+            answer["candles"] = ours(start, limit)
+            return answer
+        older_end = end if b is None else b - 1 if end is None else min(end, b - 1)
+        own: list[list[Any]] = []
+        if start is None:
+            own = ours(None, limit)
+            if len(own) >= limit:
+                answer["candles"] = own
+                return answer
+        try:
+            if self.history is None:
+                raise HistoryUnavailable("no persistence URL")
+            after = f"{data.stream}@{self.pos.get(data.stream, 0)}"
+            n = limit if start is not None else limit - len(own)
+            rows, through = await self.history.fetch(market, interval, start, older_end, n, after)
+        except HistoryUnavailable as e:
+            self.log.warning("candle_history_unavailable", market=market, error=str(e))
+            answer["candles"] = ours(None if start is None else max(start, b or 0), limit)
+            answer["complete"] = False
+            answer["missing_before"] = b
+            return answer
+        if start is None:
+            answer["candles"] = rows[len(rows) - n :] + own
+        elif len(rows) < limit and b is not None and through >= b:
+            answer["candles"] = rows + ours(b, limit - len(rows))
+        else:  # persistence's window stopped short of b: the next query goes on from there
+            answer["candles"] = rows[:limit]
+        return answer
+
     def _market(self, market: str) -> MarketData:
         data = self.books.get(market)
         if data is None:
@@ -396,12 +513,7 @@ class MarketDataService(LogReader):
                 )
             if start is not None and end is not None and end < start:
                 raise ApiError(400, "invalid_request", "end must not be before start", "end")
-            data = svc._market(market)
-            return {
-                "market": market,
-                "interval": interval,
-                "candles": data.candles_view(interval, start, end, limit),
-            }
+            return await svc.candles_answer(market, interval, start, end, limit)
 
         return [
             market_book,
@@ -414,4 +526,4 @@ class MarketDataService(LogReader):
         ]
 
 
-__all__ = ["MAX_CANDLES", "MarketDataService"]
+__all__ = ["MAX_CANDLES", "CandleHistory", "HistoryUnavailable", "MarketDataService"]
