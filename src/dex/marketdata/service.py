@@ -441,7 +441,7 @@ class MarketDataService(LogReader):
             answer["missing_before"] = b
             return answer
         if start is None:
-            answer["candles"] = rows[len(rows) - n :] + own
+            answer["candles"] = rows[max(0, len(rows) - n) :] + own
         elif len(rows) < limit and b is not None and through >= b:
             answer["candles"] = rows + ours(b, limit - len(rows))
         else:  # persistence's window stopped short of b: the next query goes on from there
