@@ -17,7 +17,7 @@ from typing import Any
 from dex.core import events as me
 from dex.core.markets import MarketSpec
 from dex.marketdata.book import L2Book, Precision
-from dex.marketdata.candles import INTERVALS, MS, Candles
+from dex.marketdata.candles import INTERVALS, MS, Candles, render
 from dex.marketdata.ticker import rolling, window_start
 from dex.matching.market import MarketState
 from dex.wire.feed import FeedCandle, FeedTicker
@@ -181,20 +181,7 @@ class MarketData:
         self, interval: str, start_ms: int | None, end_ms: int | None, limit: int
     ) -> list[list[Any]]:
         """Rows `[open_time_ms, open, high, low, close, base_volume, quote_volume, trades]`."""
-        price, size, quote = self.fmt.price.render, self.fmt.size.render, self.fmt.notional.render
-        return [
-            [
-                c.open_time // MS,
-                price(c.open),
-                price(c.high),
-                price(c.low),
-                price(c.close),
-                size(c.base),
-                quote(c.quote),
-                c.count,
-            ]
-            for c in self.candles.query(interval, start_ms, end_ms, limit)
-        ]
+        return [render(c, self.fmt) for c in self.candles.query(interval, start_ms, end_ms, limit)]
 
 
 __all__ = ["MarketData", "Trade", "render_ticker"]
