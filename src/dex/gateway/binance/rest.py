@@ -808,6 +808,9 @@ def rest_handlers(gw: Gateway, guard: Guard, listen_keys: ListenKeys) -> Router:
             close_listen_key,
         ],
         exception_handlers={BinanceError: _on_binance, ApiError: _on_api, HTTPException: _on_http},
+        # Binance's own API documentation describes these (parameters, answers, `{"code",
+        # "msg"}` errors); the OpenAPI document is the native API's
+        include_in_schema=False,
     )
 
 
