@@ -1,20 +1,27 @@
-"""One embedded exchange per module (`tests.client.conftest.exchange`) and unmodified
+"""One exchange per module, embedded (`tests.client.conftest.embedded_exchange`) and then
+distributed (`dex up --distributed` on a private durable Redis: every test runs on both), and
+unmodified
 `ccxt.binance` clients pointed at its Binance-compatible API: `binance(client)` is a ccxt
 client signing with the API key of a `dex.client.Client` from `tests.support.trading.trader`
 (HMAC, or Ed25519 with the private key as a PEM secret, as ccxt takes it)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import ccxt
+import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
 from dex.client import Client
-from tests.client.conftest import Exchange, exchange  # noqa: F401 - the fixture
+from tests.client.conftest import Exchange, embedded_exchange
+from tests.services.test_smoke import free_base
+from tests.support.dex_process import DexProcess, wait_on_process
+from tests.support.redis_server import private_redis_or_skip
 
 OPTIONS = {
     "defaultType": "spot",
@@ -59,8 +66,39 @@ def connect(kind: Any, base: str, client: Client | None = None, **extra: Any) ->
     return ex
 
 
+@pytest.fixture(scope="module", params=["embedded", "distributed"])
+def exchange(request: pytest.FixtureRequest, tmp_path_factory: Any) -> Iterator[Exchange]:
+    tmp: Path = tmp_path_factory.mktemp("dex")
+    if request.param == "embedded":
+        yield from embedded_exchange(tmp)
+        return
+    with private_redis_or_skip() as redis:
+        base = free_base()
+        url = f"http://127.0.0.1:{base}"
+        env = {
+            "DEX_PORT": str(base),
+            "DEX_REDIS_URL": redis.url,
+            "DEX_DATABASE_URL": f"sqlite+aiosqlite:///{tmp / 'history.sqlite3'}",
+            "DEX_STOP_TIMEOUT_MS": "5000",
+        }
+        dex = DexProcess.start(["up", "--distributed"], env, tmp)
+        try:
+            for port in range(base, base + 5):
+                wait_on_process(f"service on {port} ready", lambda p=port: _ready(p), timeout=60)
+            yield Exchange(url, url.replace("http://", "ws://") + "/v1/ws")
+        finally:
+            assert dex.stop(timeout=60) == 0, dex.output()[-3000:]
+
+
+def _ready(port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
 @pytest.fixture(scope="module")
-def binance(exchange: Exchange) -> Callable[..., Any]:  # noqa: F811
+def binance(exchange: Exchange) -> Callable[..., Any]:
     made: list[Any] = []
 
     def make(client: Client | None = None, **extra: Any) -> Any:

@@ -31,7 +31,11 @@ class Exchange:
 
 @pytest.fixture(scope="module")
 def exchange(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Exchange]:
-    tmp: Path = tmp_path_factory.mktemp("dex")
+    yield from embedded_exchange(tmp_path_factory.mktemp("dex"))
+
+
+def embedded_exchange(tmp: Path) -> Iterator[Exchange]:
+    """Every service of `dex up` in a thread of this process, on free ports, until closed."""
     loop = asyncio.new_event_loop()
     started: dict[str, object] = {}
     ready = threading.Event()
