@@ -49,7 +49,7 @@ class ListenKeys:
         self._prune()
         if len(self.keys) >= MAX_LISTEN_KEYS:
             raise BinanceError(-1003, "Too many listen keys on this server; close some.", 429)
-        lk = secrets.token_urlsafe(45)[:60]
+        lk = secrets.token_urlsafe(45)[:60]  # 60 characters: ws.LISTEN_KEY_CHARS
         self.keys[lk] = (entry, self.clock() + LISTEN_KEY_TTL)
         return lk
 

@@ -317,6 +317,9 @@ def _request(op: str, key: tuple[str, str, str]) -> dict[str, Any]:
     return req
 
 
+LISTEN_KEY_CHARS = 60  # dex.gateway.binance.userdata.ListenKeys.new
+
+
 def ws_handlers(gw: Gateway, guard: Guard, listen_keys: ListenKeys) -> list[Any]:
     relay = gw.feed
 
@@ -377,6 +380,11 @@ def ws_handlers(gw: Gateway, guard: Guard, listen_keys: ListenKeys) -> list[Any]
             await market_streams(socket, Connection(gw, combined=False), [], entry)
             return
         streams = [s for s in name.split("/") if "@" in s]
+        if not streams and len(name) == LISTEN_KEY_CHARS:
+            # a listen key's shape but not a live one (expired, closed, unknown): refused,
+            # not served as an empty market stream the client would wait on forever
+            await socket.close(code=1008, reason="unknown or closed listen key")
+            return
         await market_streams(socket, Connection(gw, combined=False), streams)
 
     @websocket("/stream", opt={})
