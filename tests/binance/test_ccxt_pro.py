@@ -233,3 +233,22 @@ def test_listen_key_user_data(exchange: Exchange) -> None:
             ws_connect(f"{ws_url}/ws/{key}") as ws,
         ):
             ws.recv(timeout=WAIT)  # a closed key: the handshake or the socket is refused
+
+
+def test_a_revoked_key_closes_its_user_data_stream(exchange: Exchange) -> None:
+    import httpx
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect as ws_connect
+
+    client = trader(exchange.url)
+    assert client.credentials is not None
+    header = {"X-MBX-APIKEY": client.credentials.api_key}
+    with httpx.Client(base_url=exchange.url + "/api/v3", timeout=WAIT) as http:
+        key = http.post("/userDataStream", headers=header).json()["listenKey"]
+    ws_url = exchange.url.replace("http://", "ws://")
+    with ws_connect(f"{ws_url}/ws/{key}") as ws:
+        client.revoke_key(client.credentials.api_key)
+        with pytest.raises(ConnectionClosed) as closed:
+            while True:
+                ws.recv(timeout=WAIT)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 4001

@@ -82,6 +82,9 @@ class PrivateChannels:
             _error(sub, "missing_credentials", "authenticate first with op auth")
             return True
         if op == "subscribe":
+            # a connection given its key another way (the Binance adapter's user data) is
+            # watched as well
+            self._watch_key(sub)
             sub.private.add(channel)
             self.by_account.setdefault(sub.key.account, set()).add(sub)
             self.active = True
@@ -115,7 +118,7 @@ class PrivateChannels:
             _error(sub, e.code, e.message)
             return
         sub.key = entry
-        self.authenticated.add(sub)
+        self._watch_key(sub)
         sub.cancel_on_disconnect = req.get("cancel_on_disconnect") is True
         sub.push(
             _text(
@@ -126,6 +129,10 @@ class PrivateChannels:
                 }
             )
         )
+
+    def _watch_key(self, sub: Subscriber) -> None:
+        """Close `sub` once its key is revoked or expires (checked every second)."""
+        self.authenticated.add(sub)
         if self._checker is None:
             self._checker = asyncio.create_task(self._check_keys())
 
