@@ -155,6 +155,22 @@ def test_embedded_dex_up_trades_and_stops_cleanly(tmp_path: Path, ports: dict[st
     finally:
         code, out = stop(proc)
     assert code == 0, out[-4000:]
+    verified = db_verify(["--data-dir", str(tmp_path / "data")], {})
+    assert "verified: the ledger, the balances and the flows agree" in verified
+
+
+def db_verify(args: list[str], env: dict[str, str]) -> str:
+    """`dex db verify` (the system tests end with it): its output; exit 0 required."""
+    done = subprocess.run(
+        [sys.executable, "-m", "dex.cli", "db", "verify", *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done.stdout
 
 
 @pytest.fixture
@@ -181,6 +197,9 @@ def test_distributed_dex_up_trades_and_stops_cleanly(
     records = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     started = Counter(r["service"] for r in records if r["event"] == "child_started")
     assert started == Counter({**dict.fromkeys(SERVICES, 1), "matching-engine": 2})
+    verified = db_verify([], env)  # the history against the risk shards' snapshots on Redis
+    assert "verified: the ledger, the balances and the flows agree" in verified
+    assert "risk snapshots not compared" not in verified
 
 
 @pytest.mark.parametrize(
