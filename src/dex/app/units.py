@@ -258,6 +258,7 @@ def market_data_unit(bus: Bus, settings: Settings) -> Unit:
         log=log,
         recent_trades=settings.market_data_recent_trades,
         max_levels=settings.market_data_max_levels,
+        feed_keep=settings.market_data_feed_keep,
         history=CandleHistory(persistence, timeout=timeout),
     )
     return Unit(

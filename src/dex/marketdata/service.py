@@ -85,7 +85,7 @@ from dex.wire import codec
 from dex.wire.feed import FeedTrade, FeedUpdate, encode_feed
 from dex.wire.layout import MARKET_DATA_READER, md_feed, me_log, me_tag, snapshot_name
 
-FEED_KEEP = 10_000  # entries each market's feed stream keeps
+FEED_KEEP = DEFAULTS.market_data_feed_keep  # entries each market's feed stream keeps
 TICKER_EVERY = 0.1  # seconds: a market's ticker is published at most this often
 
 

@@ -83,6 +83,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     admin_credit_wait_ms: int = 10_000  # an admin credit waits this long for risk's answer
     market_data_recent_trades: int = 1000  # trades kept per market: the most a query returns
     market_data_max_levels: int = 1000  # the most levels per side a depth query returns
+    market_data_feed_keep: int = 10_000  # entries each market's feed stream keeps on the bus
     persistence_max_limit: int = 1000  # the most rows a history query returns
     sqlite_busy_timeout_ms: int = 5000  # persistence on SQLite: how long to wait for a lock
     ws_ping_ms: int = 20_000  # WebSocket ping period; no pong within as long closes it
@@ -124,6 +125,7 @@ _INT_RANGES: dict[str, tuple[int, int | None]] = {
     "admin_credit_wait_ms": (1, None),
     "market_data_recent_trades": (1, None),
     "market_data_max_levels": (1, None),
+    "market_data_feed_keep": (100, None),
     "persistence_max_limit": (1, None),
     "sqlite_busy_timeout_ms": (0, 2**31 - 1),  # SQLite takes a C int
     "ws_ping_ms": (1, None),
