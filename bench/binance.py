@@ -20,6 +20,7 @@ import asyncio
 import hashlib
 import hmac
 import json
+import subprocess
 import sys
 import tempfile
 import time
@@ -179,7 +180,7 @@ def main() -> None:
             proc.terminate()
             try:
                 proc.wait(30)
-            except Exception:
+            except subprocess.TimeoutExpired:
                 proc.kill()
             for e in extras:
                 e.terminate()

@@ -44,6 +44,7 @@ import json
 import platform
 import random
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -485,7 +486,7 @@ def orders(args: argparse.Namespace) -> dict[str, Any]:
                 proc.terminate()
                 try:
                     proc.wait(30)
-                except Exception:
+                except subprocess.TimeoutExpired:
                     proc.kill()
                 for e in extras:
                     e.terminate()

@@ -119,9 +119,16 @@ def test_trades_ticker_orders_and_balance(
         watcher, pa, pb = _pro(exchange), _pro(exchange, a), _pro(exchange, b)
         try:
             await asyncio.gather(watcher.load_markets(), pa.load_markets(), pb.load_markets())
+            acked: list[Any] = []  # the market streams' SUBSCRIBE answers, as ccxt reads them
+            handle = watcher.handle_subscription_status
+
+            def spy(client: Any, message: Any) -> Any:
+                acked.append(message.get("id"))
+                return handle(client, message)
+
+            watcher.handle_subscription_status = spy
             trades = asyncio.create_task(watcher.watch_trades(SYMBOL))
             ticker = asyncio.create_task(watcher.watch_ticker(SYMBOL))
-            balance = asyncio.create_task(pa.watch_balance())
             seen: list[dict[str, Any]] = []
 
             async def collect() -> None:  # always waiting: no report falls between two calls
@@ -129,17 +136,36 @@ def test_trades_ticker_orders_and_balance(
                     seen.extend(await pa.watch_orders(SYMBOL))
 
             collecting = asyncio.create_task(collect())
-            await asyncio.sleep(0.5)  # the subscriptions are acknowledged before the trade
 
-            async def report(status: str) -> dict[str, Any]:
+            async def report(order: dict[str, Any], status: str) -> dict[str, Any]:
                 while not (
-                    got := [o for o in seen if o["id"] == ask["id"] and o["status"] == status]
+                    got := [o for o in seen if o["id"] == order["id"] and o["status"] == status]
                 ):
                     await asyncio.sleep(0.05)
                 return got[-1]
 
+            async def acknowledged() -> None:
+                while len(acked) < 2:
+                    await asyncio.sleep(0.05)
+
+            await _within("the trades and ticker subscriptions acknowledged", acknowledged())
+            # the user-data stream is live once a probe order is reported on it (a probe
+            # placed before the subscription took effect is never reported: place another)
+            for _ in range(20):
+                probe = await pa.create_order(SYMBOL, "limit", "sell", 0.001, 62000)
+                try:
+                    await asyncio.wait_for(report(probe, "open"), 1.0)
+                    break
+                except TimeoutError:
+                    continue
+                finally:
+                    await pa.cancel_order(probe["id"], SYMBOL)
+            else:
+                raise AssertionError("the user-data stream never reported an order")
+            balance = asyncio.create_task(pa.watch_balance())  # the next balance event
+
             ask = await pa.create_order(SYMBOL, "limit", "sell", 0.02, 61000)
-            opened = await _within("watch_orders: open", report("open"))
+            opened = await _within("watch_orders: open", report(ask, "open"))
             assert opened["amount"] == 0.02 and opened["price"] == 61000
             assert opened["clientOrderId"] == ask["clientOrderId"]
             got_balance = await _within("watch_balance", balance)
@@ -148,9 +174,16 @@ def test_trades_ticker_orders_and_balance(
             got_trades = await _within("watch_trades", trades)
             assert (got_trades[-1]["price"], got_trades[-1]["amount"]) == (61000, 0.02)
             assert got_trades[-1]["side"] == "buy"
-            got_ticker = await _within("watch_ticker", ticker)
+
+            async def traded_ticker() -> dict[str, Any]:
+                got = await ticker  # (the one pushed at subscription may predate any trade)
+                while got["last"] is None:
+                    got = await watcher.watch_ticker(SYMBOL)
+                return got
+
+            got_ticker = await _within("watch_ticker", traded_ticker())
             assert got_ticker["symbol"] == SYMBOL and got_ticker["last"] is not None
-            filled = await _within("watch_orders: filled", report("closed"))
+            filled = await _within("watch_orders: filled", report(ask, "closed"))
             collecting.cancel()
             assert filled["filled"] == 0.02 and filled["cost"] == pytest.approx(0.02 * 61000)
             native = await asyncio.to_thread(

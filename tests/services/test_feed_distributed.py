@@ -116,7 +116,9 @@ def test_books_stay_right_through_a_sigkill_of_market_data(
             for _ in range(600):  # the restarted market data serves again
                 if state(victim) is None and _ready(f"http://127.0.0.1:{ports['market-data']}"):
                     break
-                await asyncio.sleep(0.1)
+                await asyncio.sleep(0.1)  # the poll's interval, within a 60 s deadline
+            else:
+                raise AssertionError("market data did not serve again within 60 s")
             await _trade(traders, rng, 60)
             async with httpx.AsyncClient(timeout=10) as http:
                 rest: dict[str, Any] = {}
@@ -131,7 +133,9 @@ def test_books_stay_right_through_a_sigkill_of_market_data(
                         for v in views
                     ):
                         break
-                    await asyncio.sleep(0.1)
+                    await asyncio.sleep(0.1)  # the poll's interval, within a 30 s deadline
+                else:
+                    raise AssertionError("the clients' books never caught up with REST")
             for w in watchers:
                 w.cancel()
             for sub in subs:

@@ -147,12 +147,19 @@ def test_two_gateways_share_keys_revocations_and_rate_limits(
         # cancel on disconnect: orders placed through the seller's key on gateway 1, the
         # connection on gateway 2 drops, every one of them is cancelled (risk knows the key
         # each order came through), the buyer's are not
-        time.sleep(6)  # the order bucket refills
-        resting = [
-            one.place("ETH-USDC", "sell", "limit", size="0.01", price=p).order_id
-            for p in ("2101", "2102")
-        ]
-        mine = two.place("ETH-USDC", "buy", "limit", size="0.01", price="1900").order_id
+        def placed(client: Client, side: str, price: str) -> int:
+            """An order, as soon as the order bucket (just emptied above) allows it."""
+            return int(
+                wait_until(
+                    f"a {side} at {price} within the rate limit",
+                    lambda: client.place("ETH-USDC", side, "limit", size="0.01", price=price),
+                    timeout=15,
+                    retry_on=(RateLimited,),
+                ).order_id
+            )
+
+        resting = [placed(one, "sell", p) for p in ("2101", "2102")]
+        mine = placed(two, "buy", "1900")
         _connect_and_drop(gw2, seller)
         wait_until(
             "the seller's orders cancelled",

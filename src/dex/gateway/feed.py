@@ -368,12 +368,18 @@ class FeedRelay:
             for t in (sub.writer, reader):
                 t.cancel()
             for t in (sub.writer, reader):
-                with contextlib.suppress(BaseException):
+                try:
                     await t
+                except asyncio.CancelledError:
+                    pass  # cancelled just above
+                except Exception as e:  # the client went away mid-send, or a bug: said
+                    self.log.info("ws_connection_ended", error=f"{type(e).__name__}: {e}")
             self._drop(sub)
             if sub.reason is not None:
-                with contextlib.suppress(Exception):
+                try:
                     await asyncio.wait_for(socket.close(code=sub.close_code, reason=sub.reason), 1)
+                except Exception as e:  # a stalled client: the closing handshake is given up
+                    self.log.info("ws_close_abandoned", reason=sub.reason, error=type(e).__name__)
 
     def _drop(self, sub: Subscriber) -> None:
         self.connections.discard(sub)

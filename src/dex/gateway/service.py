@@ -375,8 +375,12 @@ class Gateway:
                 self.health.set_ready(TAIL)
             except TrimmedError as e:  # we fell behind a trim: start over from a snapshot
                 self.health.set_not_ready(TAIL, f"input trimmed: {e}")
-                with contextlib.suppress(Exception):
+                try:
                     await self._restart_after_trim()
+                except Exception as err:  # the bus away as well: not ready; the loop retries
+                    self.health.set_not_ready(TAIL, f"bus unreachable: {type(err).__name__}")
+                    self.log.warning("restart_after_trim_failed", error=f"{err!r}")
+                    await asyncio.sleep(0.5)
                 continue
             except Exception as e:  # bus down: not ready, retry
                 self.health.set_not_ready(TAIL, f"bus unreachable: {type(e).__name__}: {e}")

@@ -138,8 +138,8 @@ def _keccak_direct() -> Callable[[bytes], bytes] | None:
             if keccak256(probe) != _keccak_public(probe):
                 return None
         return keccak256
-    except Exception:
-        return None
+    except Exception:  # feature detection, not an error: any surprise in pycryptodome's
+        return None  # internals means the public call is used (same bytes, slower)
 
 
 keccak256: Callable[[bytes], bytes] = _keccak_direct() or _keccak_public
