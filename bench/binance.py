@@ -30,44 +30,21 @@ from urllib.parse import urlencode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from dex.wire import signing
 from gateway import (
     _auth_headers,
     _raw_request,
     _raw_response,
-    _signed,
     _start_exchange,
     fail,
+    onboard_traders,
 )
 
 
 async def _onboard(url: str, n: int) -> list[dict[str, Any]]:
     import httpx
-    from eth_account import Account
 
     async with httpx.AsyncClient(base_url=url, timeout=30) as http:
-        chain = (await http.get("/v1/eip712")).json()["domain"]["chainId"]
-        keys = []
-        for i in range(n):
-            wallet = Account.create()
-            msg = {
-                "account": wallet.address,
-                "keyType": "hmac",
-                "publicKey": "",
-                "permissions": "read,trade",
-                "nonce": i + 1,
-                "expiresAt": 0,
-            }
-            sig = signing.sign_typed(bytes(wallet.key), "RegisterApiKey", msg, chain)
-            key = (await http.post("/v1/api-keys", json={**msg, "signature": sig})).json()
-            for asset, amount in (("ETH", "100000"), ("USDC", "100000000")):
-                r = await _signed(
-                    http, key, "POST", "/v1/faucet", {"asset": asset, "amount": amount}
-                )
-                if r.status_code != 200:
-                    fail(f"faucet: {r.status_code} {r.text[:200]}")
-            keys.append(key)
-        return keys
+        return await onboard_traders(http, n)
 
 
 def _order(kind: str, key: dict[str, Any], n: int, host: str) -> bytes:

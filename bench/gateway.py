@@ -335,31 +335,10 @@ async def _orders_run(url: str, args: argparse.Namespace) -> dict[str, Any]:
     import asyncio
 
     import httpx
-    from eth_account import Account
 
     limits = httpx.Limits(max_connections=args.clients, max_keepalive_connections=args.clients)
     async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as http:
-        chain = (await http.get("/v1/eip712")).json()["domain"]["chainId"]
-        traders = []
-        for i in range(args.traders):
-            wallet = Account.create()
-            msg = {
-                "account": wallet.address,
-                "keyType": "hmac",
-                "publicKey": "",
-                "permissions": "read,trade",
-                "nonce": i + 1,
-                "expiresAt": 0,
-            }
-            sig = signing.sign_typed(bytes(wallet.key), "RegisterApiKey", msg, chain)
-            key = (await http.post("/v1/api-keys", json={**msg, "signature": sig})).json()
-            traders.append(key)
-            for asset, amount in (("ETH", "100000"), ("USDC", "100000000")):
-                r = await _signed(
-                    http, key, "POST", "/v1/faucet", {"asset": asset, "amount": amount}
-                )
-                if r.status_code != 200:
-                    fail(f"faucet: {r.status_code} {r.text[:200]}")
+        traders = await onboard_traders(http, args.traders)
 
         host, port = url.removeprefix("http://").split(":")
 
@@ -429,6 +408,33 @@ async def _orders_run(url: str, args: argparse.Namespace) -> dict[str, Any]:
         "ceiling_p50_ms": pct(lat_t, 0.50),
         "ceiling_p99_ms": pct(lat_t, 0.99),
     }
+
+
+async def onboard_traders(http: Any, n: int) -> list[dict[str, Any]]:
+    """`n` fresh wallets, each with an HMAC key (EIP-712 `RegisterApiKey`) and faucet funds;
+    their `POST /v1/api-keys` answers (api_key, secret)."""
+    from eth_account import Account
+
+    chain = (await http.get("/v1/eip712")).json()["domain"]["chainId"]
+    keys = []
+    for i in range(n):
+        wallet = Account.create()
+        msg = {
+            "account": wallet.address,
+            "keyType": "hmac",
+            "publicKey": "",
+            "permissions": "read,trade",
+            "nonce": i + 1,
+            "expiresAt": 0,
+        }
+        sig = signing.sign_typed(bytes(wallet.key), "RegisterApiKey", msg, chain)
+        key = (await http.post("/v1/api-keys", json={**msg, "signature": sig})).json()
+        for asset, amount in (("ETH", "100000"), ("USDC", "100000000")):
+            r = await _signed(http, key, "POST", "/v1/faucet", {"asset": asset, "amount": amount})
+            if r.status_code != 200:
+                fail(f"faucet: {r.status_code} {r.text[:200]}")
+        keys.append(key)
+    return keys
 
 
 def _auth_headers(key: dict[str, Any], method: str, path: str, body: bytes) -> dict[str, str]:
