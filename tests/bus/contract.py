@@ -34,14 +34,24 @@ class FakeClock:
         self.now += seconds
 
 
-def aio(test: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
-    """Turn an async test method into a plain sync one run by `asyncio.run`."""
+def aio_within(
+    seconds: float,
+) -> Callable[[Callable[..., Coroutine[Any, Any, None]]], Callable[..., None]]:
+    """Turn an async test into a plain sync one run by `asyncio.run`, failing it after
+    `seconds` (a deadline for a hung test, not a measure)."""
 
-    @functools.wraps(test)
-    def run(*args: Any, **kwargs: Any) -> None:
-        asyncio.run(asyncio.wait_for(test(*args, **kwargs), 10 * GUARD))
+    def wrap(test: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
+        @functools.wraps(test)
+        def run(*args: Any, **kwargs: Any) -> None:
+            asyncio.run(asyncio.wait_for(test(*args, **kwargs), seconds))
 
-    return run
+        return run
+
+    return wrap
+
+
+aio = aio_within(10 * GUARD)
+"""`aio_within` with the deadline of a test whose awaits must all finish promptly."""
 
 
 async def yield_to_loop() -> None:

@@ -45,7 +45,7 @@ from websockets.exceptions import ConnectionClosed
 
 from dex.client import AsyncClient
 from dex.gateway.feed import SLOW_CLOSE
-from tests.bus.contract import aio
+from tests.bus.contract import aio_within
 from tests.services.test_feed import (
     WAIT,
     BookClient,
@@ -109,6 +109,9 @@ async def open_slow(ex: Exchange) -> tuple[ClientConnection, BookAndTrades]:
 # how long trading may take to fill the kernel's buffers and then the bound: ~7 s on a quiet
 # machine, more under the whole suite (a deadline, not a measure)
 DROP_WAIT = 90.0
+# the whole test's deadline: the drop, a second of trading after it, the checks and the stop
+# (CI once stopped it at 20 s, the deadline of tests whose awaits are all prompt)
+TEST_WAIT = DROP_WAIT + 60.0
 
 
 async def keep_trading(traders: list[AsyncClient], stop: asyncio.Event) -> None:
@@ -130,7 +133,7 @@ async def timeouts(c: httpx.AsyncClient) -> float:
     return sum(values)
 
 
-@aio
+@aio_within(TEST_WAIT)
 async def test_a_real_slow_tcp_subscriber_is_dropped_and_holds_nobody_up(tmp_path: Path) -> None:
     with structlog.testing.capture_logs() as logs:
         async with (
