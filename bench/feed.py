@@ -44,9 +44,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import json
 import multiprocessing as mp
+import os
 import resource
 import sys
 import tempfile
@@ -54,11 +56,10 @@ import time
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
-from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import ServerConnection, broadcast, serve
-from websockets.exceptions import ConnectionClosed
 
 from dex.app.demo import add_demo_markets
 from dex.app.run import Running, run_units
@@ -80,6 +81,11 @@ QUIET = 2.0  # the drain ends after this long without a message
 TARGET_P99_MS = 100.0
 
 
+def compact(message: dict[str, Any]) -> str:
+    """JSON as the gateway writes it (msgspec: no spaces), which the subscribers parse."""
+    return json.dumps(message, separators=(",", ":"))
+
+
 def raise_nofile() -> int:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:
@@ -95,65 +101,157 @@ def subscriber_process(url: str, n: int, stalled: bool, conn: Connection) -> Non
     asyncio.run(_subscribers(url, n, stalled, conn))
 
 
+def _masked(opcode: int, payload: bytes) -> bytes:
+    """A client frame (FIN set, masked as RFC 6455 requires of clients)."""
+    mask = os.urandom(4)
+    n = len(payload)
+    head = bytes([0x80 | opcode])
+    if n < 126:
+        head += bytes([0x80 | n])
+    elif n < 1 << 16:
+        head += bytes([0x80 | 126]) + n.to_bytes(2, "big")
+    else:
+        head += bytes([0x80 | 127]) + n.to_bytes(8, "big")
+    body = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return head + mask + body
+
+
+SEQ = b',"seq":'
+
+
+class Subscriber(asyncio.Protocol):
+    """One WebSocket subscriber on a raw asyncio protocol: the handshake, then the server's
+    frames parsed by hand (unmasked, never fragmented by our servers), each update's `seq`
+    found in its bytes and stamped with the receipt time of the chunk it arrived in. The
+    `websockets` client costs tens of microseconds per message in Python; at 1,000
+    subscribers that alone was the harness's ceiling. Answers pings; records a close frame."""
+
+    def __init__(self, host: str, path: str, sub: bytes, got: list[tuple[int, int]]) -> None:
+        self.request = (
+            f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n"
+            "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+            f"Sec-WebSocket-Key: {base64.b64encode(os.urandom(16)).decode()}\r\n\r\n"
+        ).encode()
+        self.sub = sub
+        self.got = got
+        self.buf = b""
+        self.upgraded = False
+        self.snapshot = asyncio.get_running_loop().create_future()
+        self.lost = asyncio.get_running_loop().create_future()
+        self.transport: asyncio.Transport | None = None
+        self.close_code: int | None = None
+        self.close_reason = ""
+        self.messages = 0
+        self.bytes = 0
+        self.last = time.monotonic()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        transport.write(self.request)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.snapshot.done():
+            self.snapshot.set_exception(ConnectionError(f"closed before the snapshot: {exc}"))
+        if not self.lost.done():
+            self.lost.set_result(None)
+
+    def data_received(self, data: bytes) -> None:
+        now = time.time_ns()
+        buf = self.buf + data if self.buf else data
+        if not self.upgraded:
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                self.buf = buf
+                return
+            if not buf.startswith(b"HTTP/1.1 101"):
+                raise ConnectionError(buf[:end].decode(errors="replace"))
+            self.upgraded = True
+            assert self.transport is not None
+            self.transport.write(_masked(1, self.sub))
+            buf = buf[end + 4 :]
+        i, size = 0, len(buf)
+        while size - i >= 2:
+            opcode, n = buf[i] & 0x0F, buf[i + 1] & 0x7F
+            start = i + 2
+            if n == 126:
+                if size - i < 4:
+                    break
+                n, start = int.from_bytes(buf[i + 2 : i + 4], "big"), i + 4
+            elif n == 127:
+                if size - i < 10:
+                    break
+                n, start = int.from_bytes(buf[i + 2 : i + 10], "big"), i + 10
+            if size - start < n:
+                break
+            i = start + n
+            if opcode == 1:
+                self.text(buf, start, i, now)
+            elif opcode == 9:  # ping: pong with its payload
+                assert self.transport is not None
+                self.transport.write(_masked(10, buf[start:i]))
+            elif opcode == 8 and n >= 2:
+                self.close_code = int.from_bytes(buf[start : start + 2], "big")
+                self.close_reason = buf[start + 2 : i].decode(errors="replace")
+        self.buf = buf[i:]
+
+    def text(self, buf: bytes, start: int, end: int, now: int) -> None:
+        self.last = time.monotonic()
+        if buf.startswith(b'{"type":"update"', start):
+            at = buf.find(SEQ, start, end) + len(SEQ)
+            stop = at
+            while 48 <= buf[stop] <= 57:
+                stop += 1
+            self.got.append((int(buf[at:stop]), now))
+            self.messages += 1
+            self.bytes += end - start
+        elif buf.startswith(b'{"type":"snapshot"', start) and not self.snapshot.done():
+            self.snapshot.set_result(None)
+
+
 async def _subscribers(url: str, n: int, stalled: bool, conn: Connection) -> None:
-    sub = json.dumps({"op": "subscribe", "channel": "book", "market": MARKET})
+    sub = json.dumps({"op": "subscribe", "channel": "book", "market": MARKET}).encode()
+    where = urlsplit(url)
+    host, port, path = where.hostname or "127.0.0.1", where.port or 80, where.path or "/"
     recs: list[list[tuple[int, int]]] = [[] for _ in range(n)]
-    closed: dict[int, tuple[int | None, str]] = {}
-    last_msg = [time.monotonic()]
-    size = [0, 0]  # bytes and number of the updates received
+    loop = asyncio.get_running_loop()
     gate = asyncio.Semaphore(50)  # connections opened at once
 
-    async def open_one() -> ClientConnection:
+    async def open_one(got: list[tuple[int, int]]) -> Subscriber:
         async with gate:
-            ws = await connect(url, compression=None, ping_interval=None, open_timeout=60)
-            await ws.send(sub)
-            while json.loads(await ws.recv()).get("type") != "snapshot":
-                pass
-            return ws
+            _, proto = await loop.create_connection(
+                lambda: Subscriber(f"{host}:{port}", path, sub, got), host, port
+            )
+            await asyncio.wait_for(proto.snapshot, 60)
+            return proto
 
-    async def reader(i: int, ws: ClientConnection) -> None:
-        out = recs[i]
-        add = out.append
-        loads = json.loads
-        try:
-            async for raw in ws:
-                now = time.time_ns()
-                msg = loads(raw)
-                if msg["type"] == "update":
-                    add((msg["seq"], now))
-                    size[0] += len(raw)
-                    size[1] += 1
-                last_msg[0] = time.monotonic()
-        except ConnectionClosed as e:
-            closed[i] = (e.rcvd.code if e.rcvd else None, e.rcvd.reason if e.rcvd else "")
-
-    socks = await asyncio.gather(*(open_one() for _ in range(n)))
-    stuck: ClientConnection | None = None
-    if stalled:
-        # max_queue=1: the client stops reading its socket after one unread frame
-        stuck = await connect(url, compression=None, ping_interval=None, max_queue=1)
-        await stuck.send(sub)
-    tasks = [asyncio.create_task(reader(i, ws)) for i, ws in enumerate(socks)]
+    subs = await asyncio.gather(*(open_one(recs[i]) for i in range(n)))
+    stuck: Subscriber | None = None
+    if stalled:  # subscribes, takes its snapshot, then reads nothing more (TCP back-pressure)
+        stuck = await open_one([])
+        assert stuck.transport is not None
+        stuck.transport.pause_reading()
     conn.send("ready")
-    loop = asyncio.get_running_loop()
     await loop.run_in_executor(None, conn.recv)  # "produced": production is over
-    while time.monotonic() - last_msg[0] < QUIET:
+    while time.monotonic() - max(s.last for s in subs) < QUIET:
         await asyncio.sleep(0.2)
     stalled_result = ""
     if stuck is not None:
-        got = 0
+        assert stuck.transport is not None
+        stuck.transport.resume_reading()
         try:
-            while True:
-                await asyncio.wait_for(stuck.recv(), QUIET)
-                got += 1
-        except ConnectionClosed as e:
-            code, reason = (e.rcvd.code, e.rcvd.reason) if e.rcvd else (None, "")
-            stalled_result = f"disconnected (code {code}, {reason!r}) after {got:,} messages"
+            await asyncio.wait_for(asyncio.shield(stuck.lost), QUIET * 5)
+            how = (
+                f"close frame {stuck.close_code} {stuck.close_reason!r}"
+                if stuck.close_code is not None
+                else "connection dropped by the server"
+            )
+            stalled_result = f"disconnected ({how}) after {len(stuck.got):,} updates read"
         except TimeoutError:
-            stalled_result = f"not disconnected ({got:,} messages were waiting for it)"
-    for ws in socks:
-        await ws.close()
-    await asyncio.gather(*tasks)
+            stalled_result = f"not disconnected ({len(stuck.got):,} updates were waiting for it)"
+    for s in subs:
+        if s.transport is not None:
+            s.transport.close()
     ts: dict[int, int] = await loop.run_in_executor(None, conn.recv)  # seq -> stamp
     hist: dict[int, int] = {}
     delivered = 0
@@ -168,7 +266,8 @@ async def _subscribers(url: str, n: int, stalled: bool, conn: Connection) -> Non
             b = d // BIN_US
             hist[b] = hist.get(b, 0) + 1
             delivered += 1
-    slow = sum(1 for code, _ in closed.values() if code == 1008)
+    slow = sum(1 for s in subs if s.close_code == 1008)
+    received = sum(s.messages for s in subs)
     conn.send(
         {
             "hist": hist,
@@ -176,7 +275,7 @@ async def _subscribers(url: str, n: int, stalled: bool, conn: Connection) -> Non
             "max_us": worst,
             "slow": slow,
             "stalled": stalled_result,
-            "mean_bytes": size[0] / max(1, size[1]),
+            "mean_bytes": sum(s.bytes for s in subs) / max(1, received),
         }
     )
 
@@ -241,13 +340,13 @@ async def ceiling(args: argparse.Namespace) -> dict[str, Any]:
     """The subscribers against a trivial broadcast server: the harness's own ceiling."""
     conns: set[ServerConnection] = set()
     stamps: dict[int, int] = {}
-    snapshot = json.dumps(
+    snapshot = compact(
         {"type": "snapshot", "channel": "book", "market": MARKET, "seq": 0, "bids": [], "asks": []}
     )
 
     async def handler(ws: ServerConnection) -> None:
         await ws.recv()
-        await ws.send(json.dumps({"type": "subscribed", "channel": "book", "market": MARKET}))
+        await ws.send(compact({"type": "subscribed", "channel": "book", "market": MARKET}))
         await ws.send(snapshot)
         conns.add(ws)
         try:
@@ -257,7 +356,7 @@ async def ceiling(args: argparse.Namespace) -> dict[str, Any]:
 
     async def step(i: int) -> None:
         seq = i + 1
-        msg = json.dumps(
+        msg = compact(
             {
                 "type": "update",
                 "channel": "book",

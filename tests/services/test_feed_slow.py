@@ -7,8 +7,8 @@ buffer and MSS the kernel allows (SO_RCVBUF and TCP_MAXSEG set before connecting
 compression, subscribes to the ETH-USDC book and trades, and then stops reading (its
 transport's reading is paused: no byte is taken from the kernel any more). Trading through the
 gateway (3 concurrent senders) then fills, in turn, the client's receive buffer, the server
-socket's send buffer, uvicorn's transport buffer (64 KiB: past it the send waits) and finally
-the relay's queue for that connection, bounded by a small `DEX_WS_MAX_BUFFER_BYTES` (16 KiB).
+socket's send buffer and finally the connection's transport buffer, where the relay writes
+whole frames (`dex.runtime.wsframes`), bounded by a small `DEX_WS_MAX_BUFFER_BYTES` (16 KiB).
 
 The server's send buffer is not ours to set, but the kernel sizes it from the peer's MSS: on
 loopback (MSS 65483) it starts at tcp_wmem's maximum, ~4 MB, which the feed's few KB/s of
@@ -94,7 +94,7 @@ def tiny_socket(port: int) -> socket.socket:
 
 async def open_slow(ex: Exchange) -> tuple[ClientConnection, BookAndTrades]:
     """A client that subscribes, reads the acks and the snapshot, then stops reading. Without
-    compression, so that every byte the relay queues is a byte on the wire."""
+    compression, so that every byte the relay writes is a byte on the wire."""
     ws = await connect(ex.ws_url, sock=tiny_socket(ex.gw_port), compression=None)
     checker = BookAndTrades(ws, (MARKET,))
     for s in (BOOK, TRADES):
@@ -145,6 +145,7 @@ async def test_a_real_slow_tcp_subscriber_is_dropped_and_holds_nobody_up(tmp_pat
             await random_orders(traders, random.Random(21), 20)  # books before anyone subscribes
             slow_ws, slow_seen = await open_slow(ex)
             (slow,) = relay.connections
+            assert slow.frames is not None  # the relay writes frames to its transport
             fine = await BookAndTrades.open(ex.ws_url, (MARKET,))
             assert isinstance(fine, BookAndTrades)
             await fine.ws.send(json.dumps({"op": "subscribe", **TRADES}))

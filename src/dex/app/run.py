@@ -17,6 +17,7 @@ from dex.runtime.http import build_app
 from dex.runtime.logging import get_logger
 from dex.runtime.server import HttpServer
 from dex.runtime.settings import Settings
+from dex.runtime.wsframes import FrameProtocol
 
 
 def _local_upstreams(units: list[Unit], servers: dict[str, HttpServer], settings: Settings) -> None:
@@ -75,6 +76,8 @@ async def run_units(
                 stop_timeout=max(1, settings.stop_timeout_ms // 1000),
                 ws_ping_interval=settings.ws_ping_ms / 1000,  # the feed's heartbeat
                 ws_ping_timeout=settings.ws_ping_ms / 1000,
+                ws=FrameProtocol,  # the feed's fan-out writes whole frames (dex.runtime.wsframes)
+                ws_per_message_deflate=False,
             )
             await srv.start(settings.host, u.port if ports is None else ports.get(u.name, u.port))
             servers[u.name] = srv

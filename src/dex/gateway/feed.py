@@ -18,11 +18,15 @@ position drops the book and starts over as above: its book subscribers then get 
 snapshot, never an update on a wrong book. An update already seen (`seq` not above the book's,
 e.g. republished by a restarted market data) is dropped, and so are its trades.
 
-Fan-out. Each message is encoded once (JSON text) and put on each subscriber's queue without
-waiting; one writer task per connection sends its queue. A subscriber whose queued bytes pass
-`max_buffer` is disconnected (close code 1008, reason "slow consumer ...") and never holds
-anyone else up. Dead connections are closed by the server's WebSocket ping (uvicorn's
-`ws_ping_interval` / `ws_ping_timeout`, both `DEX_WS_PING_MS`, set in `dex.app.run`).
+Fan-out. Each message is encoded once (JSON text) and framed once (`dex.runtime.wsframes`):
+the same frame is written to each subscriber's transport, at once, without a task per
+connection. A subscriber whose transport holds more than `max_buffer` bytes the kernel has not
+taken is disconnected (close code 1008, reason "slow consumer ...") and never holds anyone else
+up. On a server that offers no frame writer (and for the Binance connections, whose messages
+are translated per connection) each connection has a queue, bounded the same way, and one
+writer task that sends it through ASGI. Dead connections are closed by the server's WebSocket
+ping (uvicorn's `ws_ping_interval` / `ws_ping_timeout`, both `DEX_WS_PING_MS`, set in
+`dex.app.run`).
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ from dex.marketdata.feed import (
     trades_message,
     update_message,
 )
+from dex.runtime.wsframes import frame_writer, text_frame
 from dex.wire.codec import BadEntry
 from dex.wire.feed import FeedTicker, FeedUpdate, decode_feed
 from dex.wire.layout import md_feed
@@ -65,12 +70,24 @@ def _text(message: dict[str, Any]) -> str:
     return _json.encode(message).decode()
 
 
+_framed: list[Any] = [None, b""]  # the last text framed and its frame: a fan-out frames once
+
+
+def _frame(text: str) -> bytes:
+    if _framed[0] is not text:
+        _framed[0], _framed[1] = text, text_frame(text)
+    frame: bytes = _framed[1]
+    return frame
+
+
 class Subscriber:
-    """One connection: its subscriptions and its send queue (bounded by `max_buffer`)."""
+    """One connection: its subscriptions and how its messages go out: whole frames written to
+    its transport, or (without a frame writer) a send queue; either bounded by `max_buffer`."""
 
     def __init__(self, socket: Any, max_buffer: int) -> None:
         self.socket = socket
         self.max_buffer = max_buffer
+        self.frames = frame_writer(getattr(socket, "scope", None))
         self.queue: deque[str] = deque()
         self.buffered = 0  # characters queued or being sent
         self.wake = asyncio.Event()
@@ -88,6 +105,11 @@ class Subscriber:
         """Queue a message; past `max_buffer` the connection is dropped instead."""
         if self.reason is not None:
             return
+        if self.frames is not None:
+            # a closing connection takes nothing more; its reader sees it end
+            if self.frames.write(_frame(text)) and self.frames.buffered() > self.max_buffer:
+                self.kill(f"slow consumer: more than {self.max_buffer} bytes waiting to be sent")
+            return
         self.queue.append(text)
         self.buffered += len(text)
         if self.buffered > self.max_buffer:
@@ -102,7 +124,10 @@ class Subscriber:
             self.writer.cancel()
 
     async def write(self) -> None:
-        """Send the queue, in order, until the connection fails or is dropped."""
+        """Send the queue, in order, until the connection fails or is dropped (with a frame
+        writer, `push` sends: this only waits to be cancelled by `kill`)."""
+        if self.frames is not None:
+            await asyncio.Event().wait()
         while self.reason is None:
             await self.wake.wait()
             self.wake.clear()

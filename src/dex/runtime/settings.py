@@ -100,7 +100,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     rate_limit_public: str = "1200/20"  # per client IP, public routes
     rate_limit_private: str = "1200/20"  # per account, private routes other than order entry
     rate_limit_orders: str = "300/100"  # per account, order entry (place, amend, cancel)
-    ws_max_buffer_bytes: int = 4 * 1024 * 1024  # a WebSocket client queued past this is closed
+    ws_max_buffer_bytes: int = 4 * 1024 * 1024  # a WebSocket client this far behind is closed
 
 
 DEFAULTS = Settings()  # the default of every setting: constructors take theirs from here
