@@ -3,14 +3,18 @@ the gateway's `/v1/ws`, while about R book updates a second are produced.
 
 Run from the repository root with the package installed (`pip install -e .`):
 
-    python bench/feed.py                                  # 1,000 subscribers, 1,000 updates/s, 8 s
+    python bench/feed.py                                  # 1,000 subscribers, 1,000 requests/s, 5 s
     python bench/feed.py --subscribers 100 --rate 200 --seconds 3   # quick check
 
 The exchange runs embedded in this process as `dex up` runs it (market data, matching, risk
 and the gateway on one SQLite bus, one risk and one matching shard, each on a free port), like
-`tests/services/test_feed.py`. The subscribers run in a second process (asyncio +
-`websockets`, no compression: `compression=None`), so on a 2-core machine the exchange has one
-core and the subscribers the other. RLIMIT_NOFILE is raised to the hard limit in both.
+`tests/services/test_feed.py`. The subscribers run in a second process, so on a 2-core machine
+the exchange has one core and the subscribers the other. Each subscriber is a raw asyncio
+protocol (`Subscriber`: the handshake, then the server's frames parsed by hand, the update's
+`seq` found in its bytes): the `websockets` client costs tens of microseconds per message in
+Python, and with it the harness's own p99 at 1,000 subscribers was 125 ms at 22 updates/s,
+over the target before the exchange did anything. RLIMIT_NOFILE is raised to the hard limit
+in both processes.
 
 The producer appends one request per bus append straight onto the risk shard's input stream
 (as the gateway does after its checks), paced to `--rate` a second: a resting ETH-USDC limit
@@ -20,11 +24,12 @@ market data publishes one feed update per log entry and market: the achieved rat
 book updates (distinct `seq`s on the feed) per second, from the matching log.
 
 Delivery delay, per message and subscriber: the receipt time (`time.time_ns()` in the
-subscriber process, right after `recv`) minus the matching stamp of the update (an update's
-`seq` is the market seq of the last event of its matching log entry; that event's `ts` is the
-matching shard's stamp, read back from the log after the run). Both are this machine's wall
-clock. Printed: p50/p99/max over every delivered update, messages delivered of those expected
-(updates x subscribers), and subscribers the gateway dropped as slow consumers.
+subscriber process, when the chunk holding the frame is read) minus the matching stamp of the
+update (an update's `seq` is the market seq of the last event of its matching log entry; that
+event's `ts` is the matching shard's stamp, read back from the log after the run). Both are
+this machine's wall clock. Printed: p50/p99/max over every delivered update, messages
+delivered of those expected (updates x subscribers), and subscribers the gateway dropped as
+slow consumers.
 
 Runs, each of `--seconds` of production plus a drain (until no message for 2 s):
 1. harness ceiling: the same subscriber process against a trivial `websockets` broadcast
@@ -33,9 +38,12 @@ Runs, each of `--seconds` of production plus a drain (until no message for 2 s):
    achieved rate is the most it can broadcast);
 2. the exchange with one subscriber (the pipeline and feed without fan-out);
 3. the exchange with N subscribers;
-4. the exchange with N subscribers plus one that subscribes and then stops reading (its client
-   holds at most one unread frame, then TCP back-pressure): the others' figures, and whether
-   the stalled one was disconnected (close code 1008, "slow consumer", past 4 MiB queued);
+4. the exchange with N subscribers plus one that subscribes, takes its snapshot and then
+   stops reading its socket (TCP back-pressure): the others' figures, and whether the stalled
+   one was disconnected (close code 1008, "slow consumer", once more than
+   `DEX_WS_MAX_BUFFER_BYTES`, 4 MiB, waits in its transport: on loopback the kernel's buffers
+   take a few MB first, so a 5 s run does not get there; tests/services/test_feed_slow.py
+   shows the drop with small buffers);
 5. the harness ceiling again at the update rate run 3 achieved (at most 3 s): the harness's
    delay for the same fan-out load.
 """
