@@ -380,7 +380,7 @@ def test_dex_db_upgrade_stamps_a_store_of_the_code_before_migrations(store: str)
     assert said(dex_db(store, "current")) == f"{head()} (head)"
     got = on(store, contents)
     for name, rows in LEGACY_ROWS.items():
-        key = [c.name for c in schema.metadata.tables[name].primary_key.columns]
+        key = [c.name for c in LEGACY.tables[name].primary_key.columns]
         assert got[name] == sorted(rows, key=lambda r: [r[k] for k in key])
     assert on(store, diff(schema.metadata)) == []
 
@@ -658,3 +658,84 @@ def test_0003_down_to_0002_and_up_again(store: str) -> None:
     assert on(store, rows_0002) == before[1]
     if on(store, migrations.current) == head():
         assert on(store, diff(schema.metadata)) == []
+
+
+EVENTS_0003 = [  # entries of several events, catalog kinds among them, out of key order
+    {
+        "stream": layout.risk_log(1),
+        "log_seq": 5,
+        "idx": idx,
+        "kind": kind,
+        "body": {"event": kind, "n": idx, "text": "é ü \u2603", "deep": {"a": [idx, None]}},
+    }
+    for idx, kind in ((2, "trade_settled"), (0, "asset_added"), (1, "market_added"))
+] + [
+    {
+        "stream": layout.me_log(1),
+        "log_seq": seq,
+        "idx": 0,
+        "kind": "accepted",
+        "body": {"event": "accepted", "big": BIG},
+    }
+    for seq in (3, 1, 2)
+]
+
+
+def events_rows(conn: Connection) -> list[dict[str, Any]]:
+    table = LEGACY.tables["events"]
+    got = conn.execute(select(table).order_by(*table.primary_key.columns))
+    return [dict(r) for r in got.mappings()]
+
+
+def store_0003_with_events(store: str) -> None:
+    store_0002_with_rows(store)
+    assert on(store, lambda conn: migrations.upgrade(conn, "0003")) == "0003"
+    on(store, lambda conn: conn.execute(LEGACY.tables["events"].insert(), EVENTS_0003))
+
+
+def test_0004_stores_one_row_per_entry_and_the_events_view_reads_as_before(store: str) -> None:
+    """0003 with rows -> 0004: `log_entries` holds one row per entry (its events' bodies in
+    `idx` order), `catalog` the asset_added / market_added events, and the `events` view
+    gives back exactly the rows the table held; every other row as it was; the ledger's
+    asset index gone."""
+    store_0003_with_events(store)
+    before = (on(store, contents), on(store, rows_0002), on(store, events_rows))
+    assert len(before[2]) == len(EVENTS_0003) + len(LEGACY_ROWS["events"])
+    assert on(store, lambda conn: migrations.upgrade(conn, "0004")) == "0004"
+    assert (on(store, contents), on(store, rows_0002), on(store, events_rows)) == before
+
+    def entries(conn: Connection) -> dict[tuple[str, int], list[Any]]:
+        got = conn.execute(select(schema.log_entries))
+        return {(r.stream, r.log_seq): r.body for r in got}
+
+    want: dict[tuple[str, int], list[Any]] = {}
+    for row in before[2]:
+        want.setdefault((row["stream"], row["log_seq"]), []).append(row["body"])
+    assert on(store, entries) == want
+    catalog = on(store, lambda conn: conn.execute(select(schema.catalog)).all())
+    assert sorted((r.idx, r.body["event"]) for r in catalog) == [
+        (0, "asset_added"),
+        (1, "market_added"),
+    ]
+    made = on(store, shape)
+    assert "events" not in made  # a view now
+    assert {"log_entries", "catalog"} <= set(made)
+    indexes = {name for table in made.values() for name, _ in table[2]}
+    assert "ledger_by_account_ts" in indexes
+    assert not indexes & {"ledger_by_account_asset_ts", "events_catalog"}
+    if on(store, migrations.current) == head():
+        assert on(store, diff(schema.metadata)) == []
+
+
+def test_0004_down_to_0003_and_up_again(store: str) -> None:
+    """0004 -> 0003 gives exactly the 0003 store back (its `events` table, indexes and rows);
+    0004 again gives the same view."""
+    store_0003_with_events(store)
+    before = (on(store, contents), on(store, rows_0002), on(store, events_rows))
+    shape_0003 = on(store, shape)
+    on(store, lambda conn: migrations.upgrade(conn, "0004"))
+    assert on(store, lambda conn: migrations.downgrade(conn, "0003")) == "0003"
+    assert on(store, shape) == shape_0003
+    assert (on(store, contents), on(store, rows_0002), on(store, events_rows)) == before
+    assert on(store, lambda conn: migrations.upgrade(conn, "0004")) == "0004"
+    assert on(store, events_rows) == before[2]

@@ -34,17 +34,16 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgspec
-from sqlalchemy import BigInteger, Column, ColumnElement, Table, literal, select, text, tuple_
+from sqlalchemy import BigInteger, Column, ColumnElement, Table, literal, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from dex.core.enums import OrderStatus
 from dex.marketdata import candles as cb
 from dex.persistence import schema
 from dex.persistence.schema import (
-    CATALOG_KINDS,
     balances,
+    catalog,
     deposits,
-    events,
     fills,
     ledger_entries,
     orders,
@@ -208,14 +207,10 @@ async def account_balances(conn: AsyncConnection, account: str) -> dict[str, dic
 
 
 async def catalog_events(conn: AsyncConnection) -> list[dict[str, Any]]:
-    """The body of every `asset_added` and `market_added` event stored, in log order (the
-    partial index `events_catalog`). Every shard logs them, so each comes several times."""
-    got = await conn.execute(
-        select(events.c.body)
-        .where(events.c.kind.in_(["asset_added", "market_added"]))
-        .where(text(CATALOG_KINDS))  # lets the planners match the partial index
-        .order_by(events.c.stream, events.c.log_seq, events.c.idx)
-    )
+    """The body of every `asset_added` and `market_added` event stored (`catalog`), in log
+    order. Every shard logs them, so each comes several times."""
+    c = catalog.c
+    got = await conn.execute(select(c.body).order_by(c.stream, c.log_seq, c.idx))
     return [dict(row.body) for row in got]
 
 

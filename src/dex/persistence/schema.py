@@ -12,8 +12,16 @@ Amounts are integers: asset units, price ticks, size lots.
   filled, reason, updated_ts, tif, trigger_price, quote_size, created_ts)`: matching order
   events (status open / untriggered / filled / cancelled / expired / rejected; `filled` in
   lots; `created_ts` the accepted or rejected event's time).
-- `events(stream, log_seq, idx, kind, body; PK stream, log_seq, idx)`: every event of every
-  entry, `body` its JSON (JSONB on PostgreSQL).
+- `log_entries(stream, log_seq, body; PK stream, log_seq)`: the raw events, one row per log
+  entry (unique by stream and log position): `body` the JSON array of the entry's events, in
+  log order (JSON, not JSONB, on PostgreSQL: stored as sent, validated, not converted; its
+  TOAST compression lz4 where the server has it). One row per entry, not per event: the
+  writer's widest table costs one tuple and one key per entry (migration 0004).
+- `events` (a view, in `views`, not in `metadata`): every event of every entry as a row
+  `(stream, log_seq, idx, kind, body)` unpacked from `log_entries` (`json_array_elements` /
+  `json_each`): what the store held before 0004, for readers (tests, `dex db`, operators).
+- `catalog(stream, log_seq, idx, body; PK stream, log_seq, idx)`: the `asset_added` and
+  `market_added` events (a handful), which the service learns decimals from at start.
 - `fills(trade_id, market, liquidity, order_id, account, side, price, size, fee, fee_asset,
   ts, stream, log_seq; PK trade_id, market, liquidity)`: one row per side of each trade, from
   the risk `trade_settled` of the shard that owns the side (`fee` negative: a rebate; the fee
@@ -32,8 +40,10 @@ Amounts are integers: asset units, price ticks, size lots.
   `withdrawal_completed` / `withdrawal_failed` (status requested / completed / failed).
 
 Every list the query API pages through has an index `(filter columns, sort key)` whose sort
-key ends in the row's identity (`dex.persistence.queries`); `events_catalog` (partial) finds
-the `asset_added` / `market_added` events the service learns decimals from.
+key ends in the row's identity (`dex.persistence.queries`), except the ledger filtered by
+asset: it reads the account's range of `ledger_by_account_ts` and filters (an account holds
+a few assets; a second 7-column index on the widest table cost the writer more than a third
+of its time, migration 0004).
 
 The tables are created and changed by the migrations (`dex.persistence.migrations`), never
 from here: a change to this module comes with a new revision, and a test holds the migrated
@@ -42,12 +52,12 @@ schema equal to these tables.
 
 from __future__ import annotations
 
-from sqlalchemy import JSON, BigInteger, Column, Index, MetaData, Table, Text, text
+from sqlalchemy import JSON, BigInteger, Column, Index, MetaData, Table, Text
 from sqlalchemy.dialects import postgresql
 
 metadata = MetaData()
-CATALOG_KINDS = "kind IN ('asset_added', 'market_added')"  # events_catalog holds only these
-BODY = JSON().with_variant(postgresql.JSONB(), "postgresql")
+views = MetaData()  # the views the migrations make (`events`): not tables, not compared
+BODY = JSON().with_variant(postgresql.JSONB(), "postgresql")  # the `events` bodies up to 0003
 
 positions = Table(
     "positions",
@@ -106,20 +116,29 @@ orders = Table(
     Index("orders_by_account_market_created", "account", "market", "created_ts", "order_id"),
     Index("orders_by_client_id", "account", "client_order_id", "created_ts", "order_id"),
 )
-events = Table(
-    "events",
+log_entries = Table(
+    "log_entries",
     metadata,
+    Column("stream", Text, primary_key=True),
+    Column("log_seq", BigInteger, primary_key=True),
+    Column("body", JSON, nullable=False),
+)
+catalog = Table(
+    "catalog",
+    metadata,
+    Column("stream", Text, primary_key=True),
+    Column("log_seq", BigInteger, primary_key=True),
+    Column("idx", BigInteger, primary_key=True),
+    Column("body", JSON, nullable=False),
+)
+events = Table(  # a view of `log_entries` (migration 0004), read-only
+    "events",
+    views,
     Column("stream", Text, primary_key=True),
     Column("log_seq", BigInteger, primary_key=True),
     Column("idx", BigInteger, primary_key=True),
     Column("kind", Text, nullable=False),
     Column("body", BODY, nullable=False),
-    Index(
-        "events_catalog",
-        "kind",
-        sqlite_where=text(CATALOG_KINDS),
-        postgresql_where=text(CATALOG_KINDS),
-    ),
 )
 fills = Table(
     "fills",
@@ -154,16 +173,6 @@ ledger_entries = Table(
     Column("cause", Text, nullable=False),
     Column("ts", BigInteger, nullable=False),
     Index("ledger_by_account_ts", "account", "ts", "stream", "log_seq", "idx", "line"),
-    Index(
-        "ledger_by_account_asset_ts",
-        "account",
-        "asset",
-        "ts",
-        "stream",
-        "log_seq",
-        "idx",
-        "line",
-    ),
 )
 deposits = Table(
     "deposits",

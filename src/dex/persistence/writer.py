@@ -14,17 +14,19 @@ Invariants:
   a `trade_settled`), `deposits` and `withdrawals`, in the same transaction: `dex db verify`
   recomputes the balances from the entries. Orders come from the matching
   events only (their one authoritative life: accepted -> trades -> one terminal event).
-- Text is stored as the store can hold it: a NUL (which PostgreSQL refuses in text and jsonb)
-  is stored as U+FFFD; `Work.scrubbed` names the entries so changed. A command inside an
-  event (an accepted order) is written as on the bus, without its fields that hold their
-  default value.
+- The raw events are stored one row per log entry (`log_entries`): the JSON array of the
+  entry's events, encoded once per entry by msgspec (the same encoding finds a NUL).
+- Text is stored as the store can hold it: a NUL (which PostgreSQL refuses in text and JSON
+  it reads) is stored as U+FFFD; `Work.scrubbed` names the entries so changed. A command
+  inside an event (an accepted order) is written as on the bus, without its fields that hold
+  their default value.
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 from sqlalchemy import JSON, BigInteger, Connection, Table, bindparam, select, update
@@ -37,10 +39,12 @@ from dex.core.enums import ORDER_TRANSITIONS, OrderStatus, OrderType, Side
 from dex.persistence import ledger
 from dex.persistence.schema import (
     balances,
+    catalog,
     deposits,
     events,
     fills,
     ledger_entries,
+    log_entries,
     markets,
     orders,
     positions,
@@ -102,8 +106,9 @@ class Work:
         # parameter processing: the store gets them column by column)
         self.trades: list[tuple[Any, ...]] = []
         self.order_events: list[me.Event] = []
-        self.events: list[tuple[Any, ...]] = []
+        self.raw: list[tuple[str, int, str]] = []  # log_entries: stream, seq, JSON array
         self.catalog: list[dict[str, Any]] = []  # bodies of asset_added / market_added
+        self.catalog_rows: list[tuple[str, int, int, str]] = []  # catalog: ..., idx, JSON
         self.entries: list[tuple[Any, ...]] = []
         self.fills: list[tuple[Any, ...]] = []
         self.deposits: list[tuple[Any, ...]] = []
@@ -133,22 +138,33 @@ def collect(
             last = seq
             try:
                 if fee_account is not None:
-                    risk_entry = codec.decode_risk_entry(data)
-                    if _holds_nul(risk_entry):
-                        risk_entry = _scrubbed(risk_entry)
-                        work.scrubbed.append((stream, seq))
+                    risk_entry = _storable(work, stream, seq, codec.decode_risk_entry(data))
                     _risk_entry(work, stream, seq, risk_entry, fee_account)
                 else:
-                    match_entry = codec.decode_match_events(data)
-                    if _holds_nul(match_entry):
-                        match_entry = _scrubbed(match_entry)
-                        work.scrubbed.append((stream, seq))
+                    match_entry = _storable(work, stream, seq, codec.decode_match_events(data))
                     _match_entry(work, stream, seq, match_entry)
             except codec.BadEntry as e:
                 bad.append((stream, seq, str(e)))
         if last != old:
             moved[stream] = (old, last)
     return work, moved, bad
+
+
+E = TypeVar("E", codec.RiskEntry, codec.MatchEntryEvents)
+
+
+def _storable(work: Work, stream: str, seq: int, entry: E) -> E:
+    """The entry as it is stored (a NUL in its text as U+FFFD), its `log_entries` row added:
+    the JSON array of its events, encoded once (that one encoding also finds the NUL)."""
+    body = _json([ev for item in entry.items for ev in item.events])
+    if _NUL_IN_JSON in body:  # maybe a NUL (or a text spelling one out: then unchanged)
+        entry = _scrubbed(entry)
+        clean = _json([ev for item in entry.items for ev in item.events])
+        if clean != body:
+            work.scrubbed.append((stream, seq))
+        body = clean
+    work.raw.append((stream, seq, body.decode()))
+    return entry
 
 
 def _risk_entry(
@@ -158,7 +174,8 @@ def _risk_entry(
     bal = work.balances
     for item in entry.items:
         for ev in item.events:
-            _event_row(work, stream, seq, idx, ev)
+            if type(ev) in _CATALOG_TYPES:
+                _catalog_row(work, stream, seq, idx, ev)
             _money(work, stream, seq, idx, ev, fee_account)
             idx += 1
             if isinstance(ev, _BALANCE_EVENTS):
@@ -253,7 +270,8 @@ def _match_entry(work: Work, stream: str, seq: int, entry: codec.MatchEntryEvent
     idx = 0
     for item in entry.items:
         for ev in item.events:
-            _event_row(work, stream, seq, idx, ev)
+            if type(ev) in _CATALOG_TYPES:
+                _catalog_row(work, stream, seq, idx, ev)
             idx += 1
             if isinstance(ev, _ORDER_EVENTS):
                 work.order_events.append(ev)
@@ -311,11 +329,12 @@ async def write(
         written["trades"] = len(work.trades)
     if work.order_events:
         written["orders"] = await _write_orders(bulk, work.order_events, log)
-    for table, rows in ((events, work.events), (ledger_entries, work.entries)):
+    for table, rows in ((log_entries, work.raw), (ledger_entries, work.entries)):
         if rows:
             await bulk.append(table, rows)
             written[table.name] = len(rows)
     for table, rows in (
+        (catalog, work.catalog_rows),
         (fills, work.fills),
         (deposits, work.deposits),
         (withdrawals, work.withdrawals),
@@ -350,7 +369,7 @@ class Bulk:
         await self._run(_statement(table, self.postgres, upsert=False), rows)
 
     async def append(self, table: Table, rows: Sequence[tuple[Any, ...]]) -> None:
-        """Rows keyed by their log position (`events`, `ledger_entries`): the positions
+        """Rows keyed by their log position (`log_entries`, `ledger_entries`): the positions
         alone keep them once, so PostgreSQL takes them by binary COPY, with no conflict
         check; a row already there is a broken position and fails the batch loudly."""
         if self.postgres:
@@ -521,41 +540,21 @@ def fold_order(rows: dict[int, dict[str, Any]], ev: me.Event, log: Any) -> list[
     return [ev.order_id]
 
 
-def _event_row(work: Work, stream: str, seq: int, idx: int, ev: Any) -> None:
-    """The `events` row of one event (EVENT_COLUMNS): its JSON text, encoded once by msgspec."""
-    kind = _kind(type(ev))
+def _catalog_row(work: Work, stream: str, seq: int, idx: int, ev: Any) -> None:
+    """The `catalog` row of an `asset_added` / `market_added` event, and its body to learn."""
     body = _json(ev).decode()
-    work.events.append((stream, seq, idx, kind, body))
-    if kind in CATALOG_KIND_NAMES:
-        work.catalog.append(msgspec.json.decode(body))
+    work.catalog_rows.append((stream, seq, idx, body))
+    work.catalog.append(msgspec.json.decode(body))
 
 
-_KINDS: dict[type, str] = {}
-
-
-def _kind(cls: type) -> str:
-    kind = _KINDS.get(cls)
-    if kind is None:
-        kind = _KINDS[cls] = _tag(cls)
-    return kind
-
-
-def _tag(cls: Any) -> str:
-    tag = cls.__struct_config__.tag
-    if not isinstance(tag, str):
-        raise TypeError(f"{cls.__name__} has no event tag")
-    return tag
+# the events of `CATALOG_KIND_NAMES` (both logs carry them)
+_CATALOG_TYPES = frozenset({re_.AssetAdded, re_.MarketAdded, me.AssetAdded, me.MarketAdded})
 
 
 _NUL = "\x00"
 _REPLACEMENT = "\ufffd"
 _NUL_IN_JSON = b"\\u0000"  # JSON's NUL (a text that spells it out only costs a walk)
 _json = msgspec.json.Encoder().encode
-
-
-def _holds_nul(entry: codec.RiskEntry | codec.MatchEntryEvents) -> bool:
-    """Whether any text of the entry's events holds a NUL (one C-speed pass, no walk)."""
-    return _NUL_IN_JSON in _json([item.events for item in entry.items])
 
 
 def _scrubbed(entry: Any) -> Any:
