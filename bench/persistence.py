@@ -52,18 +52,20 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
+from sqlalchemy.schema import CreateIndex
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.services.inproc import ETH, USDC, Cluster, place
 
-from dex.persistence import queries
+from dex.persistence import migrations, queries, schema
 from dex.persistence.service import PersistenceService
 from dex.persistence.store import async_database_url, make_engine
 from dex.risk import commands as rc
@@ -186,29 +188,31 @@ async def ingest(c: Cluster, url: str, batch: int) -> tuple[float, int, int, Qui
 
 # ---------------------------------------------------------------------- queries
 
+T0 = 1_700_000_000_000_000_000  # ns: the first row's time
+DAY = 86_400 * 10**9
 FILL_SQL = """
 INSERT INTO fills (trade_id, market, liquidity, order_id, account, side, price, size, fee,
                    fee_asset, ts, stream, log_seq)
 SELECT g / 2, CASE WHEN (g / 2) % 2 = 0 THEN 'ETH-USDC' ELSE 'BTC-USDC' END,
        CASE WHEN g % 2 = 0 THEN 'maker' ELSE 'taker' END, g, {acct},
        CASE WHEN g % 2 = 0 THEN 'buy' ELSE 'sell' END, 200000 + g % 97, 100 + g % 1000,
-       g % 50, 'USDC', 1700000000000000000 + g * 1000000, :stream, g
+       g % 50, 'USDC', {t0} + (g / 2) * {step}, :stream, g
 FROM generate_series(0::bigint, {n} - 1) AS g
 """
 TRADE_SQL = """
 INSERT INTO trades (market, trade_id, price, size, maker_order_id, taker_order_id, taker_side,
                     ts)
 SELECT CASE WHEN t % 2 = 0 THEN 'ETH-USDC' ELSE 'BTC-USDC' END, t, 200000 + t % 97,
-       100 + t % 1000, 2 * t, 2 * t + 1, 'sell', 1700000000000000000 + t * 2000000
+       100 + t % 1000, 2 * t, 2 * t + 1, 'sell', {t0} + t * {step}
 FROM generate_series(0::bigint, {n} - 1) AS t
 """
 ORDER_SQL = """
 INSERT INTO orders (order_id, account, market, side, type, price, size, client_order_id,
-                    status, filled, reason, updated_ts)
+                    status, filled, reason, updated_ts, tif, created_ts)
 SELECT o, {acct}, CASE WHEN o % 2 = 0 THEN 'ETH-USDC' ELSE 'BTC-USDC' END,
        CASE WHEN o % 2 = 0 THEN 'buy' ELSE 'sell' END, 'limit', 200000 + o % 97,
        100 + o % 1000, 'c' || o, 'filled', 100 + o % 1000, NULL,
-       1700000000000000000 + o * 1000000
+       {t0} + o * {step} + 1000, 'GTC', {t0} + o * {step}
 FROM generate_series(0::bigint, {n} - 1) AS o
 """
 BALANCE_SQL = """
@@ -216,6 +220,7 @@ INSERT INTO balances (account, asset, available, locked)
 SELECT '0x' || lpad(to_hex(a), 40, '0'), s, 1000000 + a, a % 7
 FROM generate_series(1, {n}) AS a, unnest(ARRAY['BTC', 'ETH', 'USDC']) AS s
 """
+QUERY_TABLES = ("fills", "trades", "orders", "balances")
 
 
 def acct_sql(column: str, n_accounts: int) -> str:
@@ -227,51 +232,77 @@ def account(i: int) -> str:
     return "0x" + f"{i:040x}"
 
 
-async def build(url: str, n_fills: int, n_accounts: int) -> dict[str, Any]:
-    svc_engine = make_engine(url)
-    sizes: dict[str, Any] = {}
+async def built(url: str) -> int:
+    """The fills a kept query database holds (0 if none, or not at the newest revision)."""
+    engine = make_engine(url)
     try:
-        async with svc_engine.begin() as conn:
-            t0 = time.perf_counter()
-            await conn.execute(text("TRUNCATE fills, trades, orders, balances"))
-            await conn.execute(
-                text(FILL_SQL.format(n=n_fills, acct=acct_sql("g", n_accounts))),
-                {"stream": layout.risk_log(0)},
-            )
-            say(f"  fills: {time.perf_counter() - t0:.1f} s")
-            await conn.execute(text(TRADE_SQL.format(n=n_fills // 2)))
-            await conn.execute(
-                text(ORDER_SQL.format(n=n_fills // 2, acct=acct_sql("o", n_accounts)))
-            )
-            await conn.execute(text(BALANCE_SQL.format(n=n_accounts)))
-            sizes["build_s"] = round(time.perf_counter() - t0, 1)
-        async with svc_engine.connect() as conn:
-            await conn.execute(text("COMMIT"))
-            for table in ("fills", "trades", "orders", "balances"):
-                await conn.execute(text(f"ANALYZE {table}"))
-                got = await conn.execute(text(f"SELECT count(*) FROM {table}"))
-                sizes[table] = int(got.scalar_one())
+        async with engine.connect() as conn:
+            if await conn.run_sync(migrations.current) != migrations.head():
+                return 0
+            return int((await conn.execute(text("SELECT count(*) FROM fills"))).scalar_one())
+    except Exception as e:  # no such database yet, or not a store: build it
+        say(f"  no query tables to reuse ({type(e).__name__})")
+        return 0
     finally:
-        await svc_engine.dispose()
+        await engine.dispose()
+
+
+async def build(url: str, n_fills: int, n_accounts: int, days: float) -> dict[str, Any]:
+    """The query tables at `url` (migrated, emptied): `n_fills` fills over `days` days, half
+    as many trades and orders. The secondary indexes are dropped during the load and built
+    after (what a bulk load does; the rows and indexes are the migrated schema's)."""
+    engine = make_engine(url)
+    sizes: dict[str, Any] = {}
+    step = int(days * DAY / max(1, n_fills // 2))  # ns between two trades (and two orders)
+    t0 = time.perf_counter()
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(migrations.upgrade)
+            await conn.execute(text(f"TRUNCATE {', '.join(QUERY_TABLES)}"))
+            indexes = [
+                (ix.name, str(CreateIndex(ix).compile(dialect=conn.dialect)))
+                for name in QUERY_TABLES
+                for ix in schema.metadata.tables[name].indexes
+            ]
+            for name, _ in indexes:
+                await conn.execute(text(f"DROP INDEX {name}"))
+            await conn.execute(text("SET maintenance_work_mem = '512MB'"))
+            fill = FILL_SQL.format(n=n_fills, acct=acct_sql("g", n_accounts), t0=T0, step=step)
+            await conn.execute(text(fill), {"stream": layout.risk_log(0)})
+            say(f"  fills: {time.perf_counter() - t0:.0f} s")
+            await conn.execute(text(TRADE_SQL.format(n=n_fills // 2, t0=T0, step=step)))
+            acct = acct_sql("o", n_accounts)
+            await conn.execute(text(ORDER_SQL.format(n=n_fills // 2, acct=acct, t0=T0, step=step)))
+            await conn.execute(text(BALANCE_SQL.format(n=n_accounts)))
+            say(f"  rows: {time.perf_counter() - t0:.0f} s")
+            for _, ddl in indexes:
+                await conn.execute(text(ddl))
+            say(f"  indexes: {time.perf_counter() - t0:.0f} s")
+        async with engine.connect() as conn:
+            await conn.execution_options(isolation_level="AUTOCOMMIT")
+            for table in QUERY_TABLES:
+                await conn.execute(text(f"VACUUM ANALYZE {table}"))
+        sizes["build_s"] = round(time.perf_counter() - t0, 1)
+    finally:
+        await engine.dispose()
     return sizes
 
 
-async def fills_query(conn: AsyncConnection, acct: str, limit: int) -> list[dict[str, Any]]:
-    got = await conn.execute(
-        text("SELECT * FROM fills WHERE account = :a ORDER BY ts DESC LIMIT :n"),
-        {"a": acct, "n": limit},
-    )
-    return [dict(r) for r in got.mappings()]
-
-
-EXPLAIN = {
-    "account_orders": "SELECT * FROM orders WHERE account = '{a}' ORDER BY order_id DESC LIMIT 100",
-    "account_fills": "SELECT * FROM fills WHERE account = '{a}' ORDER BY ts DESC LIMIT 100",
-    "market_trades": "SELECT trade_id, price, size, maker_order_id, taker_order_id, "
-    "taker_side, ts FROM trades WHERE market = '{m}' ORDER BY trade_id DESC LIMIT 100",
-    "account_balances": "SELECT asset, available, locked FROM balances WHERE account = '{a}' "
-    "ORDER BY asset",
-}
+async def table_sizes(url: str) -> dict[str, Any]:
+    engine = make_engine(url)
+    out: dict[str, Any] = {}
+    try:
+        async with engine.connect() as conn:
+            for table in QUERY_TABLES:
+                got = await conn.execute(text(f"SELECT count(*) FROM {table}"))
+                out[table] = int(got.scalar_one())
+            got = await conn.execute(text("SELECT min(ts), max(ts) FROM trades"))
+            lo, hi = got.one()
+            out["days"] = round((int(hi) - int(lo)) / DAY, 2)
+            out["trades_per_market_day"] = round(out["trades"] / 2 / max(out["days"], 1e-9))
+    finally:
+        await engine.dispose()
+    return out
 
 
 def pct(values: list[float], q: float) -> float:
@@ -279,42 +310,84 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def time_queries(url: str, n_accounts: int, reps: int) -> dict[str, Any]:
+Call = Callable[[AsyncConnection, str, str, int], Awaitable[int]]
+
+
+async def orders_page(conn: AsyncConnection, acct: str, _market: str, _day: int) -> int:
+    where = queries.order_filters(acct, None, None, None, None)
+    return len((await queries.page(conn, queries.ORDERS, where, None, 100)).rows)
+
+
+async def fills_page(conn: AsyncConnection, acct: str, _market: str, _day: int) -> int:
+    where = [schema.fills.c.account == acct]
+    return len((await queries.page(conn, queries.FILLS, where, None, 100)).rows)
+
+
+async def trades_page(conn: AsyncConnection, _acct: str, market: str, _day: int) -> int:
+    where = [schema.trades.c.market == market]
+    return len((await queries.page(conn, queries.TRADES, where, None, 100)).rows)
+
+
+async def day_candles(conn: AsyncConnection, _acct: str, market: str, day: int) -> int:
+    got = await queries.candles(conn, market, "1m", day, day + DAY - 1, 1440)
+    return len(got.candles)
+
+
+async def balances(conn: AsyncConnection, acct: str, _market: str, _day: int) -> int:
+    return len(await queries.account_balances(conn, acct))
+
+
+CALLS: dict[str, Call] = {  # what the routes run (`dex.persistence.service`), limit 100
+    "account_orders": orders_page,
+    "account_fills": fills_page,
+    "market_trades": trades_page,
+    "market_candles_1m_day": day_candles,
+    "account_balances": balances,
+}
+
+
+async def time_queries(
+    url: str, n_accounts: int, days: float, reps: int, candle_reps: int
+) -> dict[str, Any]:
+    """p50 / p99 of each query of `CALLS` on one connection (random accounts, markets and
+    days; 20 warm-up calls untimed), and the scans of the plan of its last call."""
     engine = make_engine(url)
     rng = random.Random(SEED)
     out: dict[str, Any] = {}
-    calls = {
-        "account_orders": lambda conn, a, m: queries.account_orders(conn, a, 100),
-        "account_fills": lambda conn, a, m: fills_query(conn, a, 100),
-        "market_trades": lambda conn, a, m: queries.market_trades(conn, m, 100),
-        "account_balances": lambda conn, a, m: queries.account_balances(conn, a),
-    }
+    sent: list[tuple[str, Any]] = []
+
+    def caught(_c: Any, _cur: Any, statement: str, parameters: Any, *_: Any) -> None:
+        sent.append((statement, parameters))
+
     try:
         async with engine.connect() as conn:
-            for name, call in calls.items():
+            for name, call in CALLS.items():
+                n = candle_reps if name.startswith("market_candles") else reps
                 times: list[float] = []
                 rows = 0
-                for i in range(reps + 20):  # the first 20: warm-up, untimed
+                for i in range(n + 20):
                     a = account(1 + rng.randrange(n_accounts))
                     m = "ETH-USDC" if rng.random() < 0.5 else "BTC-USDC"
+                    day = T0 - T0 % DAY + rng.randrange(max(1, int(days))) * DAY
+                    if i == n + 19:
+                        event.listen(engine.sync_engine, "before_cursor_execute", caught)
                     t0 = time.perf_counter()
-                    got = await call(conn, a, m)
+                    got = await call(conn, a, m, day)
                     dt = (time.perf_counter() - t0) * 1000
                     if i >= 20:
                         times.append(dt)
-                        rows += len(got)
-                plan = await conn.execute(
-                    text("EXPLAIN " + EXPLAIN[name].format(a=account(1), m="ETH-USDC"))
-                )
-                lines = [r[0] for r in plan]
-                scans = [ln.strip().lstrip("-> ").split("  ")[0] for ln in lines if "Scan" in ln]
+                        rows += got
+                event.remove(engine.sync_engine, "before_cursor_execute", caught)
+                scans = await plan_scans(conn, sent)
+                sent.clear()
                 p99 = pct(times, 0.99)
                 out[name] = {
+                    "calls": n,
                     "p50_ms": round(statistics.median(times), 3),
                     "p99_ms": round(p99, 3),
                     "target_p99_ms": TARGET_P99_MS,
                     "meets_target": p99 < TARGET_P99_MS,
-                    "rows_per_call": round(rows / reps, 1),
+                    "rows_per_call": round(rows / n, 1),
                     "plan": scans,
                     "seq_scan": any("Seq Scan" in s for s in scans),
                 }
@@ -322,6 +395,18 @@ async def time_queries(url: str, n_accounts: int, reps: int) -> dict[str, Any]:
     finally:
         await engine.dispose()
     return out
+
+
+async def plan_scans(conn: AsyncConnection, sent: list[tuple[str, Any]]) -> list[str]:
+    """The scan nodes of EXPLAIN for each statement a call sent, with its parameters."""
+    raw = (await conn.get_raw_connection()).driver_connection
+    assert raw is not None
+    scans = []
+    for statement, parameters in sent:
+        for (line,) in await raw.fetch("EXPLAIN " + statement, *parameters):
+            if "Scan" in line:
+                scans.append(line.strip().lstrip("-> ").split("  (")[0])
+    return scans
 
 
 # ---------------------------------------------------------------------- main
@@ -338,6 +423,16 @@ async def admin(pg: str, sql: str) -> None:
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     pg_url = make_url(args.pg).set(database=args.db).render_as_string(hide_password=False)
+    result: dict[str, Any] = {}
+    if args.only != "queries":
+        result |= await ingest_bench(args, pg_url)
+    if args.fills and args.only != "ingest":
+        result |= await query_bench(args)
+    return result
+
+
+async def ingest_bench(args: argparse.Namespace, pg_url: str) -> dict[str, Any]:
+    """The same traffic drained into PostgreSQL, then into SQLite."""
     result: dict[str, Any] = {"orders": args.orders, "accounts": args.accounts}
     say(f"traffic: {args.orders} orders, {args.accounts} accounts ...")
     t0 = time.perf_counter()
@@ -373,15 +468,34 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 say(f"ingest {name}: {rate:,.0f} events/s ({seconds:.2f} s, {batches} batches)")
         result["target_pg_events_per_s"] = TARGET_EVENTS
         result["pg_meets_target"] = result["pg_events_per_s"] >= TARGET_EVENTS
-        if args.fills:
-            say(f"building {args.fills:,} fills on PostgreSQL ...")
-            result["tables"] = await build(pg_url, args.fills, args.accounts_big)
-            say(f"  {result['tables']}")
-            result["accounts_big"] = args.accounts_big
-            result["queries"] = await time_queries(pg_url, args.accounts_big, args.reps)
     finally:
         await admin(args.pg, f'DROP DATABASE IF EXISTS "{args.db}"')
     return result
+
+
+async def query_bench(args: argparse.Namespace) -> dict[str, Any]:
+    """Build (or reuse, `--keep`) the query database, then time the queries."""
+    name = f"{args.db}_queries"
+    url = make_url(args.pg).set(database=name).render_as_string(hide_password=False)
+    out: dict[str, Any] = {"accounts_big": args.accounts_big}
+    reuse = args.keep and await built(url) == args.fills
+    try:
+        if reuse:
+            say(f"reusing the {args.fills:,} fills of database {name} (--keep)")
+        else:
+            await admin(args.pg, f'DROP DATABASE IF EXISTS "{name}"')
+            await admin(args.pg, f'CREATE DATABASE "{name}"')
+            say(f"building {args.fills:,} fills on PostgreSQL over {args.days} days ...")
+            out["build"] = await build(url, args.fills, args.accounts_big, args.days)
+        out["tables"] = await table_sizes(url)
+        say(f"  {out['tables']}")
+        out["queries"] = await time_queries(
+            url, args.accounts_big, out["tables"]["days"], args.reps, args.candle_reps
+        )
+    finally:
+        if not args.keep:
+            await admin(args.pg, f'DROP DATABASE IF EXISTS "{name}"')
+    return out
 
 
 if __name__ == "__main__":
@@ -393,7 +507,13 @@ if __name__ == "__main__":
     p.add_argument("--pump-every", type=int, default=10, help="orders sent between steps")
     p.add_argument("--profile", type=int, default=0, help="cProfile the PostgreSQL ingest: top N")
     p.add_argument("--batch", type=int, default=1000, help="entries per stream per read")
-    p.add_argument("--fills", type=int, default=1_000_000, help="fills of the query tables")
+    p.add_argument("--fills", type=int, default=10_000_000, help="fills of the query tables")
+    p.add_argument("--days", type=float, default=30, help="days the query tables' rows span")
     p.add_argument("--accounts-big", type=int, default=10_000, help="accounts of the tables")
     p.add_argument("--reps", type=int, default=1000, help="timed calls per query")
+    p.add_argument("--only", choices=["ingest", "queries"], help="run one half of the bench")
+    p.add_argument("--candle-reps", type=int, default=100, help="timed calls of the candles")
+    p.add_argument(
+        "--keep", action="store_true", help="keep the query database, reuse it if it matches"
+    )
     print(json.dumps(asyncio.run(main(p.parse_args())), indent=2))

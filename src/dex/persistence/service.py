@@ -256,25 +256,26 @@ class PersistenceService(LogReader):
         return bad
 
     async def _apply(self, got: Batch) -> BadList:
-        work, moved, bad = writer.collect(got, self.pos, self.fee_accounts, self.markets)
-        if not moved:
-            return bad
+        if not writer.moves(got, self.pos):
+            return []
         try:
             async with self._engine().begin() as conn:
-                written = await writer.write(conn, work, moved, self.log)
+                done = await writer.store(
+                    conn, got, self.pos, self.fee_accounts, self.markets, self.log
+                )
         except writer.PositionsMoved as e:
             self.log.warning("positions_moved", error=str(e))
             await self._load()
             return []
-        for stream, (_, new) in moved.items():
+        for stream, (_, new) in done.moved.items():
             self.pos[stream] = new
-        self.markets = work.markets
-        self._learn(work.catalog)
+        self.markets = done.markets
+        self._learn(done.catalog)
         self._moved()
-        for table, n in written.items():
+        for table, n in done.written.items():
             if n:
                 self.m_rows.labels(table).inc(n)
-        for stream, seq in work.scrubbed:
+        for stream, seq in done.scrubbed:
             self.m_scrubbed.labels(stream).inc()
             self.log.warning(
                 "text_replaced",
@@ -282,7 +283,7 @@ class PersistenceService(LogReader):
                 log_seq=seq,
                 error="NUL characters (the store cannot hold them) stored as U+FFFD",
             )
-        return bad
+        return done.bad
 
     async def _drop(self, stream: str, seq: int, error: Exception) -> None:
         """Move past one entry the store refuses, storing nothing of it (counted, logged)."""

@@ -24,12 +24,14 @@ Invariants:
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import msgspec
-from sqlalchemy import JSON, BigInteger, Connection, Table, bindparam, select, update
+from sqlalchemy import Connection, Table, bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DataError, DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -56,10 +58,15 @@ from dex.services.reader import BadList, Batch
 from dex.wire import codec, layout
 
 _CHUNK = 500  # ids per IN (...) query
+PART = 500  # entries decoded and written at a time (`store`)
+YIELD_EVERY = 16  # entries decoded between two turns of the event loop (`store`)
 CATALOG_KIND_NAMES = ("asset_added", "market_added")  # what the service learns decimals from
 OPEN = OrderStatus.OPEN
 UNTRIGGERED = OrderStatus.UNTRIGGERED  # stored as their values (plain text)
 _STOPS = (OrderType.STOP_LIMIT, OrderType.STOP_MARKET)
+# Events are matched by their exact type where the type checker can follow it (decoded
+# events are never subclasses): `type(ev) is X` or a set lookup instead of a chain of
+# isinstance calls, for each of the ~100,000 events of a large batch.
 _BALANCE_EVENTS = (
     re_.DepositCredited,
     re_.WithdrawalRequested,
@@ -77,6 +84,7 @@ _ORDER_EVENTS = (
     me.Cancelled,
     me.Expired,
 )
+_ORDER_TYPES = frozenset(_ORDER_EVENTS)
 
 
 _END_WITHDRAWAL = (
@@ -117,37 +125,113 @@ class Work:
         self.scrubbed: list[tuple[str, int]] = []  # entries stored with U+FFFD for NUL
 
 
-def collect(
+def moves(got: Batch, pos: dict[str, int]) -> dict[str, tuple[int, int]]:
+    """Each stream of `got` with entries past `pos`: (its position now, its last entry)."""
+    moved = {}
+    for stream, entries in got.items():
+        last = max((seq for seq, _ in entries), default=0)
+        if last > pos[stream]:
+            moved[stream] = (pos[stream], last)
+    return moved
+
+
+def collect_entry(
+    work: Work, stream: str, seq: int, data: bytes, fee_account: str | None, bad: BadList
+) -> None:
+    """Decode one log entry into `work` (`fee_account`: the risk log's fee account; None for
+    a matching log); an entry that does not decode goes to `bad`."""
+    try:
+        if fee_account is not None:
+            risk_entry = _storable(work, stream, seq, codec.decode_risk_entry(data))
+            _risk_entry(work, stream, seq, risk_entry, fee_account)
+        else:
+            match_entry = _storable(work, stream, seq, codec.decode_match_events(data))
+            _match_entry(work, stream, seq, match_entry)
+    except codec.BadEntry as e:
+        bad.append((stream, seq, str(e)))
+
+
+@dataclass
+class Stored:
+    """What `store` did: each moved stream's (old, new) position, the markets known after
+    it, the catalog bodies and the scrubbed entries it wrote, the entries that did not
+    decode, and rows per table."""
+
+    moved: dict[str, tuple[int, int]]
+    markets: dict[str, tuple[str, str]]
+    catalog: list[dict[str, Any]] = field(default_factory=list)
+    scrubbed: list[tuple[str, int]] = field(default_factory=list)
+    bad: BadList = field(default_factory=list)
+    written: dict[str, int] = field(default_factory=dict)
+
+
+async def store(
+    conn: AsyncConnection,
     got: Batch,
     pos: dict[str, int],
     fee_accounts: dict[str, str],
     known_markets: dict[str, tuple[str, str]],
-) -> tuple[Work, dict[str, tuple[int, int]], BadList]:
-    """Decode the entries of `got` past `pos`: what to write, each moved stream's
-    (old, new) position, and the entries that do not decode. `fee_accounts` maps each risk
-    log to its fee account; a stream not in it is a matching log."""
-    work = Work(known_markets)
-    bad: BadList = []
-    moved: dict[str, tuple[int, int]] = {}
-    for stream, entries in got.items():
-        old = last = pos[stream]
-        fee_account = fee_accounts.get(stream)
-        for seq, data in entries:
-            if seq <= last:
-                continue  # applied already
+    log: Any,
+) -> Stored:
+    """Apply the entries of `got` past `pos` in the caller's transaction: move the positions
+    (`PositionsMoved` if one is no longer where it was read), then decode and write the
+    entries `PART` at a time, each part decoded while the previous one is being written (the
+    server works while Python decodes; the decoding gives the loop a turn every
+    `YIELD_EVERY` entries so the part in flight sends its next statement at once). The parts
+    are written one after the other, in log order per stream: a part reads the order rows
+    the ones before it wrote. `fee_accounts` maps each risk log to its fee account; a stream
+    not in it is a matching log."""
+    moved = moves(got, pos)
+    await move_positions(conn, moved)
+    bulk = await Bulk.of(conn)
+    out = Stored(moved, dict(known_markets), written={"positions": len(moved)})
+    pending: asyncio.Task[dict[str, int]] | None = None
+    try:
+        for stream, entries in got.items():
+            fee_account = fee_accounts.get(stream)
+            fresh = _past(entries, pos[stream])
+            for start in range(0, len(fresh), PART):
+                work = Work(out.markets)
+                for n, (seq, data) in enumerate(fresh[start : start + PART], 1):
+                    collect_entry(work, stream, seq, data, fee_account, out.bad)
+                    if n % YIELD_EVERY == 0:
+                        await asyncio.sleep(0)
+                out.markets = work.markets
+                out.catalog += work.catalog
+                out.scrubbed += work.scrubbed
+                if pending is not None:
+                    _count(out.written, await pending)
+                pending = asyncio.create_task(write_rows(conn, bulk, work, log))
+        if pending is not None:
+            part, pending = pending, None
+            _count(out.written, await part)
+    finally:
+        if pending is not None and not pending.done():
+            await _settle(pending, log)
+    return out
+
+
+def _past(entries: list[tuple[int, bytes]], last: int) -> list[tuple[int, bytes]]:
+    """The entries after `last`, each once, in log order (an entry applied is skipped)."""
+    out = []
+    for seq, data in entries:
+        if seq > last:
+            out.append((seq, data))
             last = seq
-            try:
-                if fee_account is not None:
-                    risk_entry = _storable(work, stream, seq, codec.decode_risk_entry(data))
-                    _risk_entry(work, stream, seq, risk_entry, fee_account)
-                else:
-                    match_entry = _storable(work, stream, seq, codec.decode_match_events(data))
-                    _match_entry(work, stream, seq, match_entry)
-            except codec.BadEntry as e:
-                bad.append((stream, seq, str(e)))
-        if last != old:
-            moved[stream] = (old, last)
-    return work, moved, bad
+    return out
+
+
+def _count(written: dict[str, int], more: dict[str, int]) -> None:
+    for table, n in more.items():
+        written[table] = written.get(table, 0) + n
+
+
+async def _settle(part: asyncio.Task[dict[str, int]], log: Any) -> None:
+    """Let a part's write in flight end before its transaction does (the batch failed
+    elsewhere, or was cancelled: the transaction rolls back); say if it failed too."""
+    await asyncio.wait([part])
+    if not part.cancelled() and (error := part.exception()) is not None:
+        log.warning("part_not_written", error=short_error(error))
 
 
 E = TypeVar("E", codec.RiskEntry, codec.MatchEntryEvents)
@@ -178,14 +262,9 @@ def _risk_entry(
                 _catalog_row(work, stream, seq, idx, ev)
             _money(work, stream, seq, idx, ev, fee_account)
             idx += 1
-            if isinstance(ev, _BALANCE_EVENTS):
-                bal[(ev.account, ev.asset)] = (ev.available, ev.locked)
-            elif isinstance(ev, re_.OrderAcceptedForMatching):
+            if type(ev) is re_.OrderAcceptedForMatching:
                 bal[(ev.account, ev.hold_asset)] = (ev.available, ev.locked)
-            elif isinstance(ev, re_.OrderCommandForwarded):
-                if ev.hold_asset is not None:
-                    bal[(ev.account, ev.hold_asset)] = (ev.available, ev.locked)
-            elif isinstance(ev, re_.TradeSettled):
+            elif type(ev) is re_.TradeSettled:
                 base, quote = work.markets[ev.market]  # known: `_money` checked
                 for side in (ev.maker, ev.taker):
                     if side is None:
@@ -194,7 +273,12 @@ def _risk_entry(
                     bal[(side.account, quote)] = (side.quote_available, side.quote_locked)
                     fee_asset = base if side.side is Side.BUY else quote
                     bal[(fee_account, fee_asset)] = (side.fee_account_balance, 0)
-            elif isinstance(ev, re_.MarketAdded):
+            elif isinstance(ev, _BALANCE_EVENTS):
+                bal[(ev.account, ev.asset)] = (ev.available, ev.locked)
+            elif type(ev) is re_.OrderCommandForwarded:
+                if ev.hold_asset is not None:
+                    bal[(ev.account, ev.hold_asset)] = (ev.available, ev.locked)
+            elif type(ev) is re_.MarketAdded:
                 spec = ev.spec
                 if spec.market not in work.markets:
                     work.markets[spec.market] = (spec.base, spec.quote)
@@ -207,12 +291,14 @@ def _money(
     work: Work, stream: str, seq: int, idx: int, ev: re_.RiskEvent, fee_account: str
 ) -> None:
     """The ledger entries, fills, deposits and withdrawals of one risk event."""
-    if isinstance(ev, re_.TradeSettled) and ev.market not in work.markets:
+    if type(ev) is re_.TradeSettled and ev.market not in work.markets:
         raise RuntimeError(f"{stream}#{seq}: trade_settled in {ev.market!r} before market_added")
     ts = ev.ts
-    for line, e in enumerate(ledger.entries(ev, fee_account, work.markets)):
-        work.entries.append((stream, seq, idx, line, *e, ts))  # ENTRY_COLUMNS
-    if isinstance(ev, re_.TradeSettled):
+    work.entries += [  # ENTRY_COLUMNS
+        (stream, seq, idx, line, *e, ts)
+        for line, e in enumerate(ledger.entries(ev, fee_account, work.markets))
+    ]
+    if type(ev) is re_.TradeSettled:
         base, quote = work.markets[ev.market]
         for liquidity, side in (("maker", ev.maker), ("taker", ev.taker)):
             if side is None:
@@ -234,11 +320,11 @@ def _money(
                     seq,
                 )
             )
-    elif isinstance(ev, re_.DepositCredited):
+    elif type(ev) is re_.DepositCredited:
         work.deposits.append(  # DEPOSIT_COLUMNS
             (ev.tx_id, ev.log_index, ev.account, ev.asset, ev.amount, ts, stream, seq)
         )
-    elif isinstance(ev, re_.WithdrawalRequested):
+    elif type(ev) is re_.WithdrawalRequested:
         work.withdrawals.append(  # WITHDRAWAL_COLUMNS
             (
                 ev.withdrawal_id,
@@ -254,12 +340,12 @@ def _money(
                 seq,
             )
         )
-    elif isinstance(ev, re_.WithdrawalCompleted):
+    elif type(ev) is re_.WithdrawalCompleted:
         work.withdrawal_ends.append(
             {"wid": ev.withdrawal_id, "w_status": "completed", "w_tx_id": ev.tx_id}
             | {"w_reason": None, "w_ts": ev.ts}
         )
-    elif isinstance(ev, re_.WithdrawalFailed):
+    elif type(ev) is re_.WithdrawalFailed:
         work.withdrawal_ends.append(
             {"wid": ev.withdrawal_id, "w_status": "failed", "w_tx_id": None}
             | {"w_reason": ev.reason, "w_ts": ev.ts}
@@ -273,9 +359,9 @@ def _match_entry(work: Work, stream: str, seq: int, entry: codec.MatchEntryEvent
             if type(ev) in _CATALOG_TYPES:
                 _catalog_row(work, stream, seq, idx, ev)
             idx += 1
-            if isinstance(ev, _ORDER_EVENTS):
+            if type(ev) in _ORDER_TYPES:
                 work.order_events.append(ev)
-            if isinstance(ev, me.Trade):
+            if type(ev) is me.Trade:
                 work.trades.append(  # TRADE_COLUMNS
                     (
                         ev.market,
@@ -301,11 +387,17 @@ async def write(
     conn: AsyncConnection, work: Work, moved: dict[str, tuple[int, int]], log: Any
 ) -> dict[str, int]:
     """Move the positions and write `work` in the caller's transaction; rows per table.
-    Raises `PositionsMoved` when a position is no longer where it was read.
+    Raises `PositionsMoved` when a position is no longer where it was read."""
+    await move_positions(conn, moved)
+    written = {"positions": len(moved)}
+    _count(written, await write_rows(conn, await Bulk.of(conn), work, log))
+    return written
 
-    The positions move first, through SQLAlchemy: that begins the transaction the rows then
-    join on the driver's own connection (one statement per table: `unnest` of one array per
-    column on PostgreSQL, `executemany` of plain tuples on SQLite)."""
+
+async def move_positions(conn: AsyncConnection, moved: dict[str, tuple[int, int]]) -> None:
+    """`UPDATE positions ... WHERE log_seq = <old>` for each stream; `PositionsMoved` when
+    one is no longer there. Through SQLAlchemy, first: that begins the transaction the rows
+    then join on the driver's own connection."""
     for stream, (old, new) in moved.items():
         res = await conn.execute(
             update(positions)
@@ -314,8 +406,12 @@ async def write(
         )
         if res.rowcount != 1:
             raise PositionsMoved(f"{stream} is no longer at {old} in the store")
-    written = {"positions": len(moved)}
-    bulk = await Bulk.of(conn)
+
+
+async def write_rows(conn: AsyncConnection, bulk: Bulk, work: Work, log: Any) -> dict[str, int]:
+    """Write `work`'s rows (one statement per table: `unnest` of one array per column or
+    binary COPY on PostgreSQL, `executemany` of plain tuples on SQLite); rows per table."""
+    written: dict[str, int] = {}
     if work.new_markets:
         added = [(m["market"], m["base"], m["quote"]) for m in work.new_markets]
         await bulk.insert(markets, added)
@@ -350,15 +446,19 @@ async def write(
 
 class Bulk:
     """Many rows per statement on the driver's connection, inside the transaction SQLAlchemy
-    began: PostgreSQL (asyncpg) gets one array per column and `INSERT ... SELECT FROM unnest`
-    (no per-row parameters, one plan for any number of rows); SQLite (aiosqlite) gets
-    `executemany` of the tuples. Appends are `ON CONFLICT DO NOTHING` (the positions already
-    make them happen once; a row the log holds twice is kept once, as before); upserts
-    replace the columns that change."""
+    began. PostgreSQL (asyncpg) gets every table's rows by binary COPY (its cheapest client
+    encoding, no per-row parameters): straight into the table for the rows keyed by their
+    log position (`append`), else into a temporary table of the transaction (`stage_<name>`,
+    `ON COMMIT DROP`: nothing of it outlives the transaction, nothing of it needs the WAL)
+    that one `INSERT ... SELECT` empties into the table with its conflict rule. SQLite
+    (aiosqlite) gets `executemany` of the tuples. Inserts are `ON CONFLICT DO NOTHING` (the
+    positions already make them happen once; a row the log holds twice is kept once, as
+    before); upserts replace the columns that change."""
 
     def __init__(self, raw: Any, postgres: bool) -> None:
         self.raw = raw
         self.postgres = postgres
+        self.staged: set[str] = set()  # the tables whose stage this transaction made
 
     @classmethod
     async def of(cls, conn: AsyncConnection) -> Bulk:
@@ -366,7 +466,7 @@ class Bulk:
         return cls(fairy.driver_connection, conn.dialect.name == "postgresql")
 
     async def insert(self, table: Table, rows: Sequence[tuple[Any, ...]]) -> None:
-        await self._run(_statement(table, self.postgres, upsert=False), rows)
+        await self._run(table, rows, upsert=False)
 
     async def append(self, table: Table, rows: Sequence[tuple[Any, ...]]) -> None:
         """Rows keyed by their log position (`log_entries`, `ledger_entries`): the positions
@@ -379,7 +479,7 @@ class Bulk:
             await self.insert(table, rows)
 
     async def upsert(self, table: Table, rows: Sequence[tuple[Any, ...]]) -> None:
-        await self._run(_statement(table, self.postgres, upsert=True), rows)
+        await self._run(table, rows, upsert=True)
 
     async def orders(self, ids: list[int]) -> list[dict[str, Any]]:
         names = [c.name for c in orders.columns]
@@ -398,40 +498,47 @@ class Bulk:
             await cur.close()
         return rows
 
-    async def _run(self, sql: str, rows: Sequence[tuple[Any, ...]]) -> None:
-        if self.postgres:
-            await self.raw.execute(sql, *(list(col) for col in zip(*rows, strict=True)))
-        else:
-            await self.raw.executemany(sql, rows)
+    async def _run(self, table: Table, rows: Sequence[tuple[Any, ...]], *, upsert: bool) -> None:
+        if not self.postgres:
+            await self.raw.executemany(_statement(table, upsert=upsert), rows)
+            return
+        if table.name not in self.staged:
+            await self.raw.execute(
+                f"CREATE TEMPORARY TABLE stage_{table.name} (LIKE {table.name}) ON COMMIT DROP"
+            )
+            self.staged.add(table.name)
+        names = [c.name for c in table.columns]
+        await self.raw.copy_records_to_table(f"stage_{table.name}", records=rows, columns=names)
+        await self.raw.execute(_from_stage(table, upsert=upsert))
+
+
+def _conflict(table: Table, *, upsert: bool) -> str:
+    if not upsert:
+        return "ON CONFLICT DO NOTHING"
+    keys = [c.name for c in table.primary_key.columns]
+    changed = ", ".join(
+        f"{c.name} = excluded.{c.name}" for c in table.columns if c.name not in keys
+    )
+    return f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {changed}"
 
 
 @functools.cache
-def _statement(table: Table, postgres: bool, *, upsert: bool) -> str:
-    names = [c.name for c in table.columns]
-    keys = [c.name for c in table.primary_key.columns]
-    if upsert:
-        changed = ", ".join(f"{n} = excluded.{n}" for n in names if n not in keys)
-        tail = f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {changed}"
-    else:
-        tail = "ON CONFLICT DO NOTHING"
-    if not postgres:
-        marks = ", ".join("?" * len(names))
-        return f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({marks}) {tail}"
-    arrays = ", ".join(f"${i}::{_pg_type(c)}[]" for i, c in enumerate(table.columns, 1))
-    cols = ", ".join(
-        f"u.{n}::jsonb" if isinstance(c.type, JSON) else f"u.{n}"
-        for n, c in zip(names, table.columns, strict=True)
-    )
+def _statement(table: Table, *, upsert: bool) -> str:
+    """SQLite: the INSERT of one row of `table`, run by executemany."""
+    names = ", ".join(c.name for c in table.columns)
+    marks = ", ".join("?" * len(table.columns))
+    return f"INSERT INTO {table.name} ({names}) VALUES ({marks}) {_conflict(table, upsert=upsert)}"
+
+
+@functools.cache
+def _from_stage(table: Table, *, upsert: bool) -> str:
+    """PostgreSQL: move the rows of `table`'s stage into it (the stage is left empty)."""
+    names = ", ".join(c.name for c in table.columns)
     return (
-        f"INSERT INTO {table.name} ({', '.join(names)}) SELECT {cols} "
-        f"FROM unnest({arrays}) AS u({', '.join(names)}) {tail}"
+        f"WITH staged AS (DELETE FROM stage_{table.name} RETURNING {names}) "
+        f"INSERT INTO {table.name} ({names}) SELECT {names} FROM staged "
+        f"{_conflict(table, upsert=upsert)}"
     )
-
-
-def _pg_type(col: Any) -> str:
-    if isinstance(col.type, BigInteger):
-        return "bigint"
-    return "text"  # Text, and JSON bodies sent as their text (cast to jsonb in the SELECT)
 
 
 ORDER_COLUMNS = tuple(c.name for c in orders.columns)
@@ -599,7 +706,7 @@ def unstorable(error: Exception) -> bool:
     return isinstance(state, str) and state.startswith("22")
 
 
-def short_error(error: Exception) -> str:
+def short_error(error: BaseException) -> str:
     return f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"[:500]
 
 
