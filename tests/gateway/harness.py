@@ -18,9 +18,10 @@ import httpx
 from eth_account import Account
 
 from dex.gateway.auth import Guard, add_rate_headers
+from dex.gateway.fastpath import OrderFastPath
 from dex.gateway.keys import new_kek, parse_kek
 from dex.gateway.ratelimit import Bucket, MemoryLimiter
-from dex.gateway.routes import route_handlers
+from dex.gateway.routes import order_placer, route_handlers
 from dex.gateway.service import Gateway
 from dex.runtime.health import Health
 from dex.runtime.http import build_app
@@ -41,6 +42,7 @@ class Harness:
     gw: Gateway
     log: RecordingLog
     limiter: MemoryLimiter
+    fast: OrderFastPath  # counts the orders it answered (`served`) and `handed_over`
     now: list[float] = field(default_factory=lambda: [0.0])
 
     async def answered(self, request: Coroutine[Any, Any, httpx.Response]) -> httpx.Response:
@@ -168,10 +170,12 @@ async def gateway(
     wait: float = 10.0,
     faucet: bool = True,
     cors_origins: str = "",
+    fast_path: bool = True,
 ) -> AsyncIterator[Harness]:
-    """The demo markets and a started gateway answering over HTTP, with its guard. The rate
-    limiter's clock stands still at `Harness.now[0]` (s): buckets refill only when a test
-    moves it, so a burst is a burst however slow the machine."""
+    """The demo markets and a started gateway answering over HTTP, with its guard, served as
+    `dex up` serves it: its order route's fast path in front (`fast_path=False`: Litestar
+    alone). The rate limiter's clock stands still at `Harness.now[0]` (s): buckets refill
+    only when a test moves it, so a burst is a burst however slow the machine."""
     c = await open_cluster(trade=False)
     await c.pump()
     metrics = ServiceMetrics("gateway")
@@ -214,9 +218,11 @@ async def gateway(
         cors_origins=cors_origins,
         openapi=True,
     )
+    fast = OrderFastPath(app, place=order_placer(gw), guard=guard, max_body_bytes=max_body_bytes)
     try:
-        transport = httpx.ASGITransport(app=app)  # in this loop, unlike Litestar's test client
+        # in this loop, unlike Litestar's test client
+        transport = httpx.ASGITransport(app=fast if fast_path else app)
         async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
-            yield Harness(c, client, gw, log, limiter, now)
+            yield Harness(c, client, gw, log, limiter, fast, now)
     finally:
         await gw.stop()

@@ -28,6 +28,7 @@ from dex.app.demo import add_demo_markets
 from dex.app.run import Running, run_units
 from dex.app.units import BUILDERS
 from dex.runtime.logging import configure_logging, get_logger
+from dex.runtime.server import run_loop
 from dex.runtime.settings import DEFAULT_PORTS, SERVICES, Settings
 
 REPLICA_PORT_STEP = 10  # replica i of a service listens on its port + 10 * i
@@ -111,7 +112,7 @@ def run_embedded(settings: Settings) -> int:
             bus.close()
 
     try:
-        asyncio.run(main())
+        run_loop(main())
     except BindError as e:
         return _fail(f"{e} (another dex up running? set DEX_PORT to use other ports)")
     return 0
@@ -180,7 +181,10 @@ def run_service(settings: Settings, service: str) -> int:
     from dex.runtime.server import BindError
 
     try:
-        asyncio.run(main())
+        if service == "gateway":  # the order path's front; it never forks
+            run_loop(main())
+        else:  # the sharded services fork for their snapshots (see run_loop)
+            asyncio.run(main())
     except BindError as e:
         return _fail(str(e))
     return 0

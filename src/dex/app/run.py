@@ -71,6 +71,8 @@ async def run_units(
                 openapi=u.openapi,
                 **u.app_options,
             )
+            if u.wrap is not None:
+                app = u.wrap(app)
             srv = HttpServer(
                 app,
                 stop_timeout=max(1, settings.stop_timeout_ms // 1000),

@@ -17,9 +17,10 @@ from dex.bus import Bus
 from dex.gateway import Gateway
 from dex.gateway.auth import Guard, add_rate_headers
 from dex.gateway.binance import binance_handlers
+from dex.gateway.fastpath import OrderFastPath
 from dex.gateway.keys import new_kek, parse_kek
 from dex.gateway.ratelimit import Bucket, limiter_for
-from dex.gateway.routes import route_handlers
+from dex.gateway.routes import order_placer, route_handlers
 from dex.gateway.service import DailyTotals
 from dex.runtime.health import Health
 from dex.runtime.logging import get_logger
@@ -48,6 +49,8 @@ class Unit:
     openapi: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
     app_options: dict[str, Any] = field(default_factory=dict)  # for dex.runtime.http.build_app
+    # the ASGI app to serve around the built one (the gateway: its order route's fast path)
+    wrap: Callable[[Any], Any] | None = None
 
 
 def _unit_base(name: str, settings: Settings) -> tuple[ServiceMetrics, Health, Any]:
@@ -185,6 +188,9 @@ def gateway_unit(bus: Bus, settings: Settings) -> Unit:
             "cors_origins": settings.cors_origins,
             "max_body_bytes": settings.max_body_bytes,
         },
+        wrap=lambda app: OrderFastPath(
+            app, place=order_placer(gw), guard=guard, max_body_bytes=settings.max_body_bytes
+        ),
     )
 
 

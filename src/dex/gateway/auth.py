@@ -20,6 +20,7 @@ own code and nothing changed:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import msgspec
@@ -43,7 +44,12 @@ _LIMIT_KEY = "dex_rate_headers"
 
 def json_depth_ok(body: bytes, limit: int = MAX_DEPTH) -> bool:
     """Whether no JSON container in `body` nests deeper than `limit` (strings skipped), in
-    one pass over the bytes: a 100,000-deep body is refused before a parser recurses."""
+    one pass over the bytes: a 100,000-deep body is refused before a parser recurses.
+
+    A body with at most `limit` opening brackets in all (every order is one) cannot nest
+    deeper: that is counted in C, and only other bodies are walked byte by byte."""
+    if body.count(b"{") + body.count(b"[") <= limit:
+        return True
     depth = 0
     in_string = escaped = False
     for byte in body:
@@ -74,8 +80,13 @@ def path_with_query(scope: Scope) -> str:
 
 
 def client_ip(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
-    client = connection.client
-    return client.host if client is not None else "unknown"
+    return scope_client_ip(connection.scope)
+
+
+def scope_client_ip(scope: Scope) -> str:
+    """The client's IP as the server saw it ("unknown" when the server does not say)."""
+    client = scope.get("client")
+    return str(client[0]) if client else "unknown"
 
 
 def key_of(connection: ASGIConnection[Any, Any, Any, Any]) -> KeyEntry | None:
@@ -119,11 +130,29 @@ class Guard:
         method = str(connection.scope.get("method", "GET"))
         if method in _BODY_METHODS:
             body = await connection.body()  # type: ignore[attr-defined]
-            check_body(connection, body)
+        await self.admit(connection.scope, connection.headers, method, opt, body)
+
+    async def admit(
+        self,
+        scope: Scope,
+        headers: Mapping[str, str],
+        method: str,
+        opt: Mapping[str, Any],
+        body: bytes,
+        *,
+        well_formed: bool = False,
+    ) -> KeyEntry | None:
+        """Every check of the module docstring for one request to a route with `opt`, in
+        that order: the key that signed it (None: a public route, or a wallet-signed order),
+        kept in the scope for the handler. `headers` by lower-case name. `well_formed`: the
+        caller has already parsed `body` as JSON (the JSON check then needs no second
+        parse). Shared by the Litestar guard and the order route's fast path
+        (`dex.gateway.fastpath`), so that both check the same things the same way."""
+        if method in _BODY_METHODS:
+            check_body(headers.get("content-type", ""), body, well_formed=well_formed)
         permission = opt.get("auth")
         entry: KeyEntry | None = None
         if permission is not None:
-            headers = connection.headers
             given = [headers.get(h) for h in AUTH_HEADERS]
             if not opt.get("wallet") or any(given):
                 try:
@@ -132,7 +161,7 @@ class Guard:
                         given[1],
                         given[2],
                         method,
-                        path_with_query(connection.scope),
+                        path_with_query(scope),
                         body,
                         self.now_ms(),
                         self.recv_window_ms,
@@ -140,12 +169,12 @@ class Guard:
                     )
                 except AuthError as e:
                     raise ApiError(e.status, e.code, e.message) from None
-                connection.scope.setdefault("state", {})[_STATE_KEY] = entry
+                scope.setdefault("state", {})[_STATE_KEY] = entry
         bucket = self.buckets[opt["bucket"]]
-        who = entry.account if entry is not None else client_ip(connection)
-        if opt.get("wallet") and entry is None:
-            who = client_ip(connection)  # a wallet-signed order: charged to its IP first
-        await self.charge(connection.scope, bucket, who, int(opt.get("weight", 1)))
+        # a wallet-signed order (no key) is charged to its client IP first
+        who = entry.account if entry is not None else scope_client_ip(scope)
+        await self.charge(scope, bucket, who, int(opt.get("weight", 1)))
+        return entry
 
     async def charge(self, scope: Scope, bucket: Bucket, who: str, weight: int) -> None:
         try:
@@ -166,10 +195,12 @@ class Guard:
             )
 
 
-def check_body(connection: ASGIConnection[Any, Any, Any, Any], body: bytes) -> None:
+def check_body(content_type: str, body: bytes, *, well_formed: bool = False) -> None:
+    """A request body's checks (1. of the module docstring); an empty body passes.
+    `well_formed`: already parsed as JSON by the caller (no second parse)."""
     if not body:
         return
-    media = connection.headers.get("content-type", "").split(";")[0].strip().lower()
+    media = content_type.split(";")[0].strip().lower()
     if media != "application/json":
         raise ApiError(
             415,
@@ -185,17 +216,25 @@ def check_body(connection: ASGIConnection[Any, Any, Any, Any], body: bytes) -> N
         ) from None
     if not json_depth_ok(body):
         raise ApiError(400, "invalid_json", f"the body nests deeper than {MAX_DEPTH} levels")
+    if well_formed:
+        return
     try:  # one C pass, so that malformed JSON has one code whichever route it reaches
         msgspec.json.decode(body)
     except msgspec.DecodeError as e:
         raise ApiError(400, "invalid_json", f"the body is not JSON: {e}") from None
 
 
+def rate_headers(scope: Scope) -> dict[str, str]:
+    """The rate-limit headers of the bucket charged for this request (none: not charged)."""
+    found: dict[str, str] = scope.get("state", {}).get(_LIMIT_KEY) or {}
+    return found
+
+
 async def add_rate_headers(message: Message, scope: Scope) -> None:
     """before_send hook: the rate-limit headers of the bucket charged for this request."""
     if message["type"] != "http.response.start":
         return
-    extra = scope.get("state", {}).get(_LIMIT_KEY)
+    extra = rate_headers(scope)
     if not extra:
         return
     headers = list(message.get("headers", []))

@@ -11,6 +11,7 @@ strings at the asset's or market's precision. Refusals are `{"error": {"code", "
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from litestar import Request, WebSocket, delete, get, patch, post, websocket
@@ -23,7 +24,7 @@ from dex.core.errors import CommandError
 from dex.core.numbers import to_steps
 from dex.gateway import answers as ans
 from dex.gateway.auth import key_of, require_key
-from dex.gateway.keys import new_api_key, new_secret, seal
+from dex.gateway.keys import KeyEntry, new_api_key, new_secret, seal
 from dex.gateway.models import (
     AmendRequest,
     ErrorBody,
@@ -128,11 +129,20 @@ def _permissions(text: str) -> str:
 Limit = Annotated[int, Parameter(ge=1, le=1000, description="rows per page")]
 
 
-def route_handlers(gw: Gateway) -> list[Any]:
-    """Every route of the gateway, bound to `gw`."""
-    hasher = signing.TypedHasher(gw.chain_id)
+WalletSigner = Callable[[str, dict[str, Any], str, str], None]
+PlaceOrder = Callable[[OrderRequest, KeyEntry | None], Awaitable[ans.OrderOutcome]]
 
-    def wallet_signer(primary: str, message: dict[str, Any], signature: str, account: str) -> None:
+# POST /v1/orders: charged to the account's order bucket, needs `trade`; a wallet-signed
+# order may come without key headers. One dict for the route and its fast path.
+PLACE_ORDER_OPT: dict[str, Any] = {**_priv("trade", bucket="orders"), "wallet": True}
+
+
+def wallet_signer(chain_id: int) -> WalletSigner:
+    """`check(primary, message, signature, account)`: a 400 for a message that cannot be
+    hashed, a 401 `bad_signature` unless `account`'s wallet signed it (EIP-712)."""
+    hasher = signing.TypedHasher(chain_id)
+
+    def check(primary: str, message: dict[str, Any], signature: str, account: str) -> None:
         try:
             digest = hasher.digest(primary, message)
         except signing.SignatureError as e:
@@ -152,6 +162,68 @@ def route_handlers(gw: Gateway) -> list[Any]:
                 f"the {primary} signature is not the account's wallet's",
                 "signature",
             )
+
+    return check
+
+
+def order_placer(gw: Gateway, signer: WalletSigner | None = None) -> PlaceOrder:
+    """`place(data, key)`: POST /v1/orders once the guard has passed the request (`key`:
+    the API key that signed it; None: a wallet-signed order, checked here). The one
+    implementation behind the Litestar route and its fast path (`dex.gateway.fastpath`)."""
+    check_wallet = signer or wallet_signer(gw.chain_id)
+
+    def wallet_order(data: OrderRequest) -> str:
+        if data.account is None or data.signature is None or data.nonce is None:
+            raise ApiError(
+                401,
+                "missing_credentials",
+                "sign with an API key, or send account, nonce and the wallet's Order signature",
+            )
+        account = account_param(data.account)
+        now = gw.now_ms()
+        if abs(now - data.nonce) > gw.recv_window_ms:
+            raise ApiError(
+                401,
+                "timestamp_out_of_window",
+                f"a wallet-signed order's nonce is its time in ms, within "
+                f"{gw.recv_window_ms} ms of the server's",
+                "nonce",
+            )
+        check_wallet("Order", order_message(data, data.account), data.signature, account)
+        return account
+
+    async def place(data: OrderRequest, key: KeyEntry | None) -> ans.OrderOutcome:
+        if key is not None:
+            if data.account is not None or data.signature is not None:
+                raise ApiError(
+                    400,
+                    "invalid_request",
+                    "with an API key the account is the key's: no account or signature",
+                    "account" if data.account is not None else "signature",
+                )
+            if data.nonce is not None:
+                raise ApiError(400, "invalid_request", "nonce is for wallet-signed orders", "nonce")
+            account = key.account
+        else:
+            account = wallet_order(data)
+        if data.type == OrderType.MARKET and data.post_only:
+            raise ApiError(
+                400, "invalid_request", "a market order cannot be post_only", "post_only"
+            )
+        if data.expires_at is not None and data.expires_at <= gw.now_ms():
+            raise ApiError(400, "invalid_request", "expires_at is in the past", "expires_at")
+        cmd = gw.build_place(data, account, None if key is None else key.api_key)
+        check_like_the_engine(cmd)
+        out = await gw.place(cmd)
+        return ans.typed(ans.OrderOutcome, out)
+
+    return place
+
+
+def route_handlers(gw: Gateway) -> list[Any]:
+    """Every route of the gateway, bound to `gw`."""
+    check_wallet = wallet_signer(gw.chain_id)
+    place = order_placer(gw, check_wallet)
 
     # ------------------------------------------------------------------ public
 
@@ -243,7 +315,7 @@ def route_handlers(gw: Gateway) -> list[Any]:
             "nonce": data.nonce,
             "expiresAt": data.expiresAt,
         }
-        wallet_signer("RegisterApiKey", message, data.signature, account)
+        check_wallet("RegisterApiKey", message, data.signature, account)
         if data.expiresAt and data.expiresAt <= gw.now_ms():
             raise ApiError(400, "invalid_request", "expiresAt is in the past", "expiresAt")
         if gw.kek is None and data.keyType == "hmac":
@@ -318,64 +390,16 @@ def route_handlers(gw: Gateway) -> list[Any]:
         """Revoke a key with the wallet's signature (EIP-712 `RevokeApiKey`): for a lost key."""
         account = account_param(data.account)
         message = {"account": data.account, "apiKey": data.apiKey, "nonce": data.nonce}
-        wallet_signer("RevokeApiKey", message, data.signature, account)
+        check_wallet("RevokeApiKey", message, data.signature, account)
         return await _revoke(account, data.apiKey, data.nonce)
 
     # ------------------------------------------------------------------ orders
 
-    @post(
-        "/v1/orders",
-        status_code=200,
-        opt={**_priv("trade", bucket="orders"), "wallet": True},
-        responses=SIGNED_WRITE,
-    )
+    @post("/v1/orders", status_code=200, opt=PLACE_ORDER_OPT, responses=SIGNED_WRITE)
     async def place_order(data: OrderRequest, request: Request[Any, Any, Any]) -> ans.OrderOutcome:
         """Place an order; the answer is the engine's outcome (status, fills, remaining,
         reason). A repeated client order id answers with that order and places nothing."""
-        key = key_of(request)
-        if key is not None:
-            if data.account is not None or data.signature is not None:
-                raise ApiError(
-                    400,
-                    "invalid_request",
-                    "with an API key the account is the key's: no account or signature",
-                    "account" if data.account is not None else "signature",
-                )
-            if data.nonce is not None:
-                raise ApiError(400, "invalid_request", "nonce is for wallet-signed orders", "nonce")
-            account = key.account
-        else:
-            account = _wallet_order(data)
-        if data.type == OrderType.MARKET and data.post_only:
-            raise ApiError(
-                400, "invalid_request", "a market order cannot be post_only", "post_only"
-            )
-        if data.expires_at is not None and data.expires_at <= gw.now_ms():
-            raise ApiError(400, "invalid_request", "expires_at is in the past", "expires_at")
-        cmd = gw.build_place(data, account, None if key is None else key.api_key)
-        check_like_the_engine(cmd)
-        out = await gw.place(cmd)
-        return ans.typed(ans.OrderOutcome, out)
-
-    def _wallet_order(data: OrderRequest) -> str:
-        if data.account is None or data.signature is None or data.nonce is None:
-            raise ApiError(
-                401,
-                "missing_credentials",
-                "sign with an API key, or send account, nonce and the wallet's Order signature",
-            )
-        account = account_param(data.account)
-        now = gw.now_ms()
-        if abs(now - data.nonce) > gw.recv_window_ms:
-            raise ApiError(
-                401,
-                "timestamp_out_of_window",
-                f"a wallet-signed order's nonce is its time in ms, within "
-                f"{gw.recv_window_ms} ms of the server's",
-                "nonce",
-            )
-        wallet_signer("Order", order_message(data, data.account), data.signature, account)
-        return account
+        return await place(data, key_of(request))
 
     async def _market_of(
         account: str, order_id: int | None, cid: str | None, market: str | None
