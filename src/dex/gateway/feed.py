@@ -21,12 +21,15 @@ e.g. republished by a restarted market data) is dropped, and so are its trades.
 Fan-out. Each message is encoded once (JSON text) and framed once (`dex.runtime.wsframes`):
 the same frame is written to each subscriber's transport, at once, without a task per
 connection. A subscriber whose transport holds more than `max_buffer` bytes the kernel has not
-taken is disconnected (close code 1008, reason "slow consumer ...") and never holds anyone else
-up. On a server that offers no frame writer (and for the Binance connections, whose messages
-are translated per connection) each connection has a queue, bounded the same way, and one
-writer task that sends it through ASGI. Dead connections are closed by the server's WebSocket
-ping (uvicorn's `ws_ping_interval` / `ws_ping_timeout`, both `DEX_WS_PING_MS`, set in
-`dex.app.run`).
+taken is disconnected and never holds anyone else up: its connection is cut at once (what
+waits for it is discarded: a close frame could not reach it behind the data it has not read),
+which frees its memory at once too; the gateway logs `ws_slow_consumer` with the code 1008.
+On a server that offers no frame writer (and for the Binance connections, whose messages are
+translated per connection) each connection has a queue, bounded the same way, and one writer
+task that sends it through ASGI; past the bound the queue is dropped and the client gets the
+close frame (1008, reason "slow consumer ..."). Dead connections are closed by the server's
+WebSocket ping (uvicorn's `ws_ping_interval` / `ws_ping_timeout`, both `DEX_WS_PING_MS`, set
+in `dex.app.run`).
 """
 
 from __future__ import annotations
@@ -93,6 +96,7 @@ class Subscriber:
         self.wake = asyncio.Event()
         self.reason: str | None = None  # why the connection is being closed
         self.close_code = SLOW_CLOSE
+        self.cut = False  # the connection was aborted (no closing handshake)
         self.writer: asyncio.Task[None] | None = None
         self.subs: set[tuple[str, str, str]] = set()  # (channel, market, interval or "")
         # the private part (dex.gateway.private): the key the connection authenticated with,
@@ -120,6 +124,9 @@ class Subscriber:
     def kill(self, reason: str, code: int = SLOW_CLOSE) -> None:
         self.reason, self.close_code = reason, code
         self.queue.clear()
+        if self.frames is not None and code == SLOW_CLOSE:
+            self.frames.abort()  # a slow consumer's backlog is dropped with it
+            self.cut = True
         if self.writer is not None:
             self.writer.cancel()
 
@@ -400,7 +407,9 @@ class FeedRelay:
                 except Exception as e:  # the client went away mid-send, or a bug: said
                     self.log.info("ws_connection_ended", error=f"{type(e).__name__}: {e}")
             self._drop(sub)
-            if sub.reason is not None:
+            if sub.close_code == SLOW_CLOSE and sub.reason is not None:
+                self.log.info("ws_slow_consumer", code=SLOW_CLOSE, reason=sub.reason)
+            if sub.reason is not None and not sub.cut:
                 try:
                     await asyncio.wait_for(socket.close(code=sub.close_code, reason=sub.reason), 1)
                 except Exception as e:  # a stalled client: the closing handshake is given up

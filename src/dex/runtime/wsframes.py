@@ -18,7 +18,8 @@ context), which is exactly the per-subscriber work this avoids, and feed message
 few hundred bytes.
 
 Back-pressure: `buffered()` is what the transport holds that the kernel has not taken; the
-caller decides when that is too much (the feed drops the connection as a slow consumer).
+caller decides when that is too much, and may `abort()` the connection (the feed cuts a slow
+consumer: its backlog is freed at once).
 """
 
 from __future__ import annotations
@@ -59,6 +60,11 @@ class FrameWriter:
             return False
         p.transport.write(frame)
         return True
+
+    def abort(self) -> None:
+        """Cut the connection now: what waits in the transport is discarded (no closing
+        handshake: a close frame would wait behind it)."""
+        self._protocol.transport.abort()
 
     def buffered(self) -> int:
         """Bytes written here or by uvicorn that the kernel has not taken yet."""
