@@ -27,7 +27,7 @@ Amounts are integers: asset units, price ticks, size lots.
   the risk `trade_settled` of the shard that owns the side (`fee` negative: a rebate; the fee
   asset is the asset the side received).
 - `ledger_entries(stream, log_seq, idx, line, account, asset, bucket, delta, cause, ts;
-  PK stream, log_seq, idx, line)`: double-entry, one row per change of an account's
+  unique account, ts, stream, log_seq, idx, line)`: double-entry, one row per change of an account's
   `available` or `locked` (signed units) with its cause (`dex.persistence.ledger`): the risk
   event at (`stream`, `log_seq`, `idx`) as in `events`, `line` its n-th entry. Each event's
   entries sum to zero per asset, against the system accounts `external` (deposits in,
@@ -162,17 +162,18 @@ fills = Table(
 ledger_entries = Table(
     "ledger_entries",
     metadata,
-    Column("stream", Text, primary_key=True),
-    Column("log_seq", BigInteger, primary_key=True),
-    Column("idx", BigInteger, primary_key=True),
-    Column("line", BigInteger, primary_key=True),
+    # no primary key (0004): the unique `ledger_by_account_ts` ends in the entry's identity
+    Column("stream", Text, nullable=False),
+    Column("log_seq", BigInteger, nullable=False),
+    Column("idx", BigInteger, nullable=False),
+    Column("line", BigInteger, nullable=False),
     Column("account", Text, nullable=False),
     Column("asset", Text, nullable=False),
     Column("bucket", Text, nullable=False),  # available / locked
     Column("delta", BigInteger, nullable=False),
     Column("cause", Text, nullable=False),
     Column("ts", BigInteger, nullable=False),
-    Index("ledger_by_account_ts", "account", "ts", "stream", "log_seq", "idx", "line"),
+    Index("ledger_by_account_ts", "account", "ts", "stream", "log_seq", "idx", "line", unique=True),
 )
 deposits = Table(
     "deposits",
