@@ -39,6 +39,7 @@ the generator, not the exchange, was the limit. Correctness gate: every order an
 from __future__ import annotations
 
 import argparse
+import asyncio
 import gc
 import json
 import platform
@@ -331,83 +332,220 @@ def _start_exchange(mode: str, workdir: str) -> tuple[Any, str, list[Any]]:
     raise AssertionError
 
 
-async def _orders_run(url: str, args: argparse.Namespace) -> dict[str, Any]:
-    import asyncio
-
+async def _orders_run(url: str, args: argparse.Namespace, pids: list[int]) -> dict[str, Any]:
     import httpx
 
     limits = httpx.Limits(max_connections=args.clients, max_keepalive_connections=args.clients)
     async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as http:
         traders = await onboard_traders(http, args.traders)
-
-        host, port = url.removeprefix("http://").split(":")
-
-        async def load(kind: str) -> tuple[int, list[float], int]:
-            """`--clients` keep-alive connections, each sending a request and reading its
-            answer in turn (a bare HTTP/1.1 client: httpx's own cost capped the figures)."""
-            stop_at = time.perf_counter() + args.seconds
-            latencies: list[float] = []
-            bad = 0
-
-            async def client(c: int) -> None:
-                nonlocal bad
-                key = traders[c % len(traders)]
-                reader, writer = await asyncio.open_connection(host, int(port))
-                n = 0
-                try:
-                    while time.perf_counter() < stop_at:
-                        n += 1
-                        if kind == "time":
-                            request = _raw_request("GET", "/v1/time", b"", {}, host)
-                        else:
-                            sell = n % 2 == 0
-                            # within the demo market's band (2,000 +- 10%), never crossing
-                            price = f"{2101 + n % 50}.00" if sell else f"{1899 - n % 50}.00"
-                            body = json.dumps(
-                                {
-                                    "market": "ETH-USDC",
-                                    "side": "sell" if sell else "buy",
-                                    "type": "limit",
-                                    "size": "0.01",
-                                    "price": price,
-                                    "post_only": True,
-                                }
-                            ).encode()
-                            headers = _auth_headers(key, "POST", "/v1/orders", body)
-                            request = _raw_request("POST", "/v1/orders", body, headers, host)
-                        t0 = time.perf_counter()
-                        writer.write(request)
-                        status, answer = await _raw_response(reader)
-                        latencies.append(time.perf_counter() - t0)
-                        ok = status == 200 and (kind == "time" or b'"status":"open"' in answer)
-                        if not ok:
-                            bad += 1
-                            if bad <= 3:
-                                print(f"bad answer: {status} {answer[-200:]!r}", file=sys.stderr)
-                finally:
-                    writer.close()
-
-            await asyncio.gather(*(client(c) for c in range(args.clients)))
-            return len(latencies), latencies, bad
-
-        count_t, lat_t, _ = await load("time")
-        count, lat, bad = await load("orders")
-
-    def pct(xs: list[float], q: float) -> float:
-        xs = sorted(xs)
-        return round(xs[min(len(xs) - 1, int(q * len(xs)))] * 1000, 2) if xs else 0.0
-
+    host, port = url.removeprefix("http://").split(":")
+    address = (host, int(port))
+    time_request = _raw_request("GET", "/v1/time", b"", {}, host)
+    trivial = await _load(
+        address, args.clients, args.seconds, lambda c: lambda: time_request, _is_200
+    )
+    signers = [_OrderSigner(key, host) for key in traders]
+    cpu_before = _cpu_s(pids)
+    placed = await _load(
+        address,
+        args.clients,
+        args.seconds,
+        lambda c: signers[c % len(signers)].next,
+        _is_open,
+    )
+    cpu_after = _cpu_s(pids)
+    cpu = None if cpu_before is None or cpu_after is None else cpu_after - cpu_before
     return {
-        "orders": count,
-        "orders_per_s": round(count / args.seconds),
-        "ack_p50_ms": pct(lat, 0.50),
-        "ack_p99_ms": pct(lat, 0.99),
-        "ack_max_ms": pct(lat, 1.0),
-        "refused_or_wrong": bad,
-        "ceiling_trivial_route_per_s": round(count_t / args.seconds),
-        "ceiling_p50_ms": pct(lat_t, 0.50),
-        "ceiling_p99_ms": pct(lat_t, 0.99),
+        "orders": placed.count,
+        "orders_per_s": round(placed.count / placed.seconds),
+        "ack_p50_ms": _pct(placed.latencies, 0.50),
+        "ack_p99_ms": _pct(placed.latencies, 0.99),
+        "ack_max_ms": _pct(placed.latencies, 1.0),
+        "refused_or_wrong": placed.bad,
+        "server_cpu_us_per_order": None if cpu is None else round(cpu / placed.count * 1e6),
+        "ceiling_trivial_route_per_s": round(trivial.count / trivial.seconds),
+        "ceiling_p50_ms": _pct(trivial.latencies, 0.50),
+        "ceiling_p99_ms": _pct(trivial.latencies, 0.99),
     }
+
+
+def _pct(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return round(xs[min(len(xs) - 1, int(q * len(xs)))] * 1000, 2) if xs else 0.0
+
+
+def _is_200(status: int, body: bytes) -> bool:
+    return status == 200
+
+
+def _is_open(status: int, body: bytes) -> bool:
+    return status == 200 and b'"status":"open"' in body
+
+
+class _OrderSigner:
+    """One trader's signed `POST /v1/orders` requests, ready to send: resting post-only
+    limit orders, alternating sides, at 50 prices a side within the demo market's band
+    (2,000 +- 10%) and never crossing. A request's bytes are made once per second of its
+    timestamp (well within the receive window), so the generator spends next to nothing
+    on them."""
+
+    def __init__(self, key: dict[str, Any], host: str) -> None:
+        self.key = key
+        self.host = host
+        self.n = 0
+        self.bodies = [_order_body(i) for i in range(100)]
+        self.second = -1
+        self.made: dict[int, bytes] = {}
+
+    def next(self) -> bytes:
+        self.n += 1
+        second = int(time.time())
+        if second != self.second:
+            self.second, self.made = second, {}
+        i = self.n % len(self.bodies)
+        request = self.made.get(i)
+        if request is None:
+            body = self.bodies[i]
+            ts = str(second * 1000)
+            sig = signing.hmac_signature(
+                self.key["secret"], signing.request_payload(ts, "POST", "/v1/orders", body)
+            )
+            headers = {
+                "DEX-API-KEY": self.key["api_key"],
+                "DEX-TIMESTAMP": ts,
+                "DEX-SIGNATURE": sig,
+                "content-type": "application/json",
+            }
+            request = self.made[i] = _raw_request("POST", "/v1/orders", body, headers, self.host)
+        return request
+
+
+def _order_body(i: int) -> bytes:
+    sell = i % 2 == 0
+    price = f"{2101 + i % 50}.00" if sell else f"{1899 - i % 50}.00"
+    return json.dumps(
+        {
+            "market": "ETH-USDC",
+            "side": "sell" if sell else "buy",
+            "type": "limit",
+            "size": "0.01",
+            "price": price,
+            "post_only": True,
+        },
+        separators=(",", ":"),
+    ).encode()
+
+
+class _Loaded:
+    def __init__(self) -> None:
+        self.latencies: list[float] = []
+        self.bad = 0
+        self.count = 0
+        self.seconds = 0.0
+
+
+class _Connection(asyncio.Protocol):
+    """One keep-alive HTTP/1.1 connection that sends a request, reads its answer (by its
+    Content-Length), and sends the next, until `stop_at`. A bare protocol on the event
+    loop: no streams, no HTTP library (httpx, then asyncio streams, capped the figures)."""
+
+    def __init__(
+        self,
+        make: Callable[[], bytes],
+        check: Callable[[int, bytes], bool],
+        stop_at: float,
+        out: _Loaded,
+        done: asyncio.Future[None],
+    ) -> None:
+        self.make, self.check, self.stop_at, self.out, self.done = make, check, stop_at, out, done
+        self.buf = b""
+        self.sent_at = 0.0
+        self.transport: Any = None
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+        self._send()
+
+    def _send(self) -> None:
+        now = time.perf_counter()
+        if now >= self.stop_at:
+            self.transport.close()
+            return
+        self.sent_at = now
+        self.transport.write(self.make())
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        end = self.buf.find(b"\r\n\r\n")
+        if end < 0:
+            return
+        head = self.buf[:end].lower()
+        at = head.find(b"content-length:")
+        line_end = head.find(b"\r\n", at)
+        length = int(head[at + 15 : line_end if line_end > 0 else None]) if at >= 0 else 0
+        if len(self.buf) < end + 4 + length:
+            return
+        took = time.perf_counter() - self.sent_at
+        body, self.buf = self.buf[end + 4 : end + 4 + length], self.buf[end + 4 + length :]
+        self.out.latencies.append(took)
+        if not self.check(int(head[9:12]), body):
+            self.out.bad += 1
+            if self.out.bad <= 3:
+                print(f"bad answer: {head[:12]!r} {body[-200:]!r}", file=sys.stderr)
+        self._send()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.done.done():
+            self.done.set_result(None)
+
+
+async def _load(
+    address: tuple[str, int],
+    clients: int,
+    seconds: float,
+    maker: Callable[[int], Callable[[], bytes]],
+    check: Callable[[int, bytes], bool],
+) -> _Loaded:
+    """`clients` connections, each with its own request maker, for `seconds`."""
+    loop = asyncio.get_running_loop()
+    out = _Loaded()
+    started = time.perf_counter()
+    stop_at = started + seconds
+    waits = []
+    for c in range(clients):
+        done: asyncio.Future[None] = loop.create_future()
+        make = maker(c)
+        await loop.create_connection(
+            lambda make=make, done=done: _Connection(make, check, stop_at, out, done), *address
+        )
+        waits.append(done)
+    await asyncio.gather(*waits)
+    out.seconds = time.perf_counter() - started
+    out.count = len(out.latencies)
+    return out
+
+
+def _cpu_s(pids: list[int]) -> float | None:
+    """CPU seconds (user + system) of the processes `pids` and their descendants so far,
+    from /proc (None where there is no /proc): the exchange's cost, whatever the machine's
+    other load does to its throughput."""
+    import os
+
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    todo = list(pids)
+    try:
+        while todo:
+            p = todo.pop()
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as f:
+                    todo += [int(x) for x in f.read().split()]
+    except OSError:
+        return None
+    return total
 
 
 async def onboard_traders(http: Any, n: int) -> list[dict[str, Any]]:
@@ -479,15 +617,21 @@ async def _signed(http: Any, key: dict[str, Any], method: str, path: str, body: 
 
 
 def orders(args: argparse.Namespace) -> dict[str, Any]:
-    import asyncio
+    import os
     import tempfile
 
-    out: dict[str, Any] = {"clients": args.clients, "seconds": args.seconds}
+    out: dict[str, Any] = {
+        "cores": os.cpu_count(),
+        "load_avg_1m_at_start": round(os.getloadavg()[0], 2),
+        "clients": args.clients,
+        "seconds": args.seconds,
+        "generator_alone_per_s": _generator_alone(args),
+    }
     for mode in args.mode.split(","):
         with tempfile.TemporaryDirectory() as workdir:
             proc, url, extras = _start_exchange(mode, workdir)
             try:
-                got = asyncio.run(_orders_run(url, args))
+                got = _run_loop(_orders_run(url, args, [proc.pid, *(e.pid for e in extras)]))
             finally:
                 proc.terminate()
                 try:
@@ -501,6 +645,86 @@ def orders(args: argparse.Namespace) -> dict[str, Any]:
             fail(f"{mode}: {got['refused_or_wrong']} orders were not answered 200 open")
         out[mode] = got
     return out
+
+
+def _run_loop(main: Any) -> Any:
+    """`main` on uvloop (the generator's own cost per request is then about halved)."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(main)
+
+
+_STUB_ANSWER = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}"
+
+
+class _Stub(asyncio.Protocol):
+    """Answers every request on the connection with the same 200 (ends at its blank line
+    and content-length, as the generator's requests do)."""
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+        self.buf = b""
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        while (end := self.buf.find(b"\r\n\r\n")) >= 0:
+            head = self.buf[:end].lower()
+            at = head.find(b"content-length:")
+            length = int(head[at + 15 :].split(b"\r\n")[0]) if at >= 0 else 0
+            if len(self.buf) < end + 4 + length:
+                return
+            self.buf = self.buf[end + 4 + length :]
+            self.transport.write(_STUB_ANSWER)
+
+
+def _serve_stub(port: int) -> None:
+    async def main() -> None:
+        server = await asyncio.get_running_loop().create_server(_Stub, "127.0.0.1", port)
+        async with server:
+            await server.serve_forever()
+
+    _run_loop(main())
+
+
+def _generator_alone(args: argparse.Namespace) -> int:
+    """Requests/s the generator offers on its own: the same clients sending the same signed
+    order requests to a stub server in another process that answers each at once."""
+    import multiprocessing
+
+    port = _free_port_block(1)
+    stub = multiprocessing.get_context("fork").Process(target=_serve_stub, args=(port,))
+    stub.start()
+    try:
+        key = {"api_key": "dk_" + "0" * 32, "secret": "s" * 43}
+
+        async def run() -> _Loaded:
+            deadline = time.monotonic() + 10
+            while True:  # until the stub listens
+                try:
+                    _, w = await asyncio.open_connection("127.0.0.1", port)
+                    w.close()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise
+                    await asyncio.sleep(0.05)
+            signers = [_OrderSigner(key, "127.0.0.1") for _ in range(args.clients)]
+            return await _load(
+                ("127.0.0.1", port),
+                args.clients,
+                min(args.seconds, 5.0),
+                lambda c: signers[c].next,
+                _is_200,
+            )
+
+        got = _run_loop(run())
+    finally:
+        stub.terminate()
+        stub.join(10)
+    return round(got.count / got.seconds)
 
 
 def _add_orders_options(p: argparse.ArgumentParser) -> None:
