@@ -409,8 +409,8 @@ async def move_positions(conn: AsyncConnection, moved: dict[str, tuple[int, int]
 
 
 async def write_rows(conn: AsyncConnection, bulk: Bulk, work: Work, log: Any) -> dict[str, int]:
-    """Write `work`'s rows (one statement per table: `unnest` of one array per column or
-    binary COPY on PostgreSQL, `executemany` of plain tuples on SQLite); rows per table."""
+    """Write `work`'s rows (`Bulk`: binary COPY per table on PostgreSQL, `executemany` of
+    plain tuples on SQLite); rows per table."""
     written: dict[str, int] = {}
     if work.new_markets:
         added = [(m["market"], m["base"], m["quote"]) for m in work.new_markets]
