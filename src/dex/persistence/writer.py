@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import msgspec
-from sqlalchemy import Connection, Table, bindparam, select, update
+from sqlalchemy import JSON, BigInteger, Connection, Table, bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DataError, DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -59,6 +59,7 @@ from dex.wire import codec, layout
 
 _CHUNK = 500  # ids per IN (...) query
 PART = 500  # entries decoded and written at a time (`store`)
+STAGE_FROM = 200  # PostgreSQL: rows of a table from which they go through a stage (`Bulk`)
 YIELD_EVERY = 16  # entries decoded between two turns of the event loop (`store`)
 CATALOG_KIND_NAMES = ("asset_added", "market_added")  # what the service learns decimals from
 OPEN = OrderStatus.OPEN
@@ -446,14 +447,17 @@ async def write_rows(conn: AsyncConnection, bulk: Bulk, work: Work, log: Any) ->
 
 class Bulk:
     """Many rows per statement on the driver's connection, inside the transaction SQLAlchemy
-    began. PostgreSQL (asyncpg) gets every table's rows by binary COPY (its cheapest client
-    encoding, no per-row parameters): straight into the table for the rows keyed by their
-    log position (`append`), else into a temporary table of the transaction (`stage_<name>`,
-    `ON COMMIT DROP`: nothing of it outlives the transaction, nothing of it needs the WAL)
-    that one `INSERT ... SELECT` empties into the table with its conflict rule. SQLite
-    (aiosqlite) gets `executemany` of the tuples. Inserts are `ON CONFLICT DO NOTHING` (the
-    positions already make them happen once; a row the log holds twice is kept once, as
-    before); upserts replace the columns that change."""
+    began. On PostgreSQL (asyncpg) the rows keyed by their log position go by binary COPY
+    straight into their table (`append`); the others need their conflict rule: a few rows
+    (fewer than `STAGE_FROM`) go as one array per column in `INSERT ... SELECT FROM unnest`
+    (one statement, no per-row parameters), more by binary COPY (its client encoding is
+    several times cheaper than arrays') into a temporary table of the transaction
+    (`stage_<name>`, `ON COMMIT DROP`: nothing of it outlives the transaction, nothing of it
+    needs the WAL) that one `INSERT ... SELECT` empties into the table. Small batches (the
+    steady state) so make no temporary table and no catalog rows. SQLite (aiosqlite) gets
+    `executemany` of the tuples. Inserts are `ON CONFLICT DO NOTHING` (the positions already
+    make them happen once; a row the log holds twice is kept once, as before); upserts
+    replace the columns that change."""
 
     def __init__(self, raw: Any, postgres: bool) -> None:
         self.raw = raw
@@ -502,6 +506,10 @@ class Bulk:
         if not self.postgres:
             await self.raw.executemany(_statement(table, upsert=upsert), rows)
             return
+        if len(rows) < STAGE_FROM:
+            columns = (list(col) for col in zip(*rows, strict=True))
+            await self.raw.execute(_from_arrays(table, upsert=upsert), *columns)
+            return
         if table.name not in self.staged:
             await self.raw.execute(
                 f"CREATE TEMPORARY TABLE stage_{table.name} (LIKE {table.name}) ON COMMIT DROP"
@@ -528,6 +536,25 @@ def _statement(table: Table, *, upsert: bool) -> str:
     names = ", ".join(c.name for c in table.columns)
     marks = ", ".join("?" * len(table.columns))
     return f"INSERT INTO {table.name} ({names}) VALUES ({marks}) {_conflict(table, upsert=upsert)}"
+
+
+@functools.cache
+def _from_arrays(table: Table, *, upsert: bool) -> str:
+    """PostgreSQL: insert the rows given as one array parameter per column."""
+    names = ", ".join(c.name for c in table.columns)
+    arrays = ", ".join(f"${i}::{_pg_type(c)}[]" for i, c in enumerate(table.columns, 1))
+    return (
+        f"INSERT INTO {table.name} ({names}) SELECT {names} "
+        f"FROM unnest({arrays}) AS u({names}) {_conflict(table, upsert=upsert)}"
+    )
+
+
+def _pg_type(col: Any) -> str:
+    if isinstance(col.type, BigInteger):
+        return "bigint"
+    if isinstance(col.type, JSON):
+        return "json"  # sent as its text
+    return "text"
 
 
 @functools.cache
