@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import operator
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -569,6 +570,7 @@ def _from_stage(table: Table, *, upsert: bool) -> str:
 
 
 ORDER_COLUMNS = tuple(c.name for c in orders.columns)
+_order_values = operator.itemgetter(*ORDER_COLUMNS)  # an order row's values in column order
 
 
 async def _write_orders(bulk: Bulk, evs: list[me.Event], log: Any) -> int:
@@ -585,9 +587,7 @@ async def _write_orders(bulk: Bulk, evs: list[me.Event], log: Any) -> int:
         touched.update(fold_order(rows, ev, log))
     if not touched:
         return 0
-    await bulk.upsert(
-        orders, [tuple(rows[oid][c] for c in ORDER_COLUMNS) for oid in sorted(touched)]
-    )
+    await bulk.upsert(orders, [_order_values(rows[oid]) for oid in sorted(touched)])
     return len(touched)
 
 
