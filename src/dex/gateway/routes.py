@@ -102,11 +102,17 @@ def client_id_param(raw: str) -> str:
     )
 
 
+# the engine's place fields that risk's place command has too (the rest take their defaults)
+_ENGINE_PLACE_FIELDS = tuple(
+    f for f in mc.Place.__struct_fields__ if f in rc.Place.__struct_fields__
+)
+
+
 def check_like_the_engine(cmd: rc.Place) -> None:
     """A 400 naming the field for a place the engine would refuse as malformed (a limit order
     with no price, a market order with both sizes, GTD with no expiry, ...), so that it is
     refused here and never reaches risk: the engine's own check, on the engine's command."""
-    fields = {f: getattr(cmd, f) for f in mc.Place.__struct_fields__ if hasattr(cmd, f)}
+    fields = {f: getattr(cmd, f) for f in _ENGINE_PLACE_FIELDS}
     try:
         mc.Place(**fields)
     except CommandError as e:
