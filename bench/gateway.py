@@ -40,21 +40,27 @@ requests against a stub server in another process that answers at once (the gene
 ceiling). With `cores` and the load average at the start. Correctness gate: every order
 answered 200 `open`, else exit 1.
 
-Figures (2026-12-06, 2 cores shared with two other engineers' work: load average 1.5-2.7 at
-the start of each run; 20 clients, 10 s, 2-3 runs each):
-- embedded: 1,650-1,980 orders/s, ack p50 9-11 ms, p99 20-23 ms (one run 61 ms), 460-510 us
-  of CPU per order; trivial route 8,000-8,400/s; generator alone 110,000-160,000/s.
-- distributed: 830-1,170 orders/s, p50 17-21 ms, p99 28-62 ms, 1,430-1,530 us of CPU per
+Figures (2026-12-06, 2 cores shared with two other engineers' work: load average 1.0-2.7 at
+the start of each run; 20 clients, 10 s; 6 embedded runs, 4 distributed):
+- embedded: 1,650-1,980 orders/s, ack p50 9-11 ms, p99 17-23 ms, 460-510 us of CPU per
+  order; trivial route 7,700-8,400/s; generator alone 110,000-170,000/s.
+- distributed: 830-1,170 orders/s, p50 17-21 ms, p99 28-62 ms, 1,430-1,570 us of CPU per
   order (all processes and Redis); trivial route 3,000-4,800/s (each request also asks Redis
   for its rate limit).
-- before this session's order-path work (commit 279ceee, the same generator): embedded
-  1,350-1,430/s, p99 21-25 ms, 700-715 us per order; distributed 619/s, p99 71 ms, 2,060 us.
+- before this session's order-path work (commit 279ceee, the same generator; 2 runs, 1):
+  embedded 1,350-1,430/s, p99 21-25 ms, 700-715 us per order; distributed 619/s, p99 71 ms,
+  2,060 us.
   (The old generator, asyncio streams signing each request, read 732-986/s embedded.)
 Target 5,000 orders/s with p99 < 20 ms embedded: not met. The generator can offer far more;
 the exchange cannot: one Python process on one core doing HTTP, keys, rate limits, risk,
 matching, market data and persistence spends ~475 us of CPU per order, and the embedded
-bus's SQLite commits (an fsync each, ~0.7 per order at 20 clients) block its event loop
-besides. 5,000/s needs under ~200 us per order in that one process.
+bus's SQLite commits (an fsync each, ~0.64 per order at 20 clients, ~170 us of waiting per
+order) block its event loop besides. Where the CPU goes (cProfile of the embedded server
+during this load, the commits' waits left out, shares scaled to the measured CPU): the
+gateway's own code ~150 us (fast path, keys, rate limit, order checks, outcome waits, log
+tailing) + uvicorn/httptools ~47 + request id and log context ~11, i.e. ~210 us for the
+HTTP front alone; bus reads and writes ~88; persistence ~74; risk ~55; the shards' runtime
+~28; matching ~8; market data ~8. 5,000/s needs under ~200 us per order in that process.
 """
 
 from __future__ import annotations
