@@ -49,13 +49,14 @@ interleaved with a run of the previous writer (commit 279ceee) at the same momen
    now a view of it); `ledger_entries` keeps one index (`ledger_by_account_ts`, unique) of
    the three it had (its primary key and `ledger_by_account_asset_ts` gone); every table is
    sent by binary COPY (through a temporary stage where a conflict rule applies, from 200
-   rows: no array parameters); each batch is decoded and written in parts of 500 entries, a part decoded
-   while the previous one is written. What is left is the server: per-statement waits of
-   one run (1.98 s in all) were ledger_entries 0.53 s (138k rows), log_entries 0.30 s, fills
-   0.24 s, orders 0.24 s, trades 0.07 s, balances 0.06 s, and the PostgreSQL backend used
-   about 1.2 s of CPU against 0.9 s for this process; under `--profile` about 1.0 s of the
-   PostgreSQL run is `epoll` (waiting on the server). 50,000 is met only while the machine
-   is otherwise idle enough for the server and the writer to run at the same time.
+   rows: no array parameters); each batch is decoded and written in parts of 500 entries, a
+   part decoded while the previous one is written. What is left is the server:
+   per-statement waits of one run (1.98 s in all) were ledger_entries 0.53 s (138k rows),
+   log_entries 0.30 s, fills 0.24 s, orders 0.24 s, trades 0.07 s, balances 0.06 s, and the
+   PostgreSQL backend used about 1.2 s of CPU against 0.9 s for this process; under
+   `--profile` about 1.0 s of the PostgreSQL run is `epoll` (waiting on the server). 50,000
+   is met only while the machine is otherwise idle enough for the server and the writer to
+   run at the same time.
 
    queries (10,000,000 fills, 5,000,000 trades and orders over 30 days, 10,000 accounts;
    built in 114.5 s; 1,000 calls each, candles 100), p50 / p99 in ms over the three runs:
@@ -72,6 +73,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import importlib
 import json
 import pstats
 import random
@@ -247,7 +249,9 @@ INSERT INTO balances (account, asset, available, locked)
 SELECT '0x' || lpad(to_hex(a), 40, '0'), s, 1000000 + a, a % 7
 FROM generate_series(1, {n}) AS a, unnest(ARRAY['BTC', 'ETH', 'USDC']) AS s
 """
-QUERY_TABLES = ("fills", "trades", "orders", "balances")
+QUERY_TABLES = ("fills", "trades", "orders", "balances", "candles_1m")
+# the trades' 1-minute candles, made as migration 0005 makes them for trades stored before it
+CANDLES_SQL = importlib.import_module("dex.persistence.migrations.versions.0005_candles").BACKFILL
 
 
 def acct_sql(column: str, n_accounts: int) -> str:
@@ -305,6 +309,8 @@ async def build(url: str, n_fills: int, n_accounts: int, days: float) -> dict[st
             for _, ddl in indexes:
                 await conn.execute(text(ddl))
             say(f"  indexes: {time.perf_counter() - t0:.0f} s")
+            await conn.execute(text(CANDLES_SQL))  # reads trades_by_market_ts: after it
+            say(f"  candles: {time.perf_counter() - t0:.0f} s")
         async with engine.connect() as conn:
             await conn.execution_options(isolation_level="AUTOCOMMIT")
             for table in QUERY_TABLES:

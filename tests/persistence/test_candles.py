@@ -1,6 +1,8 @@
 """Persistence's candles route on SQLite and PostgreSQL: equal to a naive computation over the
 trades stored (hypothesis draws the trades and the queries, including empty intervals and UTC
-day boundaries), every parameter refused with its name, an unknown market 404.
+day boundaries), every parameter refused with its name, an unknown market 404. The trades'
+1-minute candles are stored as the ingest writer stores them (`writer.minute_candles`,
+merged part by part with its `CANDLE_MERGE` rule), the route folds them into each interval.
 
 Hypothesis draws the examples up front (`examples`) and each runs against one service and
 store, emptied between examples: the store's pool belongs to the test's loop, and building a
@@ -16,7 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import delete, insert
 
-from dex.persistence import schema
+from dex.persistence import schema, writer
+from dex.persistence.writer import Bulk
 from tests.bus.contract import aio
 from tests.persistence.test_queries import api, ok, refused
 from tests.services.reader_kit import ETH_USDC
@@ -122,25 +125,20 @@ async def test_candles_equal_a_naive_computation(database: Database) -> None:  #
             # trade order is (ts, trade_id): ids follow the times, as one shard stamps them
             ordered = sorted(raw, key=lambda t: t[2])
             trades = [(p, s, (DAY0 + ms) * MS + i) for i, (p, s, ms) in enumerate(ordered)]
+            rows = [(ETH_USDC, i + 1, p, s, 1, 2, "buy", ts) for i, (p, s, ts) in enumerate(trades)]
             async with svc.engine.begin() as conn:
                 await conn.execute(delete(schema.trades))
+                await conn.execute(delete(schema.candles_1m))
                 if trades:
+                    names = [c.name for c in schema.trades.columns]
                     await conn.execute(
-                        insert(schema.trades),
-                        [
-                            {
-                                "market": ETH_USDC,
-                                "trade_id": i + 1,
-                                "price": p,
-                                "size": s,
-                                "maker_order_id": 1,
-                                "taker_order_id": 2,
-                                "taker_side": "buy",
-                                "ts": ts,
-                            }
-                            for i, (p, s, ts) in enumerate(trades)
-                        ],
+                        insert(schema.trades), [dict(zip(names, r, strict=True)) for r in rows]
                     )
+                bulk = await Bulk.of(conn)
+                # in parts of up to 7 trades, each merged into what the ones before stored
+                for k in range(0, len(rows), 7):
+                    minutes = writer.minute_candles(rows[k : k + 7])
+                    await bulk.merge(schema.candles_1m, minutes, writer.CANDLE_MERGE)
             for interval, start, end, limit in qs:
                 start = None if start is None else max(0, DAY0 + start)
                 end = None if end is None else DAY0 + end

@@ -1,6 +1,6 @@
 """Every query the read API runs is an index scan on PostgreSQL, at volume.
 
-The six listed tables get ~200,000 rows each (`INSERT ... SELECT generate_series`), spread over
+The seven listed tables get ~200,000 rows each (`INSERT ... SELECT generate_series`), spread over
 300 accounts and the demo markets, and are ANALYZEd. Then the routes are called over HTTP
 (first pages, cursor pages, every filter, the lookups) and every statement they send is caught
 as the driver gets it (`before_cursor_execute`): the queries of `dex.persistence.queries` with
@@ -8,7 +8,12 @@ the parameters the routes gave them, nothing rebuilt by hand. Each is EXPLAINed 
 its parameters (the plan of a first run) and as a generic plan (what asyncpg's prepared
 statements get after a few runs), and no plan node may be a `Seq Scan` on one of the tables
 (nor a sort: a page is read in the index's order). Every plan today is `Limit` over one
-`Index Scan` of the 0003 index for its list (or the primary key for an order by id).
+`Index Scan` of the 0003 index for its list (or the primary key for an order by id). The
+candles (1m of a day, 1h last, 1d from a start) read one range of `candles_1m`'s primary key
+(0005): its probes are `Limit` over an `Index Scan`; its read of the window's minutes (at most
+`limit` intervals, no LIMIT) may be a `Bitmap Index Scan` of the key and a sort of those
+rows (the heap holds the markets' minutes interleaved, so the planner finds the bitmap
+cheaper): allowed there, a sequential scan is not.
 
 PostgreSQL only (`DEX_DATABASE_URL`); a schema of its own, dropped after.
 """
@@ -34,7 +39,7 @@ ROWS = 200_000
 HANG_GUARD = 600.0  # seconds: only a hang fails on it
 ACCOUNTS = 300
 MARKETS = (ETH_USDC, BTC_USDC)
-TABLES = {"orders", "fills", "ledger_entries", "trades", "deposits", "withdrawals"}
+TABLES = {"orders", "fills", "ledger_entries", "trades", "deposits", "withdrawals", "candles_1m"}
 T0 = 1_800_000_000_000_000_000  # ns
 MS = 1_000_000
 ACCT = f"'0x' || lpad(to_hex(g % {ACCOUNTS}), 40, '0')"
@@ -42,6 +47,8 @@ ACCT = f"'0x' || lpad(to_hex(g % {ACCOUNTS}), 40, '0')"
 MARKET = f"(ARRAY['{MARKETS[0]}', '{MARKETS[1]}'])[g / 7 % 2 + 1]"
 ASSET = f"(ARRAY['ETH', 'BTC', 'USDC'])[g / {ACCOUNTS} % 3 + 1]"
 TS = f"{T0} + g::bigint * {MS}"
+MINUTE = 60_000 * MS
+DAY_MS = 86_400_000
 
 FILL = [
     f"""INSERT INTO orders (order_id, account, market, side, type, price, size,
@@ -68,6 +75,11 @@ FILL = [
         taker_side, ts)
     SELECT {MARKET}, g, 200000, 10, g, g + 1, 'buy', {TS}
     FROM generate_series(1, {ROWS}) AS g""",
+    f"""INSERT INTO candles_1m (market, open_time, open, high, low, close, base_volume,
+        quote_volume, trade_count)
+    SELECT (ARRAY['{MARKETS[0]}', '{MARKETS[1]}'])[g % 2 + 1], {T0} + (g / 2)::bigint * {MINUTE},
+        200000, 200000 + g % 9, 200000 - g % 7, 200001, 10 + g % 5, 2000000, 1 + g % 3
+    FROM generate_series(0, {ROWS - 1}) AS g""",
     f"""INSERT INTO deposits (tx_id, log_index, account, asset, amount, ts, stream, log_seq)
     SELECT '0x' || md5(g::text), 0, {ACCT}, {ASSET}, 5,
         {TS}, 's', g
@@ -93,16 +105,25 @@ def postgres() -> Iterator[Database]:
         asyncio.run(_pg(url, f'DROP SCHEMA "{schema}" CASCADE'))
 
 
-def seq_scans(plan: dict[str, Any]) -> list[str]:
+def seq_scans(plan: dict[str, Any], *, sort_ok: bool = False) -> list[str]:
     """The tables of `TABLES` a plan tree reads by a sequential scan, and its sorts (a keyset
-    page is read in index order: a sort means the index does not serve the ORDER BY)."""
+    page is read in index order: a sort means the index does not serve the ORDER BY) unless
+    `sort_ok` (a candle window's minutes)."""
     found = []
     if plan.get("Node Type") == "Seq Scan" and plan.get("Relation Name") in TABLES:
         found.append(plan["Relation Name"])
-    if plan.get("Node Type") in ("Sort", "Incremental Sort"):
+    if plan.get("Node Type") in ("Sort", "Incremental Sort") and not sort_ok:
         found.append(plan["Node Type"])
     for child in plan.get("Plans", []):
-        found += seq_scans(child)
+        found += seq_scans(child, sort_ok=sort_ok)
+    return found
+
+
+def index_names(plan: dict[str, Any]) -> set[str]:
+    """The indexes a plan tree reads."""
+    found = {plan["Index Name"]} if "Index Name" in plan else set()
+    for child in plan.get("Plans", []):
+        found |= index_names(child)
     return found
 
 
@@ -169,6 +190,14 @@ async def every_route_query_is_an_index_scan(postgres: Database) -> None:
             assert first[key] and first["next_cursor"], (path, params)
             second = await ok(client, path, limit="20", cursor=first["next_cursor"], **params)
             assert second[key], (path, params)
+        day = T0 // MS + 10 * DAY_MS  # ms: a UTC day in the middle of the candles
+        for params in (
+            {"interval": "1m", "start": str(day), "end": str(day + DAY_MS - 1), "limit": "1440"},
+            {"interval": "1h", "limit": "500"},
+            {"interval": "1d", "start": str(day), "limit": "30"},
+        ):
+            got = await ok(client, f"/v1/markets/{ETH_USDC}/candles", **params)
+            assert got["candles"], params
         some = (await ok(client, f"/v1/accounts/{acct}/orders", limit="1"))["orders"][0]
         await ok(client, f"/v1/accounts/{acct}/orders/{some['order_id']}")
         cid = some["client_order_id"]
@@ -178,7 +207,7 @@ async def every_route_query_is_an_index_scan(postgres: Database) -> None:
         event.remove(svc.engine.sync_engine, "before_cursor_execute", caught)
 
         reads = [(s, p) for s, p in sent if any(f"FROM {t}" in s for t in TABLES)]
-        assert len(reads) >= 2 * len(lists) + 3
+        assert len(reads) >= 2 * len(lists) + 3 + 2 * 3
         bad = []
         async with svc.engine.connect() as conn:
             pg = (await conn.get_raw_connection()).driver_connection
@@ -191,7 +220,10 @@ async def every_route_query_is_an_index_scan(postgres: Database) -> None:
                     got = await pg.fetchval(f"EXPLAIN (FORMAT JSON) EXECUTE q{n}({values})")
                     # (SQLAlchemy's asyncpg connection decodes json itself)
                     plan = (json.loads(got) if isinstance(got, str) else got)[0]["Plan"]
-                    if seq_scans(plan):
+                    candles = "FROM candles_1m" in statement
+                    if seq_scans(plan, sort_ok=candles) or (
+                        candles and index_names(plan) != {"candles_1m_pkey"}
+                    ):
                         bad.append((mode, statement, parameters, json.dumps(plan, indent=1)))
             # the check sees a sequential scan where there is one
             got = await pg.fetchval("EXPLAIN (FORMAT JSON) SELECT * FROM orders WHERE side = 'buy'")

@@ -4,7 +4,8 @@ from an empty store, from the previous revision, a second upgrade changing nothi
 migrated schema equal to `dex.persistence.schema`, and a store made by the code before
 migrations (its `create_all`, frozen below as LEGACY) upgraded in place without loss; 0002's
 and 0003's own steps from a store with rows (0003: nothing lost, `created_ts` backfilled, down
-and up again)."""
+and up again); 0004's and 0005's (the trades stored before it give the 1-minute candles market
+data's builder gives)."""
 
 from __future__ import annotations
 
@@ -38,6 +39,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from dex.cli import main
+from dex.marketdata import candles as cb
 from dex.persistence import migrations, schema
 from dex.persistence.store import async_database_url, run_sync
 from dex.persistence.verify import verify
@@ -740,3 +742,91 @@ def test_0004_down_to_0003_and_up_again(store: str) -> None:
     assert (on(store, contents), on(store, rows_0002), on(store, events_rows)) == before
     assert on(store, lambda conn: migrations.upgrade(conn, "0004")) == "0004"
     assert on(store, events_rows) == before[2]
+
+
+MINUTE_NS = 60_000_000_000
+DAY_NS = 1_440 * MINUTE_NS
+T_0004 = 1_700_006_400 * 10**9  # a UTC midnight
+
+
+def trades_0004() -> list[dict[str, Any]]:
+    """Trades of two markets over a UTC midnight: several per minute, empty minutes, two at
+    the same ns (their ids order them), stored out of trade order, a price near 2**60 (its
+    quote volume near 2**61: exact)."""
+    spots = [
+        (0, 5), (0, 5), (0, 59_999_999_999), (1, 0), (3, 7), (3, 7), (3, 8), (1_439, 1),
+        (1_440, 0), (1_441, 30), (1_441, 31), (2_000, 2),
+    ]  # fmt: skip
+    out = []
+    for m, market in enumerate(("ETH-USDC", "BTC-USDC")):
+        for i, (minute, ns) in enumerate(spots):
+            big = (m, i) == (1, 4)
+            price = 2**60 + 12_345 if big else 200_000 + (i * 37 + m * 11) % 50
+            out.append(
+                {
+                    "market": market,
+                    "trade_id": 1_000 + i,  # ids follow the times, as a shard stamps them
+                    "price": price,
+                    "size": 2 if big else 1 + (i * 13) % 7,
+                    "maker_order_id": 1,
+                    "taker_order_id": 2,
+                    "taker_side": "buy",
+                    "ts": T_0004 - DAY_NS // 2 + minute * MINUTE_NS + ns,
+                }
+            )
+    return out[::-1]
+
+
+def store_0004_with_trades(store: str) -> list[dict[str, Any]]:
+    """A store at 0004 holding `trades_0004` (and 0002's rows); every trade it holds."""
+    store_0003_with_events(store)
+    assert on(store, lambda conn: migrations.upgrade(conn, "0004")) == "0004"
+    on(store, lambda conn: conn.execute(schema.trades.insert(), trades_0004()))
+    return on(store, lambda conn: [dict(r) for r in conn.execute(select(schema.trades)).mappings()])
+
+
+def built_minutes(trades: list[dict[str, Any]]) -> set[tuple[Any, ...]]:
+    """(market, 1-minute row) of market data's builder over `trades` in trade order."""
+    out = set()
+    for market in {t["market"] for t in trades}:
+        mine = sorted(
+            (t for t in trades if t["market"] == market), key=lambda t: (t["ts"], t["trade_id"])
+        )
+        built = cb.build((t["price"], t["size"], t["ts"]) for t in mine)
+        out |= {(market, c.open_time, *c.row()[1:]) for c in built.series["1m"]}
+    return out
+
+
+def stored_minutes(conn: Connection) -> set[tuple[Any, ...]]:
+    return {tuple(r) for r in conn.execute(select(schema.candles_1m))}
+
+
+def test_0005_makes_the_candles_of_the_trades_stored_before_it(store: str) -> None:
+    """0004 with trades -> 0005: `candles_1m` holds exactly the 1-minute candles market data's
+    builder makes of those trades (open and close by trade order, big integers exact), and
+    every other row is as it was; verify agrees."""
+    rows = store_0004_with_trades(store)
+    before = (on(store, contents), on(store, rows_0002))
+    assert on(store, lambda conn: migrations.upgrade(conn, "0005")) == "0005"
+    want = built_minutes(rows)
+    assert len(want) >= 2 * 7
+    assert on(store, stored_minutes) == want
+    assert (on(store, contents), on(store, rows_0002)) == before
+    if on(store, migrations.current) == head():
+        assert on(store, diff(schema.metadata)) == []
+        assert not [d for d in on(store, verify) if d.check == "candle"]
+
+
+def test_0005_down_to_0004_and_up_again(store: str) -> None:
+    """0005 -> 0004 gives exactly the 0004 store back (no candles table, every row kept);
+    0005 again makes the same candles."""
+    store_0004_with_trades(store)
+    shape_0004 = on(store, shape)
+    before = (on(store, contents), on(store, rows_0002))
+    on(store, lambda conn: migrations.upgrade(conn, "0005"))
+    made = on(store, stored_minutes)
+    assert on(store, lambda conn: migrations.downgrade(conn, "0004")) == "0004"
+    assert on(store, shape) == shape_0004
+    assert (on(store, contents), on(store, rows_0002)) == before
+    assert on(store, lambda conn: migrations.upgrade(conn, "0005")) == "0005"
+    assert on(store, stored_minutes) == made

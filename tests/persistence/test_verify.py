@@ -2,7 +2,8 @@
 on PostgreSQL (`DEX_DATABASE_URL`; a database of its own per test, dropped after): after
 random trading through the in-process cluster and persistence's ingest the books balance and
 agree with the risk shards; one tampered balance row or ledger entry fails the check naming
-the account and asset; a restart and a stale replica write nothing twice."""
+the account and asset, one tampered or missing 1-minute candle naming the market and minute;
+a restart and a stale replica write nothing twice."""
 
 from __future__ import annotations
 
@@ -14,14 +15,23 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
-from sqlalchemy import Connection, func, select, update
+from sqlalchemy import Connection, delete, func, insert, select, update
 
 from dex.bus.sqlite import SqliteBus
 from dex.cli import main
 from dex.core import events as me
 from dex.core.enums import STP, OrderType, Side, TimeInForce
+from dex.marketdata import candles as cb
 from dex.persistence import ledger, migrations
-from dex.persistence.schema import balances, deposits, fills, ledger_entries, withdrawals
+from dex.persistence.schema import (
+    balances,
+    candles_1m,
+    deposits,
+    fills,
+    ledger_entries,
+    trades,
+    withdrawals,
+)
 from dex.persistence.service import PersistenceService
 from dex.persistence.store import run_sync
 from dex.persistence.verify import (
@@ -326,6 +336,52 @@ async def test_verify_passes_after_random_trading_and_names_a_tampered_row(store
     bad = await dex_db_verify(store)
     assert bad.exit_code == 1
     assert C in bad.output and "USDC" in bad.output
+
+
+@aio
+async def test_verify_names_a_tampered_or_missing_candle(store: str) -> None:
+    """The writer's 1-minute candles equal market data's builder over the stored trades;
+    a candle row changed, or gone, fails verify naming its market and minute."""
+    _c, svc = await traded(store, seed=17)
+    await svc.stop()
+    stored = await rows(store, candles_1m)
+    assert stored and not await run_sync(store, verify)
+    every = await rows(store, trades)
+    for market in {t["market"] for t in every}:
+        mine = sorted(
+            (t for t in every if t["market"] == market), key=lambda t: (t["ts"], t["trade_id"])
+        )
+        built = cb.build((t["price"], t["size"], t["ts"]) for t in mine).series["1m"]
+        assert sorted(
+            tuple(r[c.name] for c in candles_1m.columns if c.name != "market")
+            for r in stored
+            if r["market"] == market
+        ) == [(k.open_time, *k.row()[1:]) for k in built]
+
+    row = max(stored, key=lambda r: r["trade_count"])
+    key = (candles_1m.c.market == row["market"], candles_1m.c.open_time == row["open_time"])
+    ms = row["open_time"] // 1_000_000
+
+    def bump(conn: Connection) -> None:
+        conn.execute(update(candles_1m).where(*key).values(high=row["high"] + 1))
+
+    await run_sync(store, bump)
+    [found] = await run_sync(store, verify)
+    assert (found.check, found.account, found.asset) == ("candle", row["market"], "1m")
+    assert f"({ms} ms)" in found.where and f"high {row['high']} " in found.expected
+    assert f"high {row['high'] + 1} " in found.found
+    bad = await dex_db_verify(store)
+    assert bad.exit_code == 1 and row["market"] in bad.output and str(ms) in bad.output
+
+    def gone(conn: Connection) -> None:
+        conn.execute(delete(candles_1m).where(*key))
+
+    await run_sync(store, gone)
+    [found] = await run_sync(store, verify)
+    assert (found.check, found.account, found.found) == ("candle", row["market"], "no candle")
+    assert f"({ms} ms)" in found.where
+    await run_sync(store, lambda conn: conn.execute(insert(candles_1m), [row]))
+    assert (await dex_db_verify(store)).exit_code == 0
 
 
 @aio

@@ -14,14 +14,16 @@ cursors, and a forged one can only page the caller's own rows.
 
 Amounts come back as stored: integer ticks, lots and units; times in ns.
 
-Candles (`candles`) are built from the stored trades by market data's own builder
-(`dex.marketdata.candles`), so both services' candles agree exactly. A query reads one index
-range of `trades_by_market_ts`, at most `MAX_CANDLES` intervals long: it first seeks the
-trade nearest the asked end of the range (one index probe), so an empty stretch costs
-nothing, then reads the trades of at most `limit` intervals from there in (ts, trade_id)
-order — a market's trades are stamped by its one matching shard, so that is trade order.
-Its cost is the number of trades in that window; a window with gaps holds fewer than
-`limit` candles, and `through` says where it stopped (the next query starts there).
+Candles (`candles`) are read from the 1-minute candles the ingest writer keeps
+(`candles_1m`, migration 0005) and folded into longer intervals here, into market data's own
+`Candle` values (`dex.marketdata.candles`), so both services' candles agree exactly: a
+longer candle's open is its first minute's open, its close its last minute's close, high and
+low the extremes, volumes and count the sums — what the builder gives over the same trades.
+A query reads one range of the table's primary key `(market, open_time)`, at most `limit`
+intervals long: it first seeks the minute nearest the asked end of the range (one index
+probe), so an empty stretch costs nothing, then reads at most one row per minute of those
+intervals. A window with gaps holds fewer than `limit` candles, and `through` says where it
+stopped (the next query starts there).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from dex.marketdata import candles as cb
 from dex.persistence import schema
 from dex.persistence.schema import (
     balances,
+    candles_1m,
     catalog,
     deposits,
     fills,
@@ -61,6 +64,7 @@ CLOSED_STATUSES = (
 )
 _TAG_BYTES = 6
 _TAG_KEY = b"dex-persistence-cursor-v1"
+_YIELD_MINUTES = 5_000  # 1-minute rows fetched at a time when a window is longer than a day
 
 
 @dataclass(frozen=True)
@@ -230,7 +234,7 @@ async def positions(conn: AsyncConnection) -> dict[str, int]:
 
 @dataclass(frozen=True)
 class CandleWindow:
-    """Candles read from the trades in `[lo, through)` (ns), oldest first."""
+    """Candles of the trades in `[lo, through)` (ns), oldest first."""
 
     candles: list[cb.Candle]
     lo: int
@@ -249,34 +253,71 @@ async def candles(
     `limit` from `start_ns` if given, else the last `limit` up to `end_ns` — within one window
     of `limit` intervals beginning (or ending) at the nearest trade, so possibly fewer."""
     iv = cb.INTERVALS[interval]
-    t = trades.c
-    # a candle opens in [start, end] iff its trades' ts are in [align_up(start), end_excl)
+    k = candles_1m.c
+    # a candle opens in [start, end] iff its minutes open in [align_up(start), end_excl)
     lo = 0 if start_ns is None else -(-start_ns // iv) * iv
     hi = MAX_INT if end_ns is None else min(MAX_INT, end_ns - end_ns % iv + iv)
     if lo >= hi:
         return CandleWindow([], lo, hi)
-    in_range = (t.market == market, t.ts >= lo, t.ts < hi)
+    in_range = (k.market == market, k.open_time >= lo, k.open_time < hi)
     if start_ns is not None:
-        first = await conn.scalar(select(t.ts).where(*in_range).order_by(t.ts, t.trade_id).limit(1))
+        first = await conn.scalar(
+            select(k.open_time).where(*in_range).order_by(k.open_time).limit(1)
+        )
         if first is None:
             return CandleWindow([], lo, hi)
         lo = int(first) - int(first) % iv
         hi = min(hi, lo + limit * iv)
     else:
         last = await conn.scalar(
-            select(t.ts).where(*in_range).order_by(t.ts.desc(), t.trade_id.desc()).limit(1)
+            select(k.open_time).where(*in_range).order_by(k.open_time.desc()).limit(1)
         )
         if last is None:
             return CandleWindow([], lo, hi)
         hi = int(last) - int(last) % iv + iv
         lo = max(lo, hi - limit * iv)
     stmt = (
-        select(t.price, t.size, t.ts)
-        .where(t.market == market, t.ts >= lo, t.ts < hi)
-        .order_by(t.ts, t.trade_id)
+        select(
+            k.open_time,
+            k.open,
+            k.high,
+            k.low,
+            k.close,
+            k.base_volume,
+            k.quote_volume,
+            k.trade_count,
+        )
+        .where(k.market == market, k.open_time >= lo, k.open_time < hi)
+        .order_by(k.open_time)
     )
-    built = cb.Candles()
-    async for row in await conn.stream(stmt.execution_options(yield_per=2000)):
-        built.add(int(row.price), int(row.size), int(row.ts), 0)
-    rows = built.series[interval]
+    rows: list[cb.Candle] = []
+    if (hi - lo) // cb.MINUTE_NS <= cb.MAX_CANDLES:  # a day of minutes or less: one fetch
+        fold_minutes((await conn.execute(stmt)).all(), iv, rows)
+    else:  # up to 1,500 days of minutes (1d candles): streamed, folded as they come
+        got = await conn.stream(stmt.execution_options(yield_per=_YIELD_MINUTES))
+        async for part in got.partitions():
+            fold_minutes(part, iv, rows)
     return CandleWindow(rows[:limit] if start_ns is not None else rows[-limit:], lo, hi)
+
+
+def fold_minutes(minutes: Sequence[Sequence[Any]], iv: int, out: list[cb.Candle]) -> None:
+    """Fold 1-minute rows `(open_time, open, high, low, close, base, quote, count)`, in time
+    order and later than the candles of `out`, into `out`: the candles of interval `iv` (ns,
+    a multiple of a minute), what market data's builder gives over the trades those minutes
+    hold (`log_seq` 0: not known here)."""
+    c = out[-1] if out else None
+    for open_time, open_, high, low, close, base, quote, count in minutes:
+        start = open_time - open_time % iv
+        if c is None or c.open_time != start:
+            c = cb.Candle(start, int(open_), 0)
+            c.high, c.low = int(high), int(low)
+            out.append(c)
+        else:
+            if high > c.high:
+                c.high = int(high)
+            if low < c.low:
+                c.low = int(low)
+        c.close = int(close)
+        c.base += int(base)
+        c.quote += int(quote)
+        c.count += int(count)

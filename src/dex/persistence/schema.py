@@ -8,6 +8,13 @@ Amounts are integers: asset units, price ticks, size lots.
   events that carry an account's new balance; fee accounts `fee:<r>` from `trade_settled`.
 - `trades(market, trade_id, price, size, maker_order_id, taker_order_id, taker_side, ts;
   PK market, trade_id)`: matching `trade`.
+- `candles_1m(market, open_time, open, high, low, close, base_volume, quote_volume,
+  trade_count; PK market, open_time)`: the 1-minute candle of each minute of a market that
+  holds a trade (`open_time` ns, a multiple of 60 s since the epoch; prices in ticks, base
+  volume in lots, quote volume in ticks x lots), kept by the ingest writer in the
+  transaction that writes the trades (migration 0005). The longer intervals are folded from
+  these rows at query time (`dex.persistence.queries.candles`); `dex db verify` holds them
+  equal to the trades.
 - `orders(order_id PK, account, market, side, type, price, size, client_order_id, status,
   filled, reason, updated_ts, tif, trigger_price, quote_size, created_ts)`: matching order
   events (status open / untriggered / filled / cancelled / expired / rejected; `filled` in
@@ -92,6 +99,19 @@ trades = Table(
     Column("taker_side", Text, nullable=False),
     Column("ts", BigInteger, nullable=False),
     Index("trades_by_market_ts", "market", "ts", "trade_id"),
+)
+candles_1m = Table(
+    "candles_1m",
+    metadata,
+    Column("market", Text, primary_key=True),
+    Column("open_time", BigInteger, primary_key=True),
+    Column("open", BigInteger, nullable=False),
+    Column("high", BigInteger, nullable=False),
+    Column("low", BigInteger, nullable=False),
+    Column("close", BigInteger, nullable=False),
+    Column("base_volume", BigInteger, nullable=False),
+    Column("quote_volume", BigInteger, nullable=False),
+    Column("trade_count", BigInteger, nullable=False),
 )
 orders = Table(
     "orders",

@@ -8,6 +8,10 @@
   accounts equal deposits minus completed withdrawals (from `deposits` / `withdrawals`).
 - clearing: every clearing account is zero (both sides of every trade applied). A store read
   while persistence is behind on one risk log may show a trade half applied here.
+- candle: per market, the 1-minute candles the writer keeps (`candles_1m`) equal the ones
+  rebuilt from the stored trades (open and close the price of each minute's first and last
+  trade in trade order `(ts, trade_id)`, high, low, volumes and count): a difference names
+  the market and the minute. The queries answer every interval from those rows.
 
 Sums are computed by the database (GROUP BY), so the check reads aggregates, not rows.
 
@@ -22,12 +26,21 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, func, literal_column, select, union
 
 from dex.persistence.ledger import AVAILABLE, CLEARING, is_system
-from dex.persistence.schema import balances, deposits, ledger_entries, positions, withdrawals
+from dex.persistence.schema import (
+    balances,
+    candles_1m,
+    deposits,
+    ledger_entries,
+    positions,
+    trades,
+    withdrawals,
+)
 from dex.risk.ledger import Ledger
 from dex.wire import codec, layout
 
@@ -39,8 +52,8 @@ Cells = dict[tuple[str, str], tuple[int, int]]  # (account, asset) -> (available
 
 @dataclass(frozen=True)
 class Difference:
-    check: str  # balance / event / conservation / clearing
-    account: str
+    check: str  # balance / event / conservation / clearing / snapshot / candle
+    account: str  # a candle's: its market
     asset: str
     expected: str  # what the ledger (or the flows) say
     found: str  # what the store holds
@@ -49,7 +62,13 @@ class Difference:
 
 def verify(conn: Connection) -> list[Difference]:
     """Every difference found, in a stable order; empty when the books balance."""
-    return [*_balances(conn), *_events(conn), *_conservation(conn), *_clearing(conn)]
+    return [
+        *_balances(conn),
+        *_events(conn),
+        *_conservation(conn),
+        *_clearing(conn),
+        *_candles(conn),
+    ]
 
 
 def _ledger(conn: Connection) -> dict[tuple[str, str], list[int]]:
@@ -166,6 +185,106 @@ def _clearing(conn: Connection) -> list[Difference]:
         Difference("clearing", account, asset, "0", str(int(delta)))
         for account, asset, delta in got
     ]
+
+
+MINUTE_NS = 60_000_000_000
+_CANDLE_FIELDS = ("open", "high", "low", "close", "base", "quote", "trades")
+Minute = tuple[int, int, int, int, int, int, int]  # open, high, low, close, base, quote, trades
+
+
+def _candles(conn: Connection) -> list[Difference]:
+    """Each market's stored 1-minute candles against the ones its stored trades make, one
+    market at a time (a market holds at most a row per minute)."""
+    markets = union(select(trades.c.market), select(candles_1m.c.market))
+    out = []
+    for (market,) in conn.execute(select(markets.subquery()).order_by("market")):
+        want = rebuilt_minutes(conn, market)
+        have = stored_minutes(conn, market)
+        for start in sorted(set(want) | set(have)):
+            w, h = want.get(start), have.get(start)
+            if w != h:
+                out.append(
+                    Difference(
+                        "candle", market, "1m", _said(w), _said(h), f"minute {_minute(start)}"
+                    )
+                )
+    return out
+
+
+def rebuilt_minutes(conn: Connection, market: str) -> dict[int, Minute]:
+    """open_time (ns) -> the 1-minute candle of `market`'s stored trades in that minute: the
+    sums by GROUP BY, the open and close by one probe of `trades_by_market_ts` each."""
+    t = trades.c
+    minute = t.ts - t.ts % literal_column(str(MINUTE_NS))
+    g = (
+        select(
+            minute.label("open_time"),
+            func.max(t.price).label("high"),
+            func.min(t.price).label("low"),
+            func.sum(t.size).label("base"),
+            func.sum(t.price * t.size).label("quote"),
+            func.count().label("n"),
+        )
+        .where(t.market == market)
+        .group_by(minute)
+        .subquery()
+    )
+    x = trades.alias("x")
+    in_minute = (
+        x.c.market == market,
+        x.c.ts >= g.c.open_time,
+        x.c.ts < g.c.open_time + literal_column(str(MINUTE_NS)),
+    )
+    first = select(x.c.price).where(*in_minute).order_by(x.c.ts, x.c.trade_id).limit(1)
+    last = select(x.c.price).where(*in_minute).order_by(x.c.ts.desc(), x.c.trade_id.desc())
+    got = conn.execute(
+        select(
+            g.c.open_time,
+            first.scalar_subquery(),
+            g.c.high,
+            g.c.low,
+            last.limit(1).scalar_subquery(),
+            g.c.base,
+            g.c.quote,
+            g.c.n,
+        )
+    )
+    return {int(r[0]): _ints(r[1:]) for r in got}
+
+
+def stored_minutes(conn: Connection, market: str) -> dict[int, Minute]:
+    """open_time (ns) -> the 1-minute candle `candles_1m` holds for `market`."""
+    k = candles_1m.c
+    got = conn.execute(
+        select(
+            k.open_time,
+            k.open,
+            k.high,
+            k.low,
+            k.close,
+            k.base_volume,
+            k.quote_volume,
+            k.trade_count,
+        ).where(k.market == market)
+    )
+    return {int(r[0]): _ints(r[1:]) for r in got}
+
+
+def _ints(values: Any) -> Minute:
+    o, h, lo, c, b, q, n = (int(v) for v in values)
+    return (o, h, lo, c, b, q, n)
+
+
+def _said(candle: Minute | None) -> str:
+    if candle is None:
+        return "no candle"
+    return " ".join(f"{name} {v}" for name, v in zip(_CANDLE_FIELDS, candle, strict=True))
+
+
+def _minute(open_time: int) -> str:
+    """A minute as UTC time and its ms (the API's open time)."""
+    at = datetime.fromtimestamp(open_time // 10**9, UTC).strftime("%Y-%m-%dT%H:%MZ")
+    return f"{at} ({open_time // 1_000_000} ms)"
 
 
 # ---------------------------------------------------------------------------- risk snapshots

@@ -14,6 +14,12 @@ Invariants:
   a `trade_settled`), `deposits` and `withdrawals`, in the same transaction: `dex db verify`
   recomputes the balances from the entries. Orders come from the matching
   events only (their one authoritative life: accepted -> trades -> one terminal event).
+- The 1-minute candles (`candles_1m`) are kept with the trades: each part's trades are
+  folded per (market, minute) in Python (`minute_candles`, integers) and merged into the
+  stored rows (`CANDLE_MERGE`): the open kept, the close the part's (a part is later in its
+  log than every row stored; a market's trades all come from its one matching log, written
+  in log order), high and low the extremes, volumes and count added. The positions make each
+  trade counted once, as they make it stored once.
 - The raw events are stored one row per log entry (`log_entries`): the JSON array of the
   entry's events, encoded once per entry by msgspec (the same encoding finds a NUL).
 - Text is stored as the store can hold it: a NUL (which PostgreSQL refuses in text and JSON
@@ -39,9 +45,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from dex.core import events as me
 from dex.core.enums import ORDER_TRANSITIONS, OrderStatus, OrderType, Side
+from dex.marketdata.candles import MINUTE_NS
 from dex.persistence import ledger
 from dex.persistence.schema import (
     balances,
+    candles_1m,
     catalog,
     deposits,
     events,
@@ -425,6 +433,9 @@ async def write_rows(conn: AsyncConnection, bulk: Bulk, work: Work, log: Any) ->
     if work.trades:
         await bulk.insert(trades, work.trades)
         written["trades"] = len(work.trades)
+        minutes = minute_candles(work.trades)
+        await bulk.merge(candles_1m, minutes, CANDLE_MERGE)
+        written["candles_1m"] = len(minutes)
     if work.order_events:
         written["orders"] = await _write_orders(bulk, work.order_events, log)
     for table, rows in ((log_entries, work.raw), (ledger_entries, work.entries)):
@@ -446,6 +457,43 @@ async def write_rows(conn: AsyncConnection, bulk: Bulk, work: Work, log: Any) ->
     return written
 
 
+def minute_candles(rows: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """The `candles_1m` rows of trade rows (`trades` column order) given in log order: per
+    (market, minute), open and close the first and last trade's price, high, low, base
+    volume (lots), quote volume (price x size) and the count. Integers only; one row per
+    key, as one `INSERT ... ON CONFLICT DO UPDATE` may touch a row only once."""
+    acc: dict[tuple[str, int], list[int]] = {}
+    for market, _id, price, size, _maker, _taker, _side, ts in rows:
+        key = (market, ts - ts % MINUTE_NS)
+        c = acc.get(key)
+        if c is None:  # open, high, low, close, base, quote, count
+            acc[key] = [price, price, price, price, size, price * size, 1]
+            continue
+        if price > c[1]:
+            c[1] = price
+        elif price < c[2]:
+            c[2] = price
+        c[3] = price
+        c[4] += size
+        c[5] += price * size
+        c[6] += 1
+    return [(market, start, *c) for (market, start), c in acc.items()]
+
+
+# How a part's minute candles merge into the stored ones (`candles_1m`'s conflict rule), per
+# dialect: the stored open is kept; the part is later in the log, so its close is the close.
+CANDLE_MERGE = {
+    postgres: "ON CONFLICT (market, open_time) DO UPDATE SET "
+    f"high = {greatest}(candles_1m.high, excluded.high), "
+    f"low = {least}(candles_1m.low, excluded.low), "
+    "close = excluded.close, "
+    "base_volume = candles_1m.base_volume + excluded.base_volume, "
+    "quote_volume = candles_1m.quote_volume + excluded.quote_volume, "
+    "trade_count = candles_1m.trade_count + excluded.trade_count"
+    for postgres, greatest, least in ((True, "GREATEST", "LEAST"), (False, "max", "min"))
+}
+
+
 class Bulk:
     """Many rows per statement on the driver's connection, inside the transaction SQLAlchemy
     began. On PostgreSQL (asyncpg) the rows keyed by their log position go by binary COPY
@@ -458,7 +506,7 @@ class Bulk:
     steady state) so make no temporary table and no catalog rows. SQLite (aiosqlite) gets
     `executemany` of the tuples. Inserts are `ON CONFLICT DO NOTHING` (the positions already
     make them happen once; a row the log holds twice is kept once, as before); upserts
-    replace the columns that change."""
+    replace the columns that change; merges (`merge`) follow a rule of their table's."""
 
     def __init__(self, raw: Any, postgres: bool) -> None:
         self.raw = raw
@@ -471,7 +519,7 @@ class Bulk:
         return cls(fairy.driver_connection, conn.dialect.name == "postgresql")
 
     async def insert(self, table: Table, rows: Sequence[tuple[Any, ...]]) -> None:
-        await self._run(table, rows, upsert=False)
+        await self._run(table, rows, _conflict(table, upsert=False))
 
     async def append(self, table: Table, rows: Sequence[tuple[Any, ...]]) -> None:
         """Rows keyed by their log position (`log_entries`, `ledger_entries`): the positions
@@ -484,7 +532,13 @@ class Bulk:
             await self.insert(table, rows)
 
     async def upsert(self, table: Table, rows: Sequence[tuple[Any, ...]]) -> None:
-        await self._run(table, rows, upsert=True)
+        await self._run(table, rows, _conflict(table, upsert=True))
+
+    async def merge(
+        self, table: Table, rows: Sequence[tuple[Any, ...]], rule: dict[bool, str]
+    ) -> None:
+        """Rows (one per key) whose conflict clause is `rule[postgres]`."""
+        await self._run(table, rows, rule[self.postgres])
 
     async def orders(self, ids: list[int]) -> list[dict[str, Any]]:
         names = [c.name for c in orders.columns]
@@ -503,13 +557,13 @@ class Bulk:
             await cur.close()
         return rows
 
-    async def _run(self, table: Table, rows: Sequence[tuple[Any, ...]], *, upsert: bool) -> None:
+    async def _run(self, table: Table, rows: Sequence[tuple[Any, ...]], conflict: str) -> None:
         if not self.postgres:
-            await self.raw.executemany(_statement(table, upsert=upsert), rows)
+            await self.raw.executemany(_statement(table, conflict), rows)
             return
         if len(rows) < STAGE_FROM:
             columns = (list(col) for col in zip(*rows, strict=True))
-            await self.raw.execute(_from_arrays(table, upsert=upsert), *columns)
+            await self.raw.execute(_from_arrays(table, conflict), *columns)
             return
         if table.name not in self.staged:
             await self.raw.execute(
@@ -518,7 +572,7 @@ class Bulk:
             self.staged.add(table.name)
         names = [c.name for c in table.columns]
         await self.raw.copy_records_to_table(f"stage_{table.name}", records=rows, columns=names)
-        await self.raw.execute(_from_stage(table, upsert=upsert))
+        await self.raw.execute(_from_stage(table, conflict))
 
 
 def _conflict(table: Table, *, upsert: bool) -> str:
@@ -532,21 +586,21 @@ def _conflict(table: Table, *, upsert: bool) -> str:
 
 
 @functools.cache
-def _statement(table: Table, *, upsert: bool) -> str:
+def _statement(table: Table, conflict: str) -> str:
     """SQLite: the INSERT of one row of `table`, run by executemany."""
     names = ", ".join(c.name for c in table.columns)
     marks = ", ".join("?" * len(table.columns))
-    return f"INSERT INTO {table.name} ({names}) VALUES ({marks}) {_conflict(table, upsert=upsert)}"
+    return f"INSERT INTO {table.name} ({names}) VALUES ({marks}) {conflict}"
 
 
 @functools.cache
-def _from_arrays(table: Table, *, upsert: bool) -> str:
+def _from_arrays(table: Table, conflict: str) -> str:
     """PostgreSQL: insert the rows given as one array parameter per column."""
     names = ", ".join(c.name for c in table.columns)
     arrays = ", ".join(f"${i}::{_pg_type(c)}[]" for i, c in enumerate(table.columns, 1))
     return (
         f"INSERT INTO {table.name} ({names}) SELECT {names} "
-        f"FROM unnest({arrays}) AS u({names}) {_conflict(table, upsert=upsert)}"
+        f"FROM unnest({arrays}) AS u({names}) {conflict}"
     )
 
 
@@ -559,13 +613,12 @@ def _pg_type(col: Any) -> str:
 
 
 @functools.cache
-def _from_stage(table: Table, *, upsert: bool) -> str:
+def _from_stage(table: Table, conflict: str) -> str:
     """PostgreSQL: move the rows of `table`'s stage into it (the stage is left empty)."""
     names = ", ".join(c.name for c in table.columns)
     return (
         f"WITH staged AS (DELETE FROM stage_{table.name} RETURNING {names}) "
-        f"INSERT INTO {table.name} ({names}) SELECT {names} FROM staged "
-        f"{_conflict(table, upsert=upsert)}"
+        f"INSERT INTO {table.name} ({names}) SELECT {names} FROM staged {conflict}"
     )
 
 
