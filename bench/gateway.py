@@ -49,7 +49,8 @@ the start of each run; 20 clients, 10 s; 6 embedded runs, 4 distributed):
   for its rate limit).
 - before this session's order-path work (commit 279ceee, the same generator; 2 runs, 1):
   embedded 1,350-1,430/s, p99 21-25 ms, 700-715 us per order; distributed 619/s, p99 71 ms,
-  2,060 us.
+  2,060 us. Interleaved with the same tree minus the order-path changes (3 pairs, a busier
+  machine): 680-705 us per order without them, 505-560 us with them.
   (The old generator, asyncio streams signing each request, read 732-986/s embedded.)
 Target 5,000 orders/s with p99 < 20 ms embedded: not met. The generator can offer far more;
 the exchange cannot: one Python process on one core doing HTTP, keys, rate limits, risk,
