@@ -31,12 +31,23 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Any
 
 import msgspec
-from sqlalchemy import BigInteger, Column, ColumnElement, Table, literal, select, tuple_
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    ColumnElement,
+    Select,
+    Table,
+    func,
+    literal,
+    select,
+    tuple_,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from dex.core.enums import OrderStatus
@@ -291,33 +302,56 @@ async def candles(
         .order_by(k.open_time)
     )
     rows: list[cb.Candle] = []
-    if (hi - lo) // cb.MINUTE_NS <= cb.MAX_CANDLES:  # a day of minutes or less: one fetch
-        fold_minutes((await conn.execute(stmt)).all(), iv, rows)
-    else:  # up to 1,500 days of minutes (1d candles): streamed, folded as they come
+    if (hi - lo) // cb.MINUTE_NS > cb.MAX_CANDLES:  # up to 1,500 days of minutes (1d):
         got = await conn.stream(stmt.execution_options(yield_per=_YIELD_MINUTES))
-        async for part in got.partitions():
+        async for part in got.partitions():  # streamed, folded as they come
             fold_minutes(part, iv, rows)
+    elif conn.dialect.name == "postgresql":  # a day of minutes or less: as 8 arrays
+        fold_minutes(await _minute_arrays(conn, stmt), iv, rows)
+    else:
+        fold_minutes((await conn.execute(stmt)).all(), iv, rows)
     return CandleWindow(rows[:limit] if start_ns is not None else rows[-limit:], lo, hi)
 
 
-def fold_minutes(minutes: Sequence[Sequence[Any]], iv: int, out: list[cb.Candle]) -> None:
-    """Fold 1-minute rows `(open_time, open, high, low, close, base, quote, count)`, in time
-    order and later than the candles of `out`, into `out`: the candles of interval `iv` (ns,
-    a multiple of a minute), what market data's builder gives over the trades those minutes
-    hold (`log_seq` 0: not known here)."""
+async def _minute_arrays(conn: AsyncConnection, stmt: Select[Any]) -> Iterable[Sequence[Any]]:
+    """PostgreSQL: the rows of `stmt` (ordered by open time) fetched as one array per column
+    (`array_agg` over the ordered rows), zipped back into rows as they are folded. 8 lists
+    instead of 1,440 rows and the driver's 1,440 records: a day of 1m candles then allocates
+    few objects the cyclic garbage collector tracks beyond the candles themselves, so its
+    full passes (10-20 ms here) come several times less often. `array_agg` over an ordered
+    subquery keeps that order in PostgreSQL, which does not promise it: checked, and the
+    rows sorted if it were not."""
+    inner = stmt.subquery()
+    got = (await conn.execute(select(*(func.array_agg(c) for c in inner.c)))).one()
+    if got[0] is None:  # no row
+        return ()
+    times = got[0]
+    if any(a >= b for a, b in pairwise(times)):
+        return sorted(zip(*got, strict=True))
+    return zip(*got, strict=True)
+
+
+def fold_minutes(minutes: Iterable[Sequence[Any]], iv: int, out: list[cb.Candle]) -> None:
+    """Fold 1-minute rows `(open_time, open, high, low, close, base, quote, count)` (integers),
+    in time order and later than the candles of `out`, into `out`: the candles of interval
+    `iv` (ns, a multiple of a minute), what market data's builder gives over the trades those
+    minutes hold (`log_seq` 0: not known here). A candle is made with its fields set
+    directly (no per-row call of its constructor): a day of 1m candles is 1,440 of them."""
+    new = cb.Candle.__new__
     c = out[-1] if out else None
     for open_time, open_, high, low, close, base, quote, count in minutes:
         start = open_time - open_time % iv
         if c is None or c.open_time != start:
-            c = cb.Candle(start, int(open_), 0)
-            c.high, c.low = int(high), int(low)
+            c = new(cb.Candle)
+            c.open_time, c.open, c.high, c.low, c.close = start, open_, high, low, close
+            c.base, c.quote, c.count, c.log_seq = base, quote, count, 0
             out.append(c)
-        else:
-            if high > c.high:
-                c.high = int(high)
-            if low < c.low:
-                c.low = int(low)
-        c.close = int(close)
-        c.base += int(base)
-        c.quote += int(quote)
-        c.count += int(count)
+            continue
+        if high > c.high:
+            c.high = high
+        if low < c.low:
+            c.low = low
+        c.close = close
+        c.base += base
+        c.quote += quote
+        c.count += count

@@ -376,7 +376,8 @@ class PersistenceService(LogReader):
     async def candles(
         self, market: str, interval: str, start_ns: int | None, end_ns: int | None, limit: int
     ) -> queries.CandleWindow:
-        """Candles built from the stored trades (`dex.persistence.queries.candles`)."""
+        """Candles of the stored trades, from the writer's 1-minute candles
+        (`dex.persistence.queries.candles`)."""
         async with self._engine().connect() as conn:
             return await queries.candles(conn, market, interval, start_ns, end_ns, limit)
 
@@ -560,9 +561,10 @@ def routes(svc: PersistenceService) -> list[Any]:
         end: FromQuery[str | None] = None,
         limit: FromQuery[str | None] = None,
     ) -> dict[str, Any]:
-        """Candles from the stored trades, rows as market data's (`dex.marketdata.candles`):
-        opened in `[start, end]` (ms), the first `limit` from `start`, else the last `limit`
-        up to `end`; `through` (ms) is where the window read ended (exclusive)."""
+        """Candles of the stored trades (read from the writer's 1-minute candles), rows as
+        market data's (`dex.marketdata.candles`): opened in `[start, end]` (ms), the first
+        `limit` from `start`, else the last `limit` up to `end`; `through` (ms) is where the
+        window read ended (exclusive)."""
         name = "1m" if interval is None else interval
         if name not in cb.INTERVALS:
             raise ApiError(
