@@ -47,7 +47,11 @@ Runs, each of `--seconds` of production plus a drain (until no message for 2 s):
 5. the harness ceiling again at the update rate run 3 achieved (at most 3 s): the harness's
    delay for the same fan-out load.
 
-Figures (defaults; 2 cores, each run with other work on the machine, load 1.6-2.6):
+Figures (defaults; 2 cores). Quiet machine (load 0.1-0.5, 2 runs, 16:48 UTC): 1,000
+subscribers, 102-108 updates/s (310-320 B), p50 6.5-6.8 ms, **p99 20.4-21.6 ms**, max 40 ms;
+one subscriber 464-479 updates/s, p99 4.5 ms; with one stalled subscriber the others' p99
+25.8-35.9 ms; the harness alone at the exchange's rate p99 8-13 ms, and at most 208-214
+updates/s to 1,000 clients. Runs with other work on the machine (load 1.6-2.6):
 - harness ceiling at 1,000/s: the trivial server broadcasts only 115-145 updates/s to 1,000
   clients, p99 43-92 ms;
 - exchange, 1 subscriber: 200-440 updates/s, p50 2.2-2.8 ms, p99 7-20 ms;
