@@ -153,6 +153,41 @@ def market_of(markets: Any, symbol: Any) -> str:
 # ---------------------------------------------------------------------- parameters
 
 
+def ticker_24hr(t: dict[str, Any], zero_price: str, zero_size: str, now_ms: int) -> dict[str, Any]:
+    """Binance's 24-hour ticker (REST `ticker/24hr` names) from a native ticker; `zero_price`
+    and `zero_size` are "0" at the market's precision. The WebSocket `@ticker`,
+    `@miniTicker` and `@bookTicker` streams take their fields from it, so both agree."""
+    zp, zs = zero_price, zero_size
+    last = t.get("last") or zp
+    open_ = t.get("open") or last
+    change = Decimal(last) - Decimal(open_)
+    pct = change / Decimal(open_) * 100 if Decimal(open_) else Decimal(0)
+    vol, qvol = Decimal(t["base_volume"]), Decimal(t["quote_volume"])
+    return {
+        "symbol": symbol_of(t["market"]),
+        "priceChange": t.get("change") or zp,
+        "priceChangePercent": format(pct.quantize(Decimal("0.001")), "f"),
+        "weightedAvgPrice": format((qvol / vol).quantize(Decimal(zp)), "f") if vol else zp,
+        "prevClosePrice": open_,
+        "lastPrice": last,
+        "lastQty": zs,
+        "bidPrice": t.get("best_bid") or zp,
+        "bidQty": t.get("best_bid_size") or zs,
+        "askPrice": t.get("best_ask") or zp,
+        "askQty": t.get("best_ask_size") or zs,
+        "openPrice": open_,
+        "highPrice": t.get("high") or last,
+        "lowPrice": t.get("low") or last,
+        "volume": t["base_volume"],
+        "quoteVolume": t["quote_volume"],
+        "openTime": now_ms - 86_400_000,
+        "closeTime": now_ms,
+        "firstId": -1,
+        "lastId": -1,
+        "count": t["trades"],
+    }
+
+
 def parse_params(query: bytes, body: bytes, content_type: str) -> dict[str, str]:
     """The query's and the form body's parameters (each name once, else -1101)."""
     pairs: list[tuple[str, str]] = []

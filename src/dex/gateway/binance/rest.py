@@ -338,34 +338,7 @@ def rest_handlers(gw: Gateway, guard: Guard, listen_keys: ListenKeys) -> Router:
     def ticker24(t: dict[str, Any]) -> dict[str, Any]:
         p = gw.markets.params[t["market"]]
         zp, zs = p.price_scale.render(0), p.size_scale.render(0)
-        last, open_ = t.get("last") or zp, t.get("open") or t.get("last") or zp
-        change = Decimal(last) - Decimal(open_)
-        pct = (change / Decimal(open_) * 100) if Decimal(open_) else Decimal(0)
-        vol, qvol = Decimal(t["base_volume"]), Decimal(t["quote_volume"])
-        now = gw.now_ms()
-        return {
-            "symbol": bc.symbol_of(t["market"]),
-            "priceChange": t.get("change") or zp,
-            "priceChangePercent": format(pct.quantize(Decimal("0.001")), "f"),
-            "weightedAvgPrice": format((qvol / vol).quantize(Decimal(zp)), "f") if vol else zp,
-            "prevClosePrice": open_,
-            "lastPrice": last,
-            "lastQty": zs,
-            "bidPrice": t.get("best_bid") or zp,
-            "bidQty": t.get("best_bid_size") or zs,
-            "askPrice": t.get("best_ask") or zp,
-            "askQty": t.get("best_ask_size") or zs,
-            "openPrice": open_,
-            "highPrice": t.get("high") or last,
-            "lowPrice": t.get("low") or last,
-            "volume": t["base_volume"],
-            "quoteVolume": t["quote_volume"],
-            "openTime": now - 86_400_000,
-            "closeTime": now,
-            "firstId": -1,
-            "lastId": -1,
-            "count": t["trades"],
-        }
+        return bc.ticker_24hr(t, zp, zs, gw.now_ms())
 
     @get("/ticker/24hr", opt=OPT)
     async def ticker_24hr(request: Request[Any, Any, Any]) -> Any:

@@ -17,7 +17,6 @@ REST `depth`'s `lastUpdateId`), `@trade`, `@aggTrade` (one per trade), `@ticker`
 
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Any
 
 import msgspec
@@ -43,6 +42,55 @@ _KINDS = {
     "miniTicker": "ticker",
     "bookTicker": "ticker",
 }
+
+
+# The ticker streams: (stream, event type, (field, ticker/24hr field) ...), fields in the
+# order Binance sends them; every value from `common.ticker_24hr`, as REST gives it.
+_TICKER_STREAMS: tuple[tuple[str, str, tuple[tuple[str, str], ...]], ...] = (
+    (
+        "ticker",
+        "24hrTicker",
+        (
+            ("p", "priceChange"),
+            ("P", "priceChangePercent"),
+            ("w", "weightedAvgPrice"),
+            ("x", "prevClosePrice"),
+            ("c", "lastPrice"),
+            ("Q", "lastQty"),
+            ("b", "bidPrice"),
+            ("B", "bidQty"),
+            ("a", "askPrice"),
+            ("A", "askQty"),
+            ("o", "openPrice"),
+            ("h", "highPrice"),
+            ("l", "lowPrice"),
+            ("v", "volume"),
+            ("q", "quoteVolume"),
+            ("O", "openTime"),
+            ("C", "closeTime"),
+            ("F", "firstId"),
+            ("L", "lastId"),
+            ("n", "count"),
+        ),
+    ),
+    (
+        "miniTicker",
+        "24hrMiniTicker",
+        (
+            ("c", "lastPrice"),
+            ("o", "openPrice"),
+            ("h", "highPrice"),
+            ("l", "lowPrice"),
+            ("v", "volume"),
+            ("q", "quoteVolume"),
+        ),
+    ),
+    (
+        "bookTicker",
+        "",
+        (("b", "bidPrice"), ("B", "bidQty"), ("a", "askPrice"), ("A", "askQty")),
+    ),
+)
 
 
 def _text(message: Any) -> str:
@@ -198,73 +246,17 @@ class Connection:
         p = self.gw.markets.params.get(t["market"])
         zp = p.price_scale.render(0) if p is not None else "0"
         zs = p.size_scale.render(0) if p is not None else "0"
-        last = t.get("last") or zp
-        open_ = t.get("open") or last
-        change = Decimal(last) - Decimal(open_)
-        pct = change / Decimal(open_) * 100 if Decimal(open_) else Decimal(0)
+        full = bc.ticker_24hr(t, zp, zs, now)
         out: list[tuple[str, Any]] = []
-        if f"{low}@ticker" in self.streams:
-            out.append(
-                (
-                    f"{low}@ticker",
-                    {
-                        "e": "24hrTicker",
-                        "E": now,
-                        "s": symbol,
-                        "p": format(change, "f"),
-                        "P": format(pct.quantize(Decimal("0.001")), "f"),
-                        "w": last,
-                        "x": open_,
-                        "c": last,
-                        "Q": zs,
-                        "b": t.get("best_bid") or zp,
-                        "B": t.get("best_bid_size") or zs,
-                        "a": t.get("best_ask") or zp,
-                        "A": t.get("best_ask_size") or zs,
-                        "o": open_,
-                        "h": t.get("high") or last,
-                        "l": t.get("low") or last,
-                        "v": t["base_volume"],
-                        "q": t["quote_volume"],
-                        "O": now - 86_400_000,
-                        "C": now,
-                        "F": -1,
-                        "L": -1,
-                        "n": t["trades"],
-                    },
+        for stream, event, keys in _TICKER_STREAMS:
+            name = f"{low}@{stream}"
+            if name in self.streams:
+                # bookTicker has no event type: the update id comes first
+                body: dict[str, Any] = (
+                    {"e": event, "E": now, "s": symbol} if event else {"u": t["seq"], "s": symbol}
                 )
-            )
-        if f"{low}@miniTicker" in self.streams:
-            out.append(
-                (
-                    f"{low}@miniTicker",
-                    {
-                        "e": "24hrMiniTicker",
-                        "E": now,
-                        "s": symbol,
-                        "c": last,
-                        "o": open_,
-                        "h": t.get("high") or last,
-                        "l": t.get("low") or last,
-                        "v": t["base_volume"],
-                        "q": t["quote_volume"],
-                    },
-                )
-            )
-        if f"{low}@bookTicker" in self.streams:
-            out.append(
-                (
-                    f"{low}@bookTicker",
-                    {
-                        "u": t["seq"],
-                        "s": symbol,
-                        "b": t.get("best_bid") or zp,
-                        "B": t.get("best_bid_size") or zs,
-                        "a": t.get("best_ask") or zp,
-                        "A": t.get("best_ask_size") or zs,
-                    },
-                )
-            )
+                body.update((short, full[long_]) for short, long_ in keys)
+                out.append((name, body))
         return out
 
     # ------------------------------------------------------------------ in
