@@ -54,6 +54,7 @@ from dex.core.enums import OrderStatus
 from dex.marketdata import candles as cb
 from dex.persistence import schema
 from dex.persistence.schema import (
+    CANDLE_ROW,
     balances,
     candles_1m,
     catalog,
@@ -288,16 +289,7 @@ async def candles(
         hi = int(last) - int(last) % iv + iv
         lo = max(lo, hi - limit * iv)
     stmt = (
-        select(
-            k.open_time,
-            k.open,
-            k.high,
-            k.low,
-            k.close,
-            k.base_volume,
-            k.quote_volume,
-            k.trade_count,
-        )
+        select(*CANDLE_ROW)
         .where(k.market == market, k.open_time >= lo, k.open_time < hi)
         .order_by(k.open_time)
     )

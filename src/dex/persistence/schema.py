@@ -113,6 +113,9 @@ candles_1m = Table(
     Column("quote_volume", BigInteger, nullable=False),
     Column("trade_count", BigInteger, nullable=False),
 )
+CANDLE_ROW = tuple(candles_1m.columns)[1:]
+"""A stored minute as queries and verify read it: open_time, then the candle's values in
+`dex.marketdata.candles.Candle.row()` order."""
 orders = Table(
     "orders",
     metadata,

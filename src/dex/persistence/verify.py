@@ -33,6 +33,7 @@ from sqlalchemy import Connection, func, literal_column, select, union
 
 from dex.persistence.ledger import AVAILABLE, CLEARING, is_system
 from dex.persistence.schema import (
+    CANDLE_ROW,
     balances,
     candles_1m,
     deposits,
@@ -255,18 +256,7 @@ def rebuilt_minutes(conn: Connection, market: str) -> dict[int, Minute]:
 def stored_minutes(conn: Connection, market: str) -> dict[int, Minute]:
     """open_time (ns) -> the 1-minute candle `candles_1m` holds for `market`."""
     k = candles_1m.c
-    got = conn.execute(
-        select(
-            k.open_time,
-            k.open,
-            k.high,
-            k.low,
-            k.close,
-            k.base_volume,
-            k.quote_volume,
-            k.trade_count,
-        ).where(k.market == market)
-    )
+    got = conn.execute(select(*CANDLE_ROW).where(k.market == market))
     return {int(r[0]): _ints(r[1:]) for r in got}
 
 
