@@ -70,6 +70,7 @@ import argparse
 import asyncio
 import gc
 import json
+import os
 import platform
 import random
 import statistics
@@ -556,23 +557,25 @@ async def _load(
 def _cpu_s(pids: list[int]) -> float | None:
     """CPU seconds (user + system) of the processes `pids` and their descendants so far,
     from /proc (None where there is no /proc): the exchange's cost, whatever the machine's
-    other load does to its throughput."""
-    import os
-
+    other load does to its throughput. A process that ended meanwhile counts for nothing."""
+    if not os.path.isdir("/proc/self"):
+        return None
     tick = os.sysconf("SC_CLK_TCK")
     total = 0.0
     todo = list(pids)
-    try:
-        while todo:
-            p = todo.pop()
+    while todo:
+        p = todo.pop()
+        try:
             with open(f"/proc/{p}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / tick
+            children: list[int] = []
             for task in os.listdir(f"/proc/{p}/task"):
                 with open(f"/proc/{p}/task/{task}/children") as f:
-                    todo += [int(x) for x in f.read().split()]
-    except OSError:
-        return None
+                    children += [int(x) for x in f.read().split()]
+        except (FileNotFoundError, ProcessLookupError):  # it ended while we read it
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick
+        todo += children
     return total
 
 

@@ -118,6 +118,7 @@ from typing import Any
 
 from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 from sqlalchemy.schema import CreateIndex
 
@@ -302,7 +303,7 @@ async def built(url: str) -> int:
             if await conn.run_sync(migrations.current) != migrations.head():
                 return 0
             return int((await conn.execute(text("SELECT count(*) FROM fills"))).scalar_one())
-    except Exception as e:  # no such database yet, or not a store: build it
+    except (SQLAlchemyError, OSError) as e:  # no such database yet, or not a store: build it
         say(f"  no query tables to reuse ({type(e).__name__})")
         return 0
     finally:

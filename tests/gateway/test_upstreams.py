@@ -3,21 +3,20 @@ the order path does not need it), and the reads it serves answer 503 at once."""
 
 from __future__ import annotations
 
-import asyncio
-
 from tests.bus.contract import aio
 from tests.gateway.harness import gateway
+from tests.support.polling import eventually
 
 
 @aio
 async def test_a_down_upstream_is_named_by_readyz_and_its_reads_fail_fast() -> None:
     async with gateway() as h:  # persistence and market data at 127.0.0.1:9: nobody there
         t = await h.onboard(fund={"USDC": "100"})
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 10
-        while "persistence" not in h.gw.health.degraded():
-            assert loop.time() < deadline, "the upstream check never ran"
-            await asyncio.sleep(0.05)
+        await eventually(
+            "the upstream check to find persistence down",
+            lambda: "persistence" in h.gw.health.degraded(),
+            timeout=10,
+        )
         ready = await h.client.get("/readyz")
         assert ready.status_code == 200, ready.text
         body = ready.json()

@@ -18,7 +18,7 @@ from dex.bus import MemoryBus
 from dex.gateway.service import Gateway
 from dex.runtime.http import ApiError
 from dex.runtime.settings import load_settings
-from tests.bus.contract import aio
+from tests.bus.contract import aio, yield_to_loop
 
 
 @asynccontextmanager
@@ -38,7 +38,7 @@ async def test_a_cancelled_waiter_leaves_the_others_their_answer(tmp_path: Path)
         recent: OrderedDict[object, object] = OrderedDict()
         first = asyncio.ensure_future(gw._wait(table, recent, "k"))
         second = asyncio.ensure_future(gw._wait(table, recent, "k"))
-        await asyncio.sleep(0)
+        await yield_to_loop()  # both start waiting
         first.cancel()
         await asyncio.wait({first})
         assert first.cancelled() and not table["k"].done()

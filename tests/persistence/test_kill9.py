@@ -9,7 +9,6 @@ PostgreSQL gave it a transaction id), so nothing of it may be stored."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -35,6 +34,7 @@ from tests.persistence.test_verify import (
 from tests.services.inproc import Cluster
 from tests.services.reader_kit import rich_trading
 from tests.support.dex_process import DexProcess
+from tests.support.polling import eventually
 from tests.support.redis_server import RedisServer, free_port, private_redis_or_skip
 
 
@@ -50,11 +50,8 @@ def pg_store() -> Iterator[str]:
 
 
 async def stored_positions(url: str) -> dict[str, int]:
-    def work(conn: Connection) -> dict[str, int]:
-        try:
-            return {r.stream: int(r.log_seq) for r in conn.execute(select(positions))}
-        except Exception:  # not migrated yet
-            return {}
+    def work(conn: Connection) -> dict[str, int]:  # read once the store is migrated
+        return {r.stream: int(r.log_seq) for r in conn.execute(select(positions))}
 
     return await run_sync(url, work)
 
@@ -63,15 +60,6 @@ WRITING = """
 SELECT count(*) FROM pg_stat_activity
 WHERE datname = $1 AND pid <> pg_backend_pid() AND backend_xid IS NOT NULL
 """
-
-
-async def poll(what: str, check: object, timeout: float = 40.0, interval: float = 0.05) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not await check():  # type: ignore[operator]
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(interval)
 
 
 @aio
@@ -109,8 +97,10 @@ async def test_kill_9_during_a_large_batch_then_restart_stores_the_stream_exactl
                 n = await watcher.fetchval(WRITING, make_url(pg_store).database)
                 return bool(n)
 
-            await poll("the store to be migrated", migrated, interval=0.005)
-            await poll("persistence to be inside its first batch", writing, interval=0.005)
+            await eventually("the store to be migrated", migrated, timeout=40, interval=0.005)
+            await eventually(
+                "persistence to be inside its first batch", writing, timeout=40, interval=0.005
+            )
         finally:
             proc.kill()  # SIGKILL, mid-transaction
             await watcher.close()
@@ -125,7 +115,7 @@ async def test_kill_9_during_a_large_batch_then_restart_stores_the_stream_exactl
         async def all_stored() -> bool:
             return await stored_positions(pg_store) == last
 
-        await poll("the restarted process to store everything", all_stored)
+        await eventually("the restarted process to store everything", all_stored, timeout=40)
         assert proc.stop() == 0
     finally:
         proc.kill()
