@@ -35,3 +35,13 @@ def _fresh_gc() -> Iterator[None]:
     gc.set_threshold(*threshold)
     if enabled:
         gc.enable()
+
+
+@pytest.fixture
+def durable_redis() -> Iterator[str]:
+    """The URL of a private `redis-server --appendonly yes --appendfsync always` (the
+    distributed mode refuses less), started for the test; skipped without the binary."""
+    from tests.support.redis_server import private_redis_or_skip
+
+    with private_redis_or_skip() as server:
+        yield server.url

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import ccxt
-import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
@@ -20,7 +19,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption,
 from dex.client import Client
 from tests.client.conftest import Exchange, embedded_exchange
 from tests.services.test_smoke import free_base
-from tests.support.dex_process import DexProcess, wait_on_process
+from tests.support.dex_process import DexProcess, ready, wait_on_process
 from tests.support.redis_server import private_redis_or_skip
 
 OPTIONS = {
@@ -84,17 +83,14 @@ def exchange(request: pytest.FixtureRequest, tmp_path_factory: Any) -> Iterator[
         dex = DexProcess.start(["up", "--distributed"], env, tmp)
         try:
             for port in range(base, base + 5):
-                wait_on_process(f"service on {port} ready", lambda p=port: _ready(p), timeout=60)
+                wait_on_process(
+                    f"service on {port} ready",
+                    lambda p=port: ready(f"http://127.0.0.1:{p}"),
+                    timeout=60,
+                )
             yield Exchange(url, url.replace("http://", "ws://") + "/v1/ws")
         finally:
             assert dex.stop(timeout=60) == 0, dex.output()[-3000:]
-
-
-def _ready(port: int) -> bool:
-    try:
-        return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 @pytest.fixture(scope="module")

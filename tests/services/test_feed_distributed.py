@@ -14,36 +14,20 @@ import contextlib
 import os
 import random
 import signal
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
 from dex.client import AsyncClient, BookView, Subscriber, Wallet
 from dex.client.errors import DexError
 from dex.runtime.settings import SERVICES
 from tests.services.test_smoke import free_base
 from tests.services.test_supervisor import _child_serving
-from tests.support.dex_process import DexProcess, state, wait_on_process
-from tests.support.redis_server import private_redis_or_skip
+from tests.support.dex_process import DexProcess, ready, state, wait_on_process
 
 MARKET = "ETH-USDC"
-
-
-@pytest.fixture
-def durable_redis() -> Iterator[str]:
-    with private_redis_or_skip() as server:
-        yield server.url
-
-
-def _ready(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 async def _watch(sub: Subscriber, view: BookView, stats: dict[str, int]) -> None:
@@ -87,7 +71,7 @@ def test_books_stay_right_through_a_sigkill_of_market_data(
     try:
         for s in SERVICES:
             wait_on_process(
-                f"{s} ready", lambda s=s: _ready(f"http://127.0.0.1:{ports[s]}"), timeout=60
+                f"{s} ready", lambda s=s: ready(f"http://127.0.0.1:{ports[s]}"), timeout=60
             )
 
         async def main() -> tuple[list[BookView], list[dict[str, int]], dict[str, Any]]:
@@ -114,7 +98,7 @@ def test_books_stay_right_through_a_sigkill_of_market_data(
             os.kill(victim, signal.SIGKILL)
             await _trade(traders, rng, 60)  # trading goes on while market data is down
             for _ in range(600):  # the restarted market data serves again
-                if state(victim) is None and _ready(f"http://127.0.0.1:{ports['market-data']}"):
+                if state(victim) is None and ready(f"http://127.0.0.1:{ports['market-data']}"):
                     break
                 await asyncio.sleep(0.1)  # the poll's interval, within a 60 s deadline
             else:

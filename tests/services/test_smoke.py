@@ -17,16 +17,14 @@ import socket
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
-import httpx
 import pytest
 
 from dex.client import Client, Credentials, InvalidRequest
 from dex.runtime.settings import SERVICES
-from tests.support.dex_process import wait_on_process
+from tests.support.dex_process import ready, wait_on_process
 from tests.support.redis_server import private_redis_or_skip
 from tests.support.trading import Holdings, holdings, settled, trader
 
@@ -52,10 +50,6 @@ def free_base(span: int = 30) -> int:
             for t in socks:
                 t.close()
     raise RuntimeError("no free port range")
-
-
-def _ready(url: str) -> bool:
-    return httpx.get(url + "/readyz", timeout=2).status_code == 200
 
 
 @pytest.fixture
@@ -91,7 +85,7 @@ def trade_and_settle(ports: dict[str, int]) -> Credentials:
     """Two fresh traders cross on ETH-USDC; the buyer's credentials (to trade again)."""
     gw = f"http://127.0.0.1:{ports['gateway']}"
     for s in SERVICES:
-        wait_on_process(f"{s} ready", lambda s=s: _ready(f"http://127.0.0.1:{ports[s]}"))
+        wait_on_process(f"{s} ready", lambda s=s: ready(f"http://127.0.0.1:{ports[s]}"))
     seller, buyer = trader(gw), trader(gw)
     assert {m["market"] for m in seller.markets()} >= {"ETH-USDC", "BTC-USDC"}
     funded = seller.faucet("ETH", "2")
@@ -146,7 +140,7 @@ def test_embedded_dex_up_trades_and_stops_cleanly(tmp_path: Path, ports: dict[st
     )
     try:
         for s in SERVICES:
-            wait_on_process(f"{s} ready again", lambda s=s: _ready(f"http://127.0.0.1:{ports[s]}"))
+            wait_on_process(f"{s} ready again", lambda s=s: ready(f"http://127.0.0.1:{ports[s]}"))
         c = Client(f"http://127.0.0.1:{ports['gateway']}", buyer, timeout=15)
         settled("the buyer's balances kept", lambda: holdings(c).get("USDC") == (8000, 0))
         buy = c.place("ETH-USDC", "buy", "limit", size="0.5", price="2000")
@@ -173,12 +167,6 @@ def db_verify(args: list[str], env: dict[str, str]) -> str:
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done.stdout
-
-
-@pytest.fixture
-def durable_redis() -> Iterator[str]:
-    with private_redis_or_skip() as server:
-        yield server.url
 
 
 def test_distributed_dex_up_trades_and_stops_cleanly(
@@ -237,7 +225,7 @@ def test_a_second_dex_up_on_the_same_data_folder_stops_with_one_line(
         ["up", "--data-dir", str(tmp_path / "data")], {"DEX_PORT": str(ports["gateway"])}, tmp_path
     )
     try:
-        wait_on_process("first ready", lambda: _ready(f"http://127.0.0.1:{ports['gateway']}"))
+        wait_on_process("first ready", lambda: ready(f"http://127.0.0.1:{ports['gateway']}"))
         base = free_base()
         second = subprocess.run(
             [sys.executable, "-m", "dex.cli", "up", "--data-dir", str(tmp_path / "data")],

@@ -19,26 +19,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from dex.app.launch import Child, Supervisor
 from dex.runtime.logging import configure_logging, reset_logging
 from dex.runtime.settings import SERVICES
 from tests.services.test_smoke import free_base
-from tests.support.dex_process import DexProcess, children, cmdline, state, wait_on_process
+from tests.support.dex_process import DexProcess, children, cmdline, ready, state, wait_on_process
 from tests.support.polling import eventually
-from tests.support.redis_server import private_redis_or_skip
-
-
-@pytest.fixture
-def durable_redis() -> Iterator[str]:
-    with private_redis_or_skip() as server:
-        yield server.url
-
-
-def _ready(port: int) -> bool:
-    return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200
 
 
 def _child_serving(parent: int, service: str) -> int | None:
@@ -65,7 +53,9 @@ def test_a_killed_child_is_reaped_reported_restarted_and_all_stop_on_sigterm(
     stopped = False
     try:
         for s in SERVICES:
-            wait_on_process(f"{s} ready", lambda s=s: _ready(ports[s]), timeout=30)
+            wait_on_process(
+                f"{s} ready", lambda s=s: ready(f"http://127.0.0.1:{ports[s]}"), timeout=30
+            )
         started = Counter(r["service"] for r in dex.records() if r["event"] == "service_started")
         assert started == Counter(SERVICES)  # `dex serve`: one start line each
 
@@ -84,7 +74,11 @@ def test_a_killed_child_is_reaped_reported_restarted_and_all_stop_on_sigterm(
             "a new market-data child", lambda: _child_serving(dex.pid, "market-data")
         )
         assert again != victim
-        wait_on_process("market-data ready again", lambda: _ready(ports["market-data"]), timeout=30)
+        wait_on_process(
+            "market-data ready again",
+            lambda: ready(f"http://127.0.0.1:{ports['market-data']}"),
+            timeout=30,
+        )
         restarted = [
             r for r in dex.records() if r["event"] == "child_started" and r["pid"] == again
         ]

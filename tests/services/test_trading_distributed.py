@@ -13,35 +13,19 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
 from dex.app.launch import REPLICA_PORT_STEP
 from dex.client import Client, Wallet
 from dex.client.errors import KeyRevoked, RateLimited
 from dex.wire import signing
 from tests.services.test_smoke import free_base
-from tests.support.dex_process import DexProcess, wait_on_process
+from tests.support.dex_process import DexProcess, ready, wait_on_process
 from tests.support.polling import wait_until
-from tests.support.redis_server import private_redis_or_skip
-
-
-@pytest.fixture
-def durable_redis() -> Iterator[str]:
-    with private_redis_or_skip() as server:
-        yield server.url
-
-
-def _ready(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def _markets(url: str) -> bool:
@@ -95,7 +79,7 @@ def test_two_gateways_share_keys_revocations_and_rate_limits(
     dex = DexProcess.start(["up", "--distributed", "--replicas", "gateway=2"], env, tmp_path)
     try:
         for url in (gw1, gw2):
-            wait_on_process(f"{url} ready", lambda url=url: _ready(url), timeout=60)
+            wait_on_process(f"{url} ready", lambda url=url: ready(url), timeout=60)
             wait_on_process(f"{url} markets", lambda url=url: _markets(url), timeout=30)
         one, two = Client(gw1), Client(gw2)
         seller = one.onboard(Wallet.generate())
@@ -201,7 +185,7 @@ def test_keys_survive_a_restart_of_the_embedded_exchange(tmp_path: Path) -> None
 
     def start() -> DexProcess:
         dex = DexProcess.start(["up"], env, tmp_path)
-        wait_on_process("dex up ready", lambda: _ready(url), timeout=60)
+        wait_on_process("dex up ready", lambda: ready(url), timeout=60)
         return dex
 
     dex = start()

@@ -34,6 +34,15 @@ DEADLINE = 60.0  # seconds a process may take to get where a test waits for it
 POLL = 0.1  # seconds between two checks of a process
 
 
+def ready(url: str) -> bool:
+    """Whether the service at `url` (`http://host:port`) answers `/readyz` with 200; False
+    while it is not listening or not ready."""
+    try:
+        return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
 def wait_on_process(what: str, check: Callable[[], Any], timeout: float = DEADLINE) -> Any:
     """`check()`'s first truthy value, polled every POLL s with HTTP errors retried; fails
     naming `what` after `timeout` s."""
