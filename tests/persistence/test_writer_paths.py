@@ -14,10 +14,9 @@ import pytest
 from sqlalchemy import Connection, select
 
 from dex.persistence import writer
-from dex.persistence.schema import events, trades
+from dex.persistence.schema import events
 from dex.persistence.store import run_sync
 from dex.persistence.verify import verify
-from dex.wire import layout
 from tests.bus.contract import aio
 from tests.persistence.stream_kit import Row, stream_rows
 from tests.services.inproc import Cluster
@@ -26,10 +25,8 @@ from tests.services.test_persistence import (
     Database,
     check_against_shards,
     database,  # noqa: F401
-    metric,
+    refused_entry_is_dropped_alone,
     service,
-    store_rows,
-    trade_entry,
 )
 
 
@@ -78,32 +75,4 @@ async def test_a_value_no_column_holds_is_dropped_alone_on_the_stage_path(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(writer, "STAGE_FROM", 1)
-    c = Cluster(matching_shards=3)
-    await c.start()
-    svc = service(c, database)
-    await svc.start()
-    try:
-        await rich_trading(c)
-        await until(svc, lambda: caught_up(svc), "persistence to catch up")
-        stream = layout.me_log(2)  # the idle matching shard: no writer appends after us
-        ts = 2 * 10**18
-        last = await c.bus.append(
-            stream,
-            [
-                trade_entry(10**12, 190_000, ts),
-                trade_entry(10**12 + 1, 2**63, ts + 1),  # above BIGINT
-                trade_entry(10**12 + 2, 190_001, ts + 2),
-            ],
-        )
-        await until(svc, lambda: caught_up(svc), "the entries after the refused one")
-        assert svc.health.ready, svc.health.reasons()
-        assert metric(svc, "entries_dropped_total", stream=stream) == 1
-        stored = {
-            t["trade_id"]: t["price"]
-            for t in await store_rows(svc, trades)
-            if t["trade_id"] >= 10**12
-        }
-        assert stored == {10**12: 190_000, 10**12 + 2: 190_001}
-        assert (await c.bus.positions(stream))[layout.PERSISTENCE_READER] == last
-    finally:
-        await svc.stop()
+    await refused_entry_is_dropped_alone(database)

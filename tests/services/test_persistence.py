@@ -428,40 +428,49 @@ def trade_entry(trade_id: int, price: int, ts: int) -> bytes:
     )
 
 
-@aio
-async def test_an_entry_the_store_refuses_is_dropped_alone(database: Database) -> None:
+async def refused_entry_is_dropped_alone(database: Database) -> None:
     """A value no column can hold (a price of 2^63 ticks, from no core of ours) must not
-    stop the history either: the batch is stored entry by entry, that entry alone is
-    skipped, counted and logged with its position, and the service stays ready."""
+    stop the history: the batch is stored entry by entry, that entry alone is skipped,
+    counted and logged with its position, and the service stays ready. (Also run by
+    tests/persistence/test_writer_paths.py with the writer's COPY stage forced.)"""
     c = Cluster(matching_shards=3)
     await c.start()
     svc = service(c, database)
     await svc.start()
-    await rich_trading(c)
-    await until(svc, lambda: caught_up(svc), "persistence to catch up")
-    stream = layout.me_log(2)  # the idle matching shard: no writer appends after us
-    ts = 2 * 10**18
-    last = await c.bus.append(
-        stream,
-        [
-            trade_entry(10**12, 190_000, ts),
-            trade_entry(10**12 + 1, 2**63, ts + 1),  # above BIGINT
-            trade_entry(10**12 + 2, 190_001, ts + 2),
-        ],
-    )
-    await until(svc, lambda: caught_up(svc), "the entries after the refused one to be stored")
-    assert svc.health.ready, svc.health.reasons()
-    assert metric(svc, "entries_dropped_total", stream=stream) == 1
-    refused = last - 1
-    assert (stream, refused) in {
-        (r["stream"], r["log_seq"]) for r in svc.log.named("entry_not_stored")
-    }  # type: ignore[attr-defined]
-    stored = {
-        t["trade_id"]: t["price"] for t in await store_rows(svc, trades) if t["trade_id"] >= 10**12
-    }
-    assert stored == {10**12: 190_000, 10**12 + 2: 190_001}
-    assert (await c.bus.positions(stream))[layout.PERSISTENCE_READER] == last
-    await svc.stop()
+    try:
+        await rich_trading(c)
+        await until(svc, lambda: caught_up(svc), "persistence to catch up")
+        stream = layout.me_log(2)  # the idle matching shard: no writer appends after us
+        ts = 2 * 10**18
+        last = await c.bus.append(
+            stream,
+            [
+                trade_entry(10**12, 190_000, ts),
+                trade_entry(10**12 + 1, 2**63, ts + 1),  # above BIGINT
+                trade_entry(10**12 + 2, 190_001, ts + 2),
+            ],
+        )
+        await until(svc, lambda: caught_up(svc), "the entries after the refused one to be stored")
+        assert svc.health.ready, svc.health.reasons()
+        assert metric(svc, "entries_dropped_total", stream=stream) == 1
+        refused = last - 1
+        assert (stream, refused) in {
+            (r["stream"], r["log_seq"]) for r in svc.log.named("entry_not_stored")
+        }  # type: ignore[attr-defined]
+        stored = {
+            t["trade_id"]: t["price"]
+            for t in await store_rows(svc, trades)
+            if t["trade_id"] >= 10**12
+        }
+        assert stored == {10**12: 190_000, 10**12 + 2: 190_001}
+        assert (await c.bus.positions(stream))[layout.PERSISTENCE_READER] == last
+    finally:
+        await svc.stop()
+
+
+@aio
+async def test_an_entry_the_store_refuses_is_dropped_alone(database: Database) -> None:
+    await refused_entry_is_dropped_alone(database)
 
 
 @aio
