@@ -20,7 +20,6 @@ import asyncio
 import hashlib
 import hmac
 import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,6 +34,7 @@ from gateway import (
     _raw_request,
     _raw_response,
     _start_exchange,
+    _stop_exchange,
     fail,
     onboard_traders,
 )
@@ -154,14 +154,7 @@ def main() -> None:
         try:
             got = asyncio.run(_run(url, args))
         finally:
-            proc.terminate()
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-            for e in extras:
-                e.terminate()
-                e.wait(10)
+            _stop_exchange(proc, extras)
     out = {"mode": args.mode, "clients": args.clients, "seconds": args.seconds, **got}
     print(json.dumps(out, indent=2))
     if got["native"]["refused_or_wrong"] or got["binance"]["refused_or_wrong"]:

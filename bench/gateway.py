@@ -298,7 +298,6 @@ def _free_port_block(n: int) -> int:
 
 def _start_exchange(mode: str, workdir: str) -> tuple[Any, str, list[Any]]:
     """`dex up` (or --distributed with its own Redis) in `workdir`; (process, URL, extras)."""
-    import os
     import shutil
     import subprocess
     import urllib.request
@@ -554,6 +553,19 @@ async def _load(
     return out
 
 
+def _stop_exchange(proc: Any, extras: list[Any]) -> None:
+    """Stop what `_start_exchange` started: the exchange by SIGTERM (killed if it has not
+    ended within 30 s), then its Redis."""
+    proc.terminate()
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    for e in extras:
+        e.terminate()
+        e.wait(10)
+
+
 def _cpu_s(pids: list[int]) -> float | None:
     """CPU seconds (user + system) of the processes `pids` and their descendants so far,
     from /proc (None where there is no /proc): the exchange's cost, whatever the machine's
@@ -664,14 +676,7 @@ def orders(args: argparse.Namespace) -> dict[str, Any]:
             try:
                 got = _run_loop(_orders_run(url, args, [proc.pid, *(e.pid for e in extras)]))
             finally:
-                proc.terminate()
-                try:
-                    proc.wait(30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                for e in extras:
-                    e.terminate()
-                    e.wait(10)
+                _stop_exchange(proc, extras)
         if got["refused_or_wrong"]:
             fail(f"{mode}: {got['refused_or_wrong']} orders were not answered 200 open")
         out[mode] = got

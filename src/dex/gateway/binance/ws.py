@@ -17,6 +17,7 @@ REST `depth`'s `lastUpdateId`), `@trade`, `@aggTrade` (one per trade), `@ticker`
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
@@ -95,6 +96,21 @@ _TICKER_STREAMS: tuple[tuple[str, str, tuple[tuple[str, str], ...]], ...] = (
 
 def _text(message: Any) -> str:
     return _json.encode(message).decode()
+
+
+async def _answer_requests(
+    socket: WebSocket[Any, Any, Any],
+    sub: Subscriber,
+    answer: Callable[[str | bytes], Awaitable[dict[str, Any]]],
+) -> None:
+    """Read the client's requests until it leaves; each one's answer is queued in order with
+    the connection's other messages."""
+    while True:
+        message = await socket.receive()
+        if message["type"] == "websocket.disconnect":
+            return
+        raw: str | bytes = message.get("text") or message.get("bytes") or b""  # type: ignore[assignment]
+        sub.push(_text(await answer(raw)))
 
 
 class _Translating:
@@ -327,12 +343,7 @@ def ws_handlers(gw: Gateway, guard: Guard, listen_keys: ListenKeys) -> list[Any]
                     await conn.subscribe(relay, initial)
                 except BinanceError as e:
                     sub.push(_text({"error": e.body(), "id": None}))
-            while True:
-                message = await socket.receive()
-                if message["type"] == "websocket.disconnect":
-                    return
-                raw: str | bytes = message.get("text") or message.get("bytes") or b""  # type: ignore[assignment]
-                sub.push(_text(await _market_request(conn, raw)))
+            await _answer_requests(socket, sub, lambda raw: _market_request(conn, raw))
 
         await relay.serve(_Translating(socket, conn), read)
 
@@ -392,12 +403,7 @@ def ws_handlers(gw: Gateway, guard: Guard, listen_keys: ListenKeys) -> list[Any]
 
         async def read(sub: Subscriber) -> None:
             conn.sub = sub
-            while True:
-                message = await socket.receive()
-                if message["type"] == "websocket.disconnect":
-                    return
-                raw: str | bytes = message.get("text") or message.get("bytes") or b""  # type: ignore[assignment]
-                sub.push(_text(await _api_request(conn, raw)))
+            await _answer_requests(socket, sub, lambda raw: _api_request(conn, raw))
 
         await relay.serve(_Translating(socket, conn), read)
 
