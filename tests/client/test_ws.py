@@ -170,15 +170,19 @@ def test_private_channels_carry_each_own_event_once_in_order(exchange: Exchange)
         def api_balances(c: Client) -> dict[str, tuple[Decimal, Decimal]]:
             return {x.asset: (x.available, x.locked) for x in c.balances()}
 
-        for c, inbox in ((a, seen_a), (b, seen_b)):
+        # A balance change is pushed by risk's settlement, which may reach the connection after
+        # the fill: wait until both assets were pushed and the last of each is what the API says.
+        def agree(c: Client, inbox: Inbox) -> bool:
             pushed = last_balances(inbox)
-            assert {"ETH", "USDC"} <= set(pushed)
+            if not {"ETH", "USDC"} <= set(pushed):
+                return False
+            return {k: v for k, v in api_balances(c).items() if k in pushed} == pushed
+
+        for c, inbox in ((a, seen_a), (b, seen_b)):
             await asyncio.to_thread(
                 settled,
-                "the API's balances to agree with the last pushed ones",
-                lambda c=c, pushed=pushed: (
-                    {k: v for k, v in api_balances(c).items() if k in pushed} == pushed
-                ),
+                "both assets pushed, the API's balances agreeing with the last pushed ones",
+                lambda c=c, inbox=inbox: agree(c, inbox),
             )
         assert last_balances(seen_a)["ETH"] == (Decimal(1), Decimal(0))
         await seen_a.ws.close()
