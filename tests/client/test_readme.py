@@ -76,3 +76,18 @@ def test_the_readme_ccxt_example_runs_as_written(exchange: Exchange) -> None:
     (order,) = client.orders(status="open", market="ETH-USDC").items
     assert (order.side, order.size, order.price) == ("buy", Decimal("0.1"), Decimal("1990"))
     assert "'free': 1000.0" in out.getvalue(), out.getvalue()
+
+
+def test_the_readme_and_docs_stand_on_their_own() -> None:
+    """No README or document of the repository points outside it (to `../shared` and the like):
+    what a reader needs is written here."""
+    root = README.parent
+    pages = [README, *root.glob("docs/**/*.md"), *root.glob("infra/**/*.md")]
+    pages += [*root.glob("bench/**/*.md")]
+    outside = [
+        f"{page.relative_to(root)}:{n}"
+        for page in pages
+        for n, line in enumerate(page.read_text(encoding="utf-8").splitlines(), 1)
+        if re.search(r"\.\./shared|(?<![\w.])shared/(seed|notes|DESIGN|STYLE)", line)
+    ]
+    assert len(pages) > 5 and outside == []
