@@ -19,7 +19,7 @@ import pytest
 
 from dex.bus import Bus, FencedError, TrimmedError
 from dex.bus.sqlite import SCHEMA_VERSION, BusFileError, SqliteBus
-from tests.bus.contract import BusContract, FakeClock, acquired, aio, read_all
+from tests.bus.contract import BusContract, FakeClock, acquired, aio, read_all, yield_to_loop
 
 
 class TestSqliteBus(BusContract):
@@ -420,3 +420,95 @@ def test_close_is_idempotent_and_later_writes_raise(path: Path) -> None:
     with pytest.raises(sqlite3.ProgrammingError):
         asyncio.run(bus.append("s", [b"a"]))
     assert asyncio.run(bus.last("s")) == 0
+
+
+# --- group commit -------------------------------------------------------------------------
+
+
+def traced(bus: SqliteBus) -> list[str]:
+    """Every statement the bus's connection runs from now on, in order."""
+    statements: list[str] = []
+    bus._db.set_trace_callback(statements.append)
+    return statements
+
+
+@aio
+async def test_appends_made_together_share_one_commit_and_keep_their_order(path: Path) -> None:
+    with reopened(path) as bus:
+        statements = traced(bus)
+        lasts = await asyncio.gather(
+            bus.append("s", [b"a", b"b"]),
+            bus.append("t", [b"x"], also={"s": [b"c"]}),
+            bus.append("s", [b"d"], expect_last=3),
+        )
+        assert lasts == [2, 1, 4]
+        assert [s for s in statements if s == "COMMIT"] == ["COMMIT"]
+        with pytest.raises(FencedError):  # counted the others: last is 4 now
+            await asyncio.gather(bus.append("s", [b"e"]), bus.append("s", [b"f"], expect_last=4))
+        assert await bus.last("s") == 5
+    with reopened(path) as bus:
+        assert await read_all(bus, "s") == [(1, b"a"), (2, b"b"), (3, b"c"), (4, b"d"), (5, b"e")]
+        assert await read_all(bus, "t") == [(1, b"x")]
+
+
+@aio
+async def test_a_reader_sees_an_append_only_once_it_is_committed(path: Path) -> None:
+    with reopened(path) as bus:
+        statements = traced(bus)
+        committed_when_read: list[bool] = []
+
+        async def reader() -> None:
+            got = await bus.read("s", 0, timeout=5)
+            committed_when_read.append("COMMIT" in statements)
+            assert got == [(1, b"a")]
+
+        waiting = asyncio.ensure_future(reader())
+        await yield_to_loop()
+        appended = asyncio.ensure_future(bus.append("s", [b"a"]))
+        # One step of the loop: the append runs up to its wait and schedules its commit,
+        # which runs after this test's turn (not yield_to_loop: that is two steps).
+        await asyncio.sleep(0)
+        assert bus._pending, "the append was not checked in that step"
+        assert await bus.last("s") == 0 and await bus.read("s", 0) == []
+        assert await appended == 1
+        await waiting
+        assert committed_when_read == [True]
+
+
+@aio
+async def test_other_writes_commit_the_waiting_appends_first(path: Path) -> None:
+    """A lease taken, a snapshot, a position or a trim reaches the file after the appends
+    checked before it, as their order on the loop says."""
+    with reopened(path) as bus:
+        lease = await acquired(bus, "L", "a")
+        statements = traced(bus)
+        got = await asyncio.gather(
+            bus.append("s", [b"a"], lease=lease, expect_last=0),
+            bus.acquire("L", "a", 10.0),
+        )
+        assert got[0] == 1 and got[1] is not None and got[1].epoch == 2
+        writes = [" ".join(s.split()[:3]) for s in statements if s.startswith("INSERT")]
+        assert writes == ["INSERT INTO streams", "INSERT INTO entries", "INSERT INTO epochs"]
+        with pytest.raises(FencedError):  # the old incarnation's lease is fenced off
+            await bus.append("s", [b"b"], lease=lease, expect_last=1)
+        assert await read_all(bus, "s") == [(1, b"a")]
+
+
+@aio
+async def test_a_failed_group_commit_fails_every_append_in_it_and_changes_nothing(
+    path: Path,
+) -> None:
+    with reopened(path) as bus:
+        await bus.append("s", [b"a"])
+        with failing_writes(bus, "entries"):
+            results = await asyncio.gather(
+                bus.append("s", [b"b"]),
+                bus.append("new", [b"x"], also={"s": [b"c"]}),
+                return_exceptions=True,
+            )
+        assert [type(r) for r in results] == [sqlite3.IntegrityError] * 2
+        assert await read_all(bus, "s") == [(1, b"a")] and await bus.last("new") == 0
+        assert await bus.append("new", [b"y"], also={"s": [b"d"]}) == 1
+    with reopened(path) as bus:
+        assert await read_all(bus, "s") == [(1, b"a"), (2, b"d")]
+        assert await read_all(bus, "new") == [(1, b"y")]

@@ -87,11 +87,26 @@ class MemoryBus(Bus):
         also: Mapping[str, list[bytes]],
     ) -> int:
         """See `Bus.append`."""
+        s = self._check_append(stream, lease, expect_last, None)
+        return self._apply_append(s, entries, also)
+
+    def _check_append(
+        self, stream: str, lease: Lease | None, expect_last: int | None, last: int | None
+    ) -> _Stream:
+        """The fencing checks of an append to `stream` whose last is `last` (None: the one in
+        memory); raises `FencedError`. Changes nothing but creating the empty stream."""
         s = self._stream(stream)
         if lease is not None and not self._is_held(lease):
             raise FencedError(f"{stream}: lease {lease.name} epoch {lease.epoch} is not held")
-        if expect_last is not None and s.last != expect_last:
-            raise FencedError(f"{stream}: last is {s.last}, caller expected {expect_last}")
+        last = s.last if last is None else last
+        if expect_last is not None and last != expect_last:
+            raise FencedError(f"{stream}: last is {last}, caller expected {expect_last}")
+        return s
+
+    def _apply_append(
+        self, s: _Stream, entries: list[bytes], also: Mapping[str, list[bytes]]
+    ) -> int:
+        """Add a checked append to memory and wake the readers waiting on its streams."""
         self._extend(s, entries)
         for name, more in also.items():
             if more:

@@ -7,11 +7,19 @@ state, loaded in full on open); every write goes to both.
 
 Invariants, on top of `MemoryBus`'s:
 
-- Memory and file agree after every call. Each write is one SQLite transaction (an append with
-  all of its `also` streams, a trim, a snapshot, a position, an epoch) and nothing awaits
-  between its check and its write. Appends, snapshots, positions and epochs are applied to
-  memory by `MemoryBus`, then written to the file; if the file write fails, the memory change is
-  undone and the `sqlite3.Error` propagates. A trim is written to the file first.
+- Memory never holds an entry the file does not. An append is checked when it is made (the
+  fencing of `MemoryBus`, counting the appends still waiting for their commit), then waits for
+  the group commit: every append made until the event loop's next turn is written in one
+  transaction (one fsync for all of them, which is what lets the embedded exchange batch
+  under load), and only after that transaction commits are they added to memory, in the
+  order they were checked, where readers see them, and answered. If the transaction fails,
+  each of them raises its `sqlite3.Error` and nothing reaches memory. An append whose caller
+  was cancelled meanwhile is made all the same (like one whose answer was lost).
+- The file keeps the order of the writes: a trim, a snapshot, a position or an epoch first
+  commits the waiting appends, then is one transaction of its own with nothing awaited
+  between its check and its write. Snapshots, positions and epochs are applied to memory by
+  `MemoryBus`, then written to the file; if the file write fails, the memory change is undone
+  and the `sqlite3.Error` propagates. A trim is written to the file first.
 - On disk a stream's entries are exactly `log_seq` = trimmed + 1 .. last, with no gap (checked
   on open); a trim deletes the rows below the new trimmed point, so memory and file hold only
   what is retained.
@@ -35,22 +43,25 @@ version; a file with a newer version than `SCHEMA_VERSION` is refused, naming bo
 `entries(stream, seq, data)` keyed by (stream id, `log_seq`); `epochs(name, epoch)`;
 `snapshots(name, log_seq, data)`; `positions(stream, reader, log_seq)`.
 
-Complexity: open O(retained entries); append O(batch) plus one commit (an fsync); trim
-O(dropped); everything else as `MemoryBus`, with one commit per write.
+Complexity: open O(retained entries); append O(batch) plus its share of one commit (an fsync);
+trim O(dropped); everything else as `MemoryBus`, with one commit per write.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import sqlite3
 import time
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
 from dex.bus.base import Clock, Lease
-from dex.bus.memory import MemoryBus
+from dex.bus.memory import MemoryBus, _Stream
 
 SCHEMA_VERSION = 1
 FILE_NAME = "bus.sqlite3"  # its name in the data folder: a file of its own (see the lock)
@@ -83,6 +94,17 @@ CREATE TABLE positions (
 """
 
 
+@dataclass(slots=True)
+class _Pending:
+    """An append checked and waiting for the next group commit."""
+
+    stream: _Stream
+    entries: list[bytes]
+    also: Mapping[str, list[bytes]]
+    rows: list[tuple[str, int, bytes]]  # (stream name, log_seq, entry) for every stream
+    done: asyncio.Future[int]
+
+
 class BusFileError(Exception):
     """The file cannot be used as a bus file: newer schema, foreign, corrupt or in use."""
 
@@ -103,9 +125,24 @@ class SqliteBus(MemoryBus):
         except BaseException:
             self._db.close()
             raise
+        # Appends checked but not yet committed (the next group commit), and the last log_seq
+        # of each stream they touch counting them.
+        self._pending: list[_Pending] = []
+        self._pending_last: dict[str, int] = {}
+        self._commit_soon: asyncio.Handle | None = None
 
     def close(self) -> None:
-        """Close the file; later writes raise `sqlite3.ProgrammingError`. Idempotent."""
+        """Close the file; later writes raise `sqlite3.ProgrammingError`. Idempotent. Appends
+        still waiting for their commit (none once every append was awaited) are refused."""
+        if self._commit_soon is not None:
+            self._commit_soon.cancel()
+            self._commit_soon = None
+        pending, self._pending = self._pending, []
+        self._pending_last.clear()
+        for p in pending:
+            if not p.done.done():
+                with contextlib.suppress(RuntimeError):  # its loop may be closed already
+                    p.done.set_exception(sqlite3.ProgrammingError("the bus file was closed"))
         self._db.close()
 
     # --- opening ----------------------------------------------------------------------
@@ -218,32 +255,57 @@ class SqliteBus(MemoryBus):
         expect_last: int | None,
         also: Mapping[str, list[bytes]],
     ) -> int:
-        """See `Bus.append`; acknowledged only once the batch is committed to the file."""
-        touched = [stream, *(name for name, more in also.items() if more)]
-        before = {name: self._last_in_memory(name) for name in touched}
+        """See `Bus.append`: checked now (counting the appends waiting for the same commit),
+        then committed with every append made until the loop's next turn (one transaction,
+        one fsync), and only then added to memory, where readers see it. It returns once
+        committed: nothing is read, or acknowledged, before it is in the file."""
+        s = self._check_append(stream, lease, expect_last, self._pending_last.get(stream))
+        rows: list[tuple[str, int, bytes]] = []
+        for name, batch in ((stream, entries), *also.items()):
+            if batch:
+                first = self._pending_last.get(name, self._last_in_memory(name)) + 1
+                rows.extend((name, first + i, data) for i, data in enumerate(batch))
+                self._pending_last[name] = first + len(batch) - 1
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[int] = loop.create_future()
+        self._pending.append(_Pending(s, entries, also, rows, done))
+        if self._commit_soon is None:
+            self._commit_soon = loop.call_soon(self._commit_pending)
+        return await done
+
+    def _commit_pending(self) -> None:
+        """The group commit: every pending append in one transaction, then into memory in the
+        order they were checked, each caller answered. If the transaction fails, every one of
+        them fails with its error and nothing reaches memory."""
+        if self._commit_soon is not None:
+            self._commit_soon.cancel()  # when called by another write before its turn came
+            self._commit_soon = None
+        pending, self._pending = self._pending, []
+        self._pending_last.clear()
+        if not pending:
+            return
         created: list[str] = []
         try:
-            # MemoryBus.append never suspends: checks and the memory write are one step.
-            last = await super()._append(stream, entries, lease, expect_last, also)
             with self._write() as db:
-                rows: list[tuple[int, int, bytes]] = []
-                for name, old_last in before.items():
-                    s = self._streams[name]
-                    sid = self._stream_id(db, name, created)
-                    new = s.entries[old_last - s.trimmed :]
-                    rows.extend((sid, old_last + 1 + i, data) for i, data in enumerate(new))
-                db.executemany("INSERT INTO entries VALUES (?, ?, ?)", rows)
-        except BaseException:
-            # Refused or not written: undo whatever part reached memory (MemoryBus checks
-            # that `also` does not name `stream` only after extending `stream`).
-            for name, old_last in before.items():
-                undo = self._streams.get(name)
-                if undo is not None:
-                    del undo.entries[old_last - undo.trimmed :]
+                db.executemany(
+                    "INSERT INTO entries VALUES (?, ?, ?)",
+                    [
+                        (self._stream_id(db, name, created), seq, data)
+                        for p in pending
+                        for name, seq, data in p.rows
+                    ],
+                )
+        except Exception as e:
             for name in created:
                 del self._ids[name]
-            raise
-        return last
+            for p in pending:
+                if not p.done.done():
+                    p.done.set_exception(e)
+            return
+        for p in pending:
+            last = self._apply_append(p.stream, p.entries, p.also)
+            if not p.done.done():  # a caller cancelled meanwhile: its append is made all the same
+                p.done.set_result(last)
 
     def _last_in_memory(self, name: str) -> int:
         s = self._streams.get(name)
@@ -251,6 +313,7 @@ class SqliteBus(MemoryBus):
 
     async def trim(self, stream: str, below: int) -> None:
         """See `Bus.trim`; the dropped entries are deleted from the file first."""
+        self._commit_pending()  # the file keeps the order of the writes
         s = self._streams.get(stream)
         if s is not None:
             trimmed = min(below - 1, s.last)  # as MemoryBus.trim computes it
@@ -263,6 +326,7 @@ class SqliteBus(MemoryBus):
 
     async def acquire(self, name: str, owner: str, ttl: float) -> Lease | None:
         """See `Bus.acquire`; the epoch counter is committed before the lease is returned."""
+        self._commit_pending()  # the file keeps the order of the writes
         old_epoch = self._epochs.get(name)
         old_held = self._held.get(name)
         lease = await super().acquire(name, owner, ttl)
@@ -285,6 +349,7 @@ class SqliteBus(MemoryBus):
         self, name: str, log_seq: int, data: bytes, *, lease: Lease, log: str | None = None
     ) -> None:
         """See `Bus.put_snapshot`; a refused snapshot (lease or `log`) never reaches the file."""
+        self._commit_pending()  # the file keeps the order of the writes
         old = self._snapshots.get(name)
         # MemoryBus checks the lease and `log` and stores in memory in one step (no await
         # between them); a refusal raises before memory or the file is touched.
@@ -302,6 +367,7 @@ class SqliteBus(MemoryBus):
 
     async def commit_position(self, stream: str, reader: str, log_seq: int) -> None:
         """See `Bus.commit_position`; written to the file only when the position moves."""
+        self._commit_pending()  # the file keeps the order of the writes
         old = self._positions.get(stream, {}).get(reader)
         await super().commit_position(stream, reader, log_seq)
         known = self._positions[stream]
