@@ -512,3 +512,31 @@ async def test_a_failed_group_commit_fails_every_append_in_it_and_changes_nothin
     with reopened(path) as bus:
         assert await read_all(bus, "s") == [(1, b"a"), (2, b"d")]
         assert await read_all(bus, "new") == [(1, b"y")]
+
+
+@aio
+async def test_positions_join_the_group_commit_and_are_put_back_if_it_fails(path: Path) -> None:
+    with reopened(path) as bus:
+        await bus.append("s", [b"a", b"b"])
+        statements = traced(bus)
+        await asyncio.gather(
+            bus.commit_position("s", "r", 1),
+            bus.append("s", [b"c"]),
+            bus.commit_position("s", "q", 2),
+            bus.commit_position("s", "r", 2),
+        )
+        assert statements.count("COMMIT") == 1
+        with failing_writes(bus, "positions"):
+            results = await asyncio.gather(
+                bus.commit_position("s", "r", 3),
+                bus.append("s", [b"d"]),
+                bus.commit_position("s", "r", 3),  # already in memory: waits for the file
+                bus.commit_position("s", "q", 1),  # lower: nothing to write or wait for
+                return_exceptions=True,
+            )
+        assert [type(r) for r in results] == [sqlite3.IntegrityError] * 3 + [type(None)]
+        assert await bus.positions("s") == {"r": 2, "q": 2}
+        assert await bus.last("s") == 3
+    with reopened(path) as bus:
+        assert await bus.positions("s") == {"r": 2, "q": 2}
+        assert await read_all(bus, "s") == [(1, b"a"), (2, b"b"), (3, b"c")]

@@ -15,11 +15,14 @@ Invariants, on top of `MemoryBus`'s:
   order they were checked, where readers see them, and answered. If the transaction fails,
   each of them raises its `sqlite3.Error` and nothing reaches memory. An append whose caller
   was cancelled meanwhile is made all the same (like one whose answer was lost).
-- The file keeps the order of the writes: a trim, a snapshot, a position or an epoch first
-  commits the waiting appends, then is one transaction of its own with nothing awaited
-  between its check and its write. Snapshots, positions and epochs are applied to memory by
-  `MemoryBus`, then written to the file; if the file write fails, the memory change is undone
-  and the `sqlite3.Error` propagates. A trim is written to the file first.
+- A reader's position joins the same group commit: applied to memory by `MemoryBus`, written
+  with the appends of its turn, and put back in memory if that transaction fails.
+- The file keeps the order of the writes: a trim, a snapshot or an epoch first commits the
+  waiting appends and positions, then is one transaction of its own with nothing awaited
+  between its check and its write. Snapshots and epochs are applied to memory by `MemoryBus`,
+  then written to the file; if the file write fails, the memory change is undone and the
+  `sqlite3.Error` propagates. A trim is written to the file first, so it never drops entries
+  below a position the file does not hold yet.
 - On disk a stream's entries are exactly `log_seq` = trimmed + 1 .. last, with no gap (checked
   on open); a trim deletes the rows below the new trimmed point, so memory and file hold only
   what is retained.
@@ -54,14 +57,14 @@ import contextlib
 import sqlite3
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
 from dex.bus.base import Clock, Lease
-from dex.bus.memory import MemoryBus, _Stream
+from dex.bus.memory import MemoryBus
 
 SCHEMA_VERSION = 1
 FILE_NAME = "bus.sqlite3"  # its name in the data folder: a file of its own (see the lock)
@@ -96,13 +99,13 @@ CREATE TABLE positions (
 
 @dataclass(slots=True)
 class _Pending:
-    """An append checked and waiting for the next group commit."""
+    """A write checked and waiting for the next group commit: an append or a position."""
 
-    stream: _Stream
-    entries: list[bytes]
-    also: Mapping[str, list[bytes]]
-    rows: list[tuple[str, int, bytes]]  # (stream name, log_seq, entry) for every stream
     done: asyncio.Future[int]
+    rows: list[tuple[str, int, bytes]]  # an append's (stream name, log_seq, entry), all streams
+    position: tuple[str, str, int] | None  # a position's (stream, reader, log_seq)
+    then: Callable[[], int]  # its memory step once committed; the caller's answer
+    undo: Callable[[], None] | None = None  # what puts memory back if the commit fails
 
 
 class BusFileError(Exception):
@@ -139,7 +142,9 @@ class SqliteBus(MemoryBus):
             self._commit_soon = None
         pending, self._pending = self._pending, []
         self._pending_last.clear()
-        for p in pending:
+        for p in reversed(pending):
+            if p.undo is not None:
+                p.undo()
             if not p.done.done():
                 with contextlib.suppress(RuntimeError):  # its loop may be closed already
                     p.done.set_exception(sqlite3.ProgrammingError("the bus file was closed"))
@@ -266,17 +271,30 @@ class SqliteBus(MemoryBus):
                 first = self._pending_last.get(name, self._last_in_memory(name)) + 1
                 rows.extend((name, first + i, data) for i, data in enumerate(batch))
                 self._pending_last[name] = first + len(batch) - 1
+        return await self._in_next_commit(
+            rows, None, lambda: self._apply_append(s, entries, also), None
+        )
+
+    def _in_next_commit(
+        self,
+        rows: list[tuple[str, int, bytes]],
+        position: tuple[str, str, int] | None,
+        then: Callable[[], int],
+        undo: Callable[[], None] | None,
+    ) -> asyncio.Future[int]:
+        """Queue a checked write for the group commit at the loop's next turn; its answer."""
         loop = asyncio.get_running_loop()
         done: asyncio.Future[int] = loop.create_future()
-        self._pending.append(_Pending(s, entries, also, rows, done))
+        self._pending.append(_Pending(done, rows, position, then, undo))
         if self._commit_soon is None:
             self._commit_soon = loop.call_soon(self._commit_pending)
-        return await done
+        return done
 
     def _commit_pending(self) -> None:
-        """The group commit: every pending append in one transaction, then into memory in the
-        order they were checked, each caller answered. If the transaction fails, every one of
-        them fails with its error and nothing reaches memory."""
+        """The group commit: every pending write in one transaction, then the appends into
+        memory in the order they were checked, each caller answered. If the transaction
+        fails, every one of them fails with its error: no append reaches memory and the
+        positions are put back."""
         if self._commit_soon is not None:
             self._commit_soon.cancel()  # when called by another write before its turn came
             self._commit_soon = None
@@ -287,25 +305,33 @@ class SqliteBus(MemoryBus):
         created: list[str] = []
         try:
             with self._write() as db:
-                db.executemany(
-                    "INSERT INTO entries VALUES (?, ?, ?)",
-                    [
-                        (self._stream_id(db, name, created), seq, data)
-                        for p in pending
-                        for name, seq, data in p.rows
-                    ],
-                )
+                rows = [
+                    (self._stream_id(db, name, created), seq, data)
+                    for p in pending
+                    for name, seq, data in p.rows
+                ]
+                if rows:
+                    db.executemany("INSERT INTO entries VALUES (?, ?, ?)", rows)
+                positions = [p.position for p in pending if p.position is not None]
+                if positions:
+                    db.executemany(
+                        "INSERT INTO positions VALUES (?, ?, ?) ON CONFLICT (stream, reader)"
+                        " DO UPDATE SET log_seq = excluded.log_seq",
+                        positions,
+                    )
         except Exception as e:
             for name in created:
                 del self._ids[name]
-            for p in pending:
+            for p in reversed(pending):
+                if p.undo is not None:
+                    p.undo()
                 if not p.done.done():
                     p.done.set_exception(e)
             return
         for p in pending:
-            last = self._apply_append(p.stream, p.entries, p.also)
-            if not p.done.done():  # a caller cancelled meanwhile: its append is made all the same
-                p.done.set_result(last)
+            got = p.then()
+            if not p.done.done():  # a caller cancelled meanwhile: its write is made all the same
+                p.done.set_result(got)
 
     def _last_in_memory(self, name: str) -> int:
         s = self._streams.get(name)
@@ -366,24 +392,23 @@ class SqliteBus(MemoryBus):
             raise
 
     async def commit_position(self, stream: str, reader: str, log_seq: int) -> None:
-        """See `Bus.commit_position`; written to the file only when the position moves."""
-        self._commit_pending()  # the file keeps the order of the writes
+        """See `Bus.commit_position`; written to the file only when the position moves, in
+        the next group commit (with the appends of the same turn), and returns once there."""
         old = self._positions.get(stream, {}).get(reader)
         await super().commit_position(stream, reader, log_seq)
         known = self._positions[stream]
         new = known.get(reader)
-        if new == old:
+        if new is None:
             return
-        try:
-            with self._write() as db:
-                db.execute(
-                    "INSERT INTO positions VALUES (?, ?, ?) ON CONFLICT (stream, reader)"
-                    " DO UPDATE SET log_seq = excluded.log_seq",
-                    (stream, reader, new),
-                )
-        except BaseException:
-            _restore(known, reader, old)
-            raise
+        if new == old and not any(
+            p.position is not None and p.position[:2] == (stream, reader) for p in self._pending
+        ):
+            return  # in the file already
+        # (Already in memory but still waiting for the file: written again with it, so this
+        # caller too returns only once the file holds it, or fails with it.)
+        await self._in_next_commit(
+            [], (stream, reader, new), lambda: new, lambda: _restore(known, reader, old)
+        )
 
     async def identity(self) -> str:
         """See `Bus.identity`: created with the file and kept in it, so it never changes."""
