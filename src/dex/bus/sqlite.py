@@ -128,15 +128,15 @@ class SqliteBus(MemoryBus):
         except BaseException:
             self._db.close()
             raise
-        # Appends checked but not yet committed (the next group commit), and the last log_seq
-        # of each stream they touch counting them.
+        # Appends and positions checked but not yet committed (the next group commit), and
+        # the last log_seq of each stream the appends touch, counting them.
         self._pending: list[_Pending] = []
         self._pending_last: dict[str, int] = {}
         self._commit_soon: asyncio.Handle | None = None
 
     def close(self) -> None:
-        """Close the file; later writes raise `sqlite3.ProgrammingError`. Idempotent. Appends
-        still waiting for their commit (none once every append was awaited) are refused."""
+        """Close the file; later writes raise `sqlite3.ProgrammingError`. Idempotent. Writes
+        still waiting for their commit (none once every write was awaited) are refused."""
         if self._commit_soon is not None:
             self._commit_soon.cancel()
             self._commit_soon = None
