@@ -540,3 +540,21 @@ async def test_positions_join_the_group_commit_and_are_put_back_if_it_fails(path
     with reopened(path) as bus:
         assert await bus.positions("s") == {"r": 2, "q": 2}
         assert await read_all(bus, "s") == [(1, b"a"), (2, b"b"), (3, b"c")]
+
+
+@aio
+async def test_closing_refuses_the_writes_still_waiting_for_their_commit(path: Path) -> None:
+    bus = SqliteBus(path)
+    await bus.append("s", [b"a"])
+    await bus.commit_position("s", "r", 1)
+    waiting = asyncio.ensure_future(bus.append("s", [b"b"]))
+    position = asyncio.ensure_future(bus.commit_position("s", "r", 2))
+    await asyncio.sleep(0)  # one step: both checked and queued, their commit not yet run
+    assert len(bus._pending) == 2
+    bus.close()
+    for write in (waiting, position):
+        with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+            await write
+    with reopened(path) as again:
+        assert await read_all(again, "s") == [(1, b"a")]
+        assert await again.positions("s") == {"r": 1}
