@@ -31,7 +31,6 @@ from hypothesis.stateful import (
     initialize,
     invariant,
     rule,
-    run_state_machine_as_test,
 )
 
 from dex.core.commands import (
@@ -60,6 +59,7 @@ from dex.core.events import (
     Trade,
 )
 from dex.matching.engine import Engine
+from tests.support.coverage_runs import until_every_outcome
 from tests.support.markets import AAA, AAA_USD, BBB, BBB_USD, USD
 
 from .reference_book import RefEngine, RefOrder
@@ -866,8 +866,9 @@ TestEngineVsReference.settings = SETTINGS
 
 
 def every_event_kind_report() -> dict[str, list[str]]:
-    """Run the machine (derandomized, 150 programs) and name what it never produced: event
-    kinds, cancel reasons, place reject codes, amend reject codes, cancel reject codes."""
+    """Run the machine (derandomized, 150 programs, then 500 more if something was missed:
+    `tests.support.coverage_runs`) and name what it never produced: event kinds, cancel
+    reasons, place reject codes, amend reject codes, cancel reject codes."""
     for seen in (
         SEEN_KINDS,
         SEEN_CANCEL_REASONS,
@@ -877,10 +878,6 @@ def every_event_kind_report() -> dict[str, list[str]]:
         SEEN_MALFORMED,
     ):
         seen.clear()
-    run_state_machine_as_test(
-        EngineVsReference,
-        settings=settings(SETTINGS, max_examples=150, derandomize=True, database=None),
-    )
     amend_codes = {
         RejectCode.UNKNOWN_ORDER,
         RejectCode.NOT_AMENDABLE,
@@ -888,13 +885,17 @@ def every_event_kind_report() -> dict[str, list[str]]:
         RejectCode.OUTSIDE_PRICE_BAND,
         RejectCode.POST_ONLY_WOULD_TAKE,
     }
-    return {
-        "event kinds": sorted(k.__name__ for k in ALL_EVENT_KINDS - SEEN_KINDS),
-        "cancel reasons": sorted(set(CancelReason) - SEEN_CANCEL_REASONS),
-        "place reject codes": sorted(PLACE_CODES - SEEN_REJECT_CODES),
-        "amend reject codes": sorted(amend_codes - SEEN_AMEND_CODES),
-        "cancel reject codes": sorted({RejectCode.UNKNOWN_ORDER} - SEEN_CANCEL_CODES),
-    }
+
+    def missing() -> dict[str, list[str]]:
+        return {
+            "event kinds": sorted(k.__name__ for k in ALL_EVENT_KINDS - SEEN_KINDS),
+            "cancel reasons": sorted(set(CancelReason) - SEEN_CANCEL_REASONS),
+            "place reject codes": sorted(PLACE_CODES - SEEN_REJECT_CODES),
+            "amend reject codes": sorted(amend_codes - SEEN_AMEND_CODES),
+            "cancel reject codes": sorted({RejectCode.UNKNOWN_ORDER} - SEEN_CANCEL_CODES),
+        }
+
+    return until_every_outcome(EngineVsReference, SETTINGS, missing, (150, 500))
 
 
 def test_every_event_kind_occurs() -> None:

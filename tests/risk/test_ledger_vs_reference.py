@@ -28,7 +28,6 @@ from hypothesis.stateful import (
     invariant,
     precondition,
     rule,
-    run_state_machine_as_test,
 )
 
 from dex.core import events as mev
@@ -52,6 +51,7 @@ from dex.risk.events import (
 )
 from tests.risk.harness import DAY, FINE, SIMPLE, Desk, addr
 from tests.risk.reference_ledger import RefLedger
+from tests.support.coverage_runs import until_every_outcome
 from tests.support.markets import USD
 
 IN_CI = os.environ.get("CI") == "true"
@@ -479,17 +479,18 @@ TestLedgerVsReference.settings = SETTINGS
 
 
 def every_kind_and_code_report() -> dict[str, list[str]]:
-    """What a derandomized run of the machine never produced: event kinds, refusal codes."""
+    """What derandomized runs of the machine never produced: event kinds, refusal codes (300
+    programs, then 1,000 more if something was missed: `tests.support.coverage_runs`)."""
     SEEN_KINDS.clear()
     SEEN_CODES.clear()
-    run_state_machine_as_test(
-        LedgerVsReference,
-        settings=settings(SETTINGS, max_examples=300, derandomize=True, database=None),
-    )
-    return {
-        "event kinds": sorted(k.__name__ for k in ALL_KINDS - SEEN_KINDS),
-        "rejection codes": sorted(str(c) for c in set(RiskCode) - KEY_CODES - SEEN_CODES),
-    }
+
+    def missing() -> dict[str, list[str]]:
+        return {
+            "event kinds": sorted(k.__name__ for k in ALL_KINDS - SEEN_KINDS),
+            "rejection codes": sorted(str(c) for c in set(RiskCode) - KEY_CODES - SEEN_CODES),
+        }
+
+    return until_every_outcome(LedgerVsReference, SETTINGS, missing, (300, 1_000))
 
 
 def test_every_event_kind_and_rejection_code_occurs() -> None:
