@@ -57,8 +57,9 @@ the start of each run; 20 clients, 10 s; 6 embedded runs, 4 distributed):
   appends alone: ~0.4 commits per order instead of ~0.87): 2,530-2,640 orders/s, ack p50
   7.1-7.5 ms, p99 11.7-13.3 ms, 368-389 us of CPU per order; trivial route 9,700-9,900/s.
   Interleaved runs of the trees before: no group commit 2,050-2,230/s, p99 15-18 ms,
-  400-430 us; appends grouped but not positions 2,220-2,510/s, p99 12-20 ms. (A try with the commits on a worker thread instead was slower, 1,140-1,190/s:
-  the pipeline's commits are sequential, and each then waits for a thread hand-off.)
+  400-430 us; appends grouped but not positions 2,220-2,510/s, p99 12-20 ms. (A try with
+  the commits on a worker thread instead was slower, 1,140-1,190/s: the pipeline's commits
+  are sequential, and each then waits for a thread hand-off.)
 Target 5,000 orders/s with p99 < 20 ms embedded: not met. The generator can offer far more;
 the exchange cannot: one Python process on one core doing HTTP, keys, rate limits, risk,
 matching, market data and persistence spends ~400-475 us of CPU per order, and the embedded
