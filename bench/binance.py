@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from gateway import (
     _auth_headers,
+    _order_body,
     _raw_request,
     _raw_response,
     _start_exchange,
@@ -51,16 +52,7 @@ def _order(kind: str, key: dict[str, Any], n: int, host: str) -> bytes:
     sell = n % 2 == 0
     price = f"{2101 + n % 50}.00" if sell else f"{1899 - n % 50}.00"
     if kind == "native":
-        body = json.dumps(
-            {
-                "market": "ETH-USDC",
-                "side": "sell" if sell else "buy",
-                "type": "limit",
-                "size": "0.01",
-                "price": price,
-                "post_only": True,
-            }
-        ).encode()
+        body = _order_body(n)  # the same order as bench/gateway.py's, as JSON
         return _raw_request(
             "POST", "/v1/orders", body, _auth_headers(key, "POST", "/v1/orders", body), host
         )
