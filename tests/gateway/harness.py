@@ -18,6 +18,7 @@ import httpx
 from eth_account import Account
 
 from dex.gateway.auth import Guard, add_rate_headers
+from dex.gateway.binance import binance_api, binance_handlers
 from dex.gateway.fastpath import OrderFastPath
 from dex.gateway.keys import new_kek, parse_kek
 from dex.gateway.ratelimit import Bucket, MemoryLimiter
@@ -207,18 +208,25 @@ async def gateway(
         recv_window_ms=gw.recv_window_ms,
         now_ms=gw.now_ms,
     )
+    binance = binance_api(gw, guard)
     app = build_app(
         "gateway",
         health,
         metrics,
-        route_handlers=route_handlers(gw),
+        route_handlers=route_handlers(gw) + binance_handlers(binance),
         guards=[guard],
         before_send=[add_rate_headers],
         max_body_bytes=max_body_bytes,
         cors_origins=cors_origins,
         openapi=True,
     )
-    fast = OrderFastPath(app, place=order_placer(gw), guard=guard, max_body_bytes=max_body_bytes)
+    fast = OrderFastPath(
+        app,
+        place=order_placer(gw),
+        guard=guard,
+        max_body_bytes=max_body_bytes,
+        binance=binance,
+    )
     try:
         # in this loop, unlike Litestar's test client
         transport = httpx.ASGITransport(app=fast if fast_path else app)

@@ -16,7 +16,7 @@ from dex.admin.routes import matching_admin_routes, risk_admin_routes
 from dex.bus import Bus
 from dex.gateway import Gateway
 from dex.gateway.auth import Guard, add_rate_headers
-from dex.gateway.binance import binance_handlers
+from dex.gateway.binance import binance_api, binance_handlers
 from dex.gateway.fastpath import OrderFastPath
 from dex.gateway.keys import new_kek, parse_kek
 from dex.gateway.ratelimit import Bucket, limiter_for
@@ -167,6 +167,7 @@ def gateway_unit(bus: Bus, settings: Settings) -> Unit:
     guard = Guard(
         gw.keys, limiter, buckets, recv_window_ms=settings.recv_window_ms, now_ms=gw.now_ms
     )
+    binance = binance_api(gw, guard)
 
     async def stop() -> None:
         await gw.stop()
@@ -177,7 +178,7 @@ def gateway_unit(bus: Bus, settings: Settings) -> Unit:
         port_for(settings, "gateway"),
         health,
         metrics,
-        route_handlers(gw) + binance_handlers(gw, guard),
+        route_handlers(gw) + binance_handlers(binance),
         gw.start,
         stop,
         openapi=True,
@@ -189,7 +190,11 @@ def gateway_unit(bus: Bus, settings: Settings) -> Unit:
             "max_body_bytes": settings.max_body_bytes,
         },
         wrap=lambda app: OrderFastPath(
-            app, place=order_placer(gw), guard=guard, max_body_bytes=settings.max_body_bytes
+            app,
+            place=order_placer(gw),
+            guard=guard,
+            max_body_bytes=settings.max_body_bytes,
+            binance=binance,
         ),
     )
 

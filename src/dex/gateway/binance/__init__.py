@@ -9,16 +9,21 @@ from __future__ import annotations
 from typing import Any
 
 from dex.gateway.auth import Guard
-from dex.gateway.binance.rest import rest_handlers
+from dex.gateway.binance.rest import Rest, rest_handlers
 from dex.gateway.binance.userdata import ListenKeys
 from dex.gateway.binance.ws import ws_handlers
 from dex.gateway.service import Gateway
 
 
-def binance_handlers(gw: Gateway, guard: Guard) -> list[Any]:
-    """Every Binance-compatible route and WebSocket, bound to `gw` and `guard`."""
-    listen_keys = ListenKeys()
-    return [rest_handlers(gw, guard, listen_keys), *ws_handlers(gw, guard, listen_keys)]
+def binance_api(gw: Gateway, guard: Guard) -> Rest:
+    """The adapter's state over `gw` and `guard` (its listen keys among it): what
+    `binance_handlers` serve and the order route's fast path answers with."""
+    return Rest(gw, guard, ListenKeys())
 
 
-__all__ = ["binance_handlers"]
+def binance_handlers(api: Rest) -> list[Any]:
+    """Every Binance-compatible route and WebSocket, bound to `api`."""
+    return [rest_handlers(api), *ws_handlers(api.gw, api.guard, api.listen_keys)]
+
+
+__all__ = ["Rest", "binance_api", "binance_handlers"]

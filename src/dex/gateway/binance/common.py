@@ -75,6 +75,12 @@ class BinanceError(Exception):
         return {"code": self.code, "msg": self.msg}
 
 
+def unknown_error() -> BinanceError:
+    """The answer to a failure of ours (a bug; logged where it is caught): Binance's -1000,
+    with no detail a client may not see."""
+    return BinanceError(-1000, "An unknown error occurred while processing the request.", 500)
+
+
 _FILTER = {"price": "PRICE_FILTER", "trigger_price": "PRICE_FILTER"}
 
 

@@ -34,7 +34,8 @@ from dex.gateway.models import OrderRequest
 from dex.gateway.routes import check_like_the_engine
 from dex.gateway.service import Gateway
 from dex.risk import commands as rc
-from dex.runtime.http import ApiError
+from dex.runtime.http import ApiError, request_id
+from dex.runtime.logging import get_logger
 
 OPT: dict[str, Any] = {"binance": True}  # no "bucket": the Guard leaves these routes to us
 _TYPES = {
@@ -65,10 +66,26 @@ def _on_api(_: Request[Any, Any, Any], e: ApiError) -> Response[Any]:
     return _error_response(from_api(e))
 
 
-def _on_http(_: Request[Any, Any, Any], e: HTTPException) -> Response[Any]:
-    return _error_response(
-        BinanceError(-1000 if e.status_code >= 500 else -1100, str(e.detail), e.status_code)
+def _on_http(request: Request[Any, Any, Any], e: HTTPException) -> Response[Any]:
+    if e.status_code >= 500:
+        return _on_unexpected(request, e)
+    return _error_response(BinanceError(-1100, str(e.detail), e.status_code))
+
+
+_log = get_logger(service="gateway")
+
+
+def _on_unexpected(request: Request[Any, Any, Any], e: Exception) -> Response[Any]:
+    """A failure of ours: logged with the request id, answered -1000 without its detail
+    (as the order route's fast path does, `dex.gateway.fastpath`)."""
+    _log.error(
+        "unhandled exception",
+        method=request.method,
+        path=request.url.path,
+        request_id=request_id(request.scope),
+        exc_info=e,
     )
+    return _error_response(bc.unknown_error())
 
 
 class Rest:
@@ -104,19 +121,35 @@ class Rest:
         weight: int = 1,
     ) -> tuple[KeyEntry, dict[str, str]]:
         body = await request.body() if request.method in ("POST", "PUT", "DELETE") else b""
-        query = bytes(request.scope.get("query_string", b""))
-        params = bc.parse_params(query, body, request.headers.get("content-type", ""))
+        return await self.signed_parts(
+            request.scope,
+            request.headers.get("content-type", ""),
+            request.headers.get(bc.KEY_HEADER),
+            body,
+            permission,
+            bucket,
+            weight,
+        )
+
+    async def signed_parts(
+        self,
+        scope: Any,
+        content_type: str,
+        api_key: str | None,
+        body: bytes,
+        permission: str,
+        bucket: str = "private",
+        weight: int = 1,
+    ) -> tuple[KeyEntry, dict[str, str]]:
+        """A signed request's key and parameters, its bucket charged (in that order): what
+        every signed route checks, from the parts of a request (`scope` gives the query)."""
+        query = bytes(scope.get("query_string", b""))
+        params = bc.parse_params(query, body, content_type)
         payload, signature = bc.signed_payload(query, body)
         key = bc.authenticate(
-            self.gw.keys,
-            request.headers.get(bc.KEY_HEADER),
-            params,
-            payload,
-            signature,
-            self.gw.now_ms(),
-            permission,
+            self.gw.keys, api_key, params, payload, signature, self.gw.now_ms(), permission
         )
-        await self.guard.charge(request.scope, self.guard.buckets[bucket], key.account, weight)
+        await self.guard.charge(scope, self.guard.buckets[bucket], key.account, weight)
         return key, params
 
     # ------------------------------------------------------------------ shapes
@@ -263,10 +296,137 @@ class Rest:
             raise BinanceError(-2013, bc.NO_ORDER)
         return dict(row)
 
+    # ------------------------------------------------------------------ orders
 
-def rest_handlers(gw: Gateway, guard: Guard, listen_keys: ListenKeys) -> Router:
-    """The `/api/v3` routes, bound to `gw` (one Router: Binance's error shape for them all)."""
-    api = Rest(gw, guard, listen_keys)
+    def order_request(self, market: str, params: dict[str, str]) -> OrderRequest:
+        """The native order for Binance's order parameters (a -11xx refusal for bad ones)."""
+        side = bc.required(params, "side").upper()
+        kind = bc.required(params, "type").upper()
+        if side not in ("BUY", "SELL"):
+            raise BinanceError(-1100, "Illegal characters found in parameter 'side'.")
+        if kind not in _TYPES:
+            raise BinanceError(-1116, "Invalid orderType.")
+        tif = params.get("timeInForce")
+        if tif is not None and tif.upper() not in _TIFS:
+            raise BinanceError(-1115, "Invalid timeInForce.")
+        body: dict[str, Any] = {"market": market, "side": side.lower(), "type": _TYPES[kind]}
+        quantity, quote = (
+            bc.decimal_text(params, "quantity"),
+            bc.decimal_text(params, "quoteOrderQty"),
+        )
+        price, stop = bc.decimal_text(params, "price"), bc.decimal_text(params, "stopPrice")
+        if kind == "MARKET":
+            if (quantity is None) == (quote is None):
+                raise BinanceError(
+                    -1102, "Param 'quantity' or 'quoteOrderQty' must be sent, but not both."
+                )
+            if price is not None:
+                raise BinanceError(-1106, "Parameter 'price' sent when not required.")
+        else:
+            if quote is not None:
+                raise BinanceError(-1106, "Parameter 'quoteOrderQty' sent when not required.")
+            body["price"] = bc.required(params, "price") and price
+            if quantity is None:
+                bc.required(params, "quantity")
+        if kind in ("LIMIT", "STOP_LOSS_LIMIT"):
+            body["tif"] = bc.required(params, "timeInForce").upper()
+        elif tif is not None and kind == "LIMIT_MAKER":
+            raise BinanceError(-1106, "Parameter 'timeInForce' sent when not required.")
+        elif tif is not None:
+            body["tif"] = tif.upper()
+        if kind == "LIMIT_MAKER":
+            body["post_only"] = True
+        if kind == "STOP_LOSS_LIMIT":
+            body["trigger_price"] = bc.required(params, "stopPrice") and stop
+        if quantity is not None:
+            body["size"] = quantity
+        if quote is not None:
+            body["quote_size"] = quote
+        iceberg = bc.decimal_text(params, "icebergQty")
+        if iceberg is not None:
+            body["display_size"] = iceberg
+        stp = params.get("selfTradePreventionMode")
+        if stp:
+            if stp.upper() not in ("EXPIRE_TAKER", "EXPIRE_MAKER", "EXPIRE_BOTH", "NONE"):
+                raise BinanceError(
+                    -1100, "Illegal characters found in parameter 'selfTradePreventionMode'."
+                )
+            body["stp"] = stp.lower()
+        body["client_order_id"] = params.get("newClientOrderId") or "dex" + secrets.token_hex(10)
+        try:
+            return msgspec.convert(body, OrderRequest)
+        except msgspec.ValidationError as e:
+            raise BinanceError(-1100, f"Illegal characters found in a parameter: {e}") from None
+
+    async def new_order(
+        self, scope: Any, content_type: str, api_key: str | None, body: bytes
+    ) -> dict[str, Any]:
+        """`POST /api/v3/order` from the parts of its request: checked, charged, placed and
+        answered in Binance's shape (ACK, RESULT or FULL); a refusal raises `BinanceError`
+        or the native path's `ApiError`. The Litestar route and the gateway's fast path
+        (`dex.gateway.fastpath`) both answer with it."""
+        key, params = await self.signed_parts(scope, content_type, api_key, body, "trade", "orders")
+        gw = self.gw
+        market = bc.market_of(gw.markets, params.get("symbol"))
+        resp_type = (params.get("newOrderRespType") or "FULL").upper()
+        if resp_type not in ("ACK", "RESULT", "FULL"):
+            raise BinanceError(-1100, "Illegal characters found in parameter 'newOrderRespType'.")
+        cmd = gw.build_place(self.order_request(market, params), key.account)
+        check_like_the_engine(cmd)
+        out = await gw.place(cmd)
+        if out["status"] == "rejected":
+            raise bc.reject(out.get("reason"), out.get("message"))
+        now = gw.now_ms()
+        ack = {
+            "symbol": bc.symbol_of(market),
+            "orderId": out["order_id"],
+            "orderListId": -1,
+            "clientOrderId": out["client_order_id"] or "",
+            "transactTime": now,
+        }
+        if resp_type == "ACK":
+            return ack
+        quote = sum((Decimal(f["price"]) * Decimal(f["size"]) for f in out["fills"]), Decimal(0))
+        row = dict(out, created_at=now, updated_at=now)
+        shaped = self.order(row, quote)
+        if params.get("type", "").upper() == "LIMIT_MAKER":
+            shaped["type"] = "LIMIT_MAKER"
+        result = {
+            **ack,
+            **{
+                k: shaped[k]
+                for k in (
+                    "price",
+                    "origQty",
+                    "executedQty",
+                    "cummulativeQuoteQty",
+                    "status",
+                    "timeInForce",
+                    "type",
+                    "side",
+                    "workingTime",
+                    "selfTradePreventionMode",
+                )
+            },
+        }
+        if resp_type == "RESULT":
+            return result
+        result["fills"] = [
+            {
+                "price": f["price"],
+                "qty": f["size"],
+                "commission": f["fee"] or "0",
+                "commissionAsset": f["fee_asset"] or "",
+                "tradeId": f["trade_id"],
+            }
+            for f in out["fills"]
+        ]
+        return result
+
+
+def rest_handlers(api: Rest) -> Router:
+    """The `/api/v3` routes, bound to `api` (one Router: Binance's error shape for them all)."""
+    gw, guard, listen_keys = api.gw, api.guard, api.listen_keys
 
     # ------------------------------------------------------------------ public
 
@@ -466,123 +626,14 @@ def rest_handlers(gw: Gateway, guard: Guard, listen_keys: ListenKeys) -> Router:
 
     # ------------------------------------------------------------------ orders
 
-    def order_request(market: str, params: dict[str, str]) -> OrderRequest:
-        side = bc.required(params, "side").upper()
-        kind = bc.required(params, "type").upper()
-        if side not in ("BUY", "SELL"):
-            raise BinanceError(-1100, "Illegal characters found in parameter 'side'.")
-        if kind not in _TYPES:
-            raise BinanceError(-1116, "Invalid orderType.")
-        tif = params.get("timeInForce")
-        if tif is not None and tif.upper() not in _TIFS:
-            raise BinanceError(-1115, "Invalid timeInForce.")
-        body: dict[str, Any] = {"market": market, "side": side.lower(), "type": _TYPES[kind]}
-        quantity, quote = (
-            bc.decimal_text(params, "quantity"),
-            bc.decimal_text(params, "quoteOrderQty"),
-        )
-        price, stop = bc.decimal_text(params, "price"), bc.decimal_text(params, "stopPrice")
-        if kind == "MARKET":
-            if (quantity is None) == (quote is None):
-                raise BinanceError(
-                    -1102, "Param 'quantity' or 'quoteOrderQty' must be sent, but not both."
-                )
-            if price is not None:
-                raise BinanceError(-1106, "Parameter 'price' sent when not required.")
-        else:
-            if quote is not None:
-                raise BinanceError(-1106, "Parameter 'quoteOrderQty' sent when not required.")
-            body["price"] = bc.required(params, "price") and price
-            if quantity is None:
-                bc.required(params, "quantity")
-        if kind in ("LIMIT", "STOP_LOSS_LIMIT"):
-            body["tif"] = bc.required(params, "timeInForce").upper()
-        elif tif is not None and kind == "LIMIT_MAKER":
-            raise BinanceError(-1106, "Parameter 'timeInForce' sent when not required.")
-        elif tif is not None:
-            body["tif"] = tif.upper()
-        if kind == "LIMIT_MAKER":
-            body["post_only"] = True
-        if kind == "STOP_LOSS_LIMIT":
-            body["trigger_price"] = bc.required(params, "stopPrice") and stop
-        if quantity is not None:
-            body["size"] = quantity
-        if quote is not None:
-            body["quote_size"] = quote
-        iceberg = bc.decimal_text(params, "icebergQty")
-        if iceberg is not None:
-            body["display_size"] = iceberg
-        stp = params.get("selfTradePreventionMode")
-        if stp:
-            if stp.upper() not in ("EXPIRE_TAKER", "EXPIRE_MAKER", "EXPIRE_BOTH", "NONE"):
-                raise BinanceError(
-                    -1100, "Illegal characters found in parameter 'selfTradePreventionMode'."
-                )
-            body["stp"] = stp.lower()
-        body["client_order_id"] = params.get("newClientOrderId") or "dex" + secrets.token_hex(10)
-        try:
-            return msgspec.convert(body, OrderRequest)
-        except msgspec.ValidationError as e:
-            raise BinanceError(-1100, f"Illegal characters found in a parameter: {e}") from None
-
     @post("/order", opt=OPT, status_code=200)
     async def new_order(request: Request[Any, Any, Any]) -> dict[str, Any]:
-        key, params = await api.signed(request, "trade", "orders")
-        market = bc.market_of(gw.markets, params.get("symbol"))
-        resp_type = (params.get("newOrderRespType") or "FULL").upper()
-        if resp_type not in ("ACK", "RESULT", "FULL"):
-            raise BinanceError(-1100, "Illegal characters found in parameter 'newOrderRespType'.")
-        cmd = gw.build_place(order_request(market, params), key.account)
-        check_like_the_engine(cmd)
-        out = await gw.place(cmd)
-        if out["status"] == "rejected":
-            raise bc.reject(out.get("reason"), out.get("message"))
-        now = gw.now_ms()
-        ack = {
-            "symbol": bc.symbol_of(market),
-            "orderId": out["order_id"],
-            "orderListId": -1,
-            "clientOrderId": out["client_order_id"] or "",
-            "transactTime": now,
-        }
-        if resp_type == "ACK":
-            return ack
-        quote = sum((Decimal(f["price"]) * Decimal(f["size"]) for f in out["fills"]), Decimal(0))
-        row = dict(out, created_at=now, updated_at=now)
-        body = api.order(row, quote)
-        if params.get("type", "").upper() == "LIMIT_MAKER":
-            body["type"] = "LIMIT_MAKER"
-        result = {
-            **ack,
-            **{
-                k: body[k]
-                for k in (
-                    "price",
-                    "origQty",
-                    "executedQty",
-                    "cummulativeQuoteQty",
-                    "status",
-                    "timeInForce",
-                    "type",
-                    "side",
-                    "workingTime",
-                    "selfTradePreventionMode",
-                )
-            },
-        }
-        if resp_type == "RESULT":
-            return result
-        result["fills"] = [
-            {
-                "price": f["price"],
-                "qty": f["size"],
-                "commission": f["fee"] or "0",
-                "commissionAsset": f["fee_asset"] or "",
-                "tradeId": f["trade_id"],
-            }
-            for f in out["fills"]
-        ]
-        return result
+        return await api.new_order(
+            request.scope,
+            request.headers.get("content-type", ""),
+            request.headers.get(bc.KEY_HEADER),
+            await request.body(),
+        )
 
     @get("/order", opt=OPT)
     async def get_order(request: Request[Any, Any, Any]) -> dict[str, Any]:
@@ -780,7 +831,12 @@ def rest_handlers(gw: Gateway, guard: Guard, listen_keys: ListenKeys) -> Router:
             keep_listen_key,
             close_listen_key,
         ],
-        exception_handlers={BinanceError: _on_binance, ApiError: _on_api, HTTPException: _on_http},
+        exception_handlers={
+            BinanceError: _on_binance,
+            ApiError: _on_api,
+            HTTPException: _on_http,
+            Exception: _on_unexpected,
+        },
         # Binance's own API documentation describes these (parameters, answers, `{"code",
         # "msg"}` errors); the OpenAPI document is the native API's
         include_in_schema=False,
