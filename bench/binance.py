@@ -1,16 +1,18 @@
 """The Binance-compatible adapter's cost: orders through `POST /api/v3/order` (HMAC, form
 body) against the native `POST /v1/orders` in the same run, on the same exchange.
 
-    python bench/binance.py                       # embedded, 4 s each, 32 clients
+    python bench/binance.py                       # embedded, 3 rounds of 4 s each, 32 clients
     python bench/binance.py --seconds 10 --clients 64 --mode distributed
 
 Reuses bench/gateway.py's exchange starter (`dex up`, rate limits lifted, free ports) and its
 bare HTTP/1.1 client; each of `--clients` keep-alive connections sends resting post-only
-limit orders (alternating sides, never crossing) and reads each answer in turn, first on the
-native route, then on the Binance route, for `--seconds` each. Printed (JSON): orders/s and
-ack p50/p99 of each, and `binance_vs_native` (target: at least 0.8). Correctness gate: every
-order answered 200 and open (NEW), else exit 1. A 2 s native warm-up is not counted; the
-native route runs before and after the Binance one and its better figure is the one compared.
+limit orders (alternating sides, never crossing) and reads each answer in turn, on the native
+route and on the Binance route for `--seconds` each, in `--rounds` rounds whose order
+alternates (native then Binance, Binance then native, ...), so that a shared machine's drift
+and the growing book weigh on both alike. Printed (JSON): orders/s and ack p50/p99 of each
+route over all its rounds, each round's, and `binance_vs_native`, the ratio of the
+totals (target: at least 0.8). Correctness gate: every order answered 200 and open (NEW),
+else exit 1. A 2 s warm-up of each route is not counted.
 """
 
 from __future__ import annotations
@@ -74,10 +76,12 @@ def _order(kind: str, key: dict[str, Any], n: int, host: str) -> bytes:
 
 
 async def _load(
-    url: str, keys: list[dict[str, Any]], kind: str, args: argparse.Namespace
-) -> dict[str, Any]:
+    url: str, keys: list[dict[str, Any]], kind: str, seconds: float, clients: int
+) -> tuple[list[float], int]:
+    """`kind`'s orders for `seconds` from `clients` connections: each one's ack latency (s)
+    and how many were not answered 200 open."""
     host, port = url.removeprefix("http://").split(":")
-    stop_at = time.perf_counter() + args.seconds
+    stop_at = time.perf_counter() + seconds
     latencies: list[float] = []
     bad = 0
     ok_mark = b'"status":"open"' if kind == "native" else b'"status":"NEW"'
@@ -102,7 +106,11 @@ async def _load(
         finally:
             writer.close()
 
-    await asyncio.gather(*(client(c) for c in range(args.clients)))
+    await asyncio.gather(*(client(c) for c in range(clients)))
+    return latencies, bad
+
+
+def _figures(latencies: list[float], bad: int, seconds: float) -> dict[str, Any]:
     xs = sorted(latencies)
 
     def pct(q: float) -> float:
@@ -110,7 +118,7 @@ async def _load(
 
     return {
         "orders": len(xs),
-        "orders_per_s": round(len(xs) / args.seconds),
+        "orders_per_s": round(len(xs) / seconds),
         "ack_p50_ms": pct(0.5),
         "ack_p99_ms": pct(0.99),
         "refused_or_wrong": bad,
@@ -119,16 +127,29 @@ async def _load(
 
 async def _run(url: str, args: argparse.Namespace) -> dict[str, Any]:
     keys = await _onboard(url, args.traders)
-    await _load(url, keys, "native", argparse.Namespace(seconds=2.0, clients=args.clients))
-    # native, then Binance, then native again: the figures of a shared machine drift
-    first = await _load(url, keys, "native", args)
-    binance = await _load(url, keys, "binance", args)
-    second = await _load(url, keys, "native", args)
-    native = first if first["orders_per_s"] >= second["orders_per_s"] else second
+    for kind in ("native", "binance"):
+        await _load(url, keys, kind, 2.0, args.clients)
+    got: dict[str, tuple[list[float], int]] = {"native": ([], 0), "binance": ([], 0)}
+    rounds: list[dict[str, Any]] = []
+    for r in range(args.rounds):
+        counts = {}
+        for kind in ("native", "binance") if r % 2 == 0 else ("binance", "native"):
+            latencies, bad = await _load(url, keys, kind, args.seconds, args.clients)
+            counts[kind] = len(latencies)
+            got[kind] = (got[kind][0] + latencies, got[kind][1] + bad)
+        rounds.append(
+            {
+                **{f"{k}_per_s": round(n / args.seconds) for k, n in counts.items()},
+                "ratio": round(counts["binance"] / max(counts["native"], 1), 3),
+            }
+        )
+    span = args.seconds * args.rounds
+    native, binance = (_figures(*got[k], span) for k in ("native", "binance"))
     return {
         "native": native,
         "binance": binance,
-        "binance_vs_native": round(binance["orders_per_s"] / max(native["orders_per_s"], 1), 3),
+        "by_round": rounds,
+        "binance_vs_native": round(binance["orders"] / max(native["orders"], 1), 3),
     }
 
 
@@ -137,7 +158,8 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--mode", default="embedded", help="embedded or distributed")
-    p.add_argument("--seconds", type=float, default=4.0)
+    p.add_argument("--seconds", type=float, default=4.0, help="of each route in each round")
+    p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--clients", type=int, default=32)
     p.add_argument("--traders", type=int, default=16)
     args = p.parse_args()
@@ -147,7 +169,13 @@ def main() -> None:
             got = asyncio.run(_run(url, args))
         finally:
             _stop_exchange(proc, extras)
-    out = {"mode": args.mode, "clients": args.clients, "seconds": args.seconds, **got}
+    out = {
+        "mode": args.mode,
+        "clients": args.clients,
+        "seconds": args.seconds,
+        "rounds": args.rounds,
+        **got,
+    }
     print(json.dumps(out, indent=2))
     if got["native"]["refused_or_wrong"] or got["binance"]["refused_or_wrong"]:
         fail("some orders were not answered 200 open")

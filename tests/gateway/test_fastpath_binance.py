@@ -20,6 +20,7 @@ from urllib.parse import urlencode
 import httpx
 import structlog
 
+from dex.wire import layout
 from tests.bus.contract import aio
 from tests.gateway.harness import Harness, Trader, gateway
 from tests.gateway.test_fastpath import FUNDS, ORDERS_BUCKET
@@ -183,6 +184,10 @@ async def test_an_order_placed_through_the_fast_path_is_the_native_order() -> No
         assert got.status_code == 200, got.text
         assert h.fast.served == 1
         await settles(h, t, "USDC", (100000_000000 - 195_000000, 195_000000))
+        # placed through the key, as a native order is: what cancel-on-disconnect cancels
+        shard = layout.shard_for(t.address, h.c.r_count)
+        held = h.c.risk[shard].ledger.orders[got.json()["orderId"]]
+        assert held.via == t.api_key
         # the native API knows it by its client id, and cancelling it frees the hold
         gone = await t.call("DELETE", "/v1/orders/by-client-id/same-order?market=ETH-USDC")
         assert gone.status_code == 200, gone.text

@@ -24,11 +24,11 @@ refusal through `from_api`, as the route's handlers do) and a logged 500 with co
 signed parameters may sit in the query string, so a query string does not hand it over.
 
 Everything else goes to Litestar unchanged, so it keeps answering it exactly as before: other
-routes and methods, a query string on `/v1/orders`, a browser request (`Origin`: CORS), a body with no
-`Content-Length` or above the size limit (413), repeated headers, and any body that does
-not decode strictly as an `OrderRequest` (Litestar's 400 naming the field, after its guard
-ran: the fast path charged nothing for it). Such a request is handed over with the body it
-already read replayed, so a request is checked, charged and placed once.
+routes and methods, a query string on `/v1/orders`, a browser request (`Origin`: CORS), a
+body with no `Content-Length` or above the size limit (413), repeated headers, and any body
+that does not decode strictly as an `OrderRequest` (Litestar's 400 naming the field, after
+its guard ran: the fast path charged nothing for it). Such a request is handed over with the
+body it already read replayed, so a request is checked, charged and placed once.
 """
 
 from __future__ import annotations

@@ -371,7 +371,7 @@ class Rest:
         resp_type = (params.get("newOrderRespType") or "FULL").upper()
         if resp_type not in ("ACK", "RESULT", "FULL"):
             raise BinanceError(-1100, "Illegal characters found in parameter 'newOrderRespType'.")
-        cmd = gw.build_place(self.order_request(market, params), key.account)
+        cmd = gw.build_place(self.order_request(market, params), key.account, key.api_key)
         check_like_the_engine(cmd)
         out = await gw.place(cmd)
         if out["status"] == "rejected":
