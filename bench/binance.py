@@ -10,7 +10,9 @@ limit orders (alternating sides, never crossing) and reads each answer in turn, 
 route and on the Binance route for `--seconds` each, in `--rounds` rounds whose order
 alternates (native then Binance, Binance then native, ...), so that a shared machine's drift
 and the growing book weigh on both alike. Printed (JSON): orders/s and ack p50/p99 of each
-route over all its rounds, each round's, and `binance_vs_native`, the ratio of the
+route over all its rounds with the exchange's CPU time per order (from /proc: the adapter's
+own cost, whatever the machine's other load and the load generator beside it do to the
+rates) and the load generator's, each round's, and `binance_vs_native`, the ratio of the
 totals (target: at least 0.8). Correctness gate: every order answered 200 and open (NEW),
 else exit 1. A 2 s warm-up of each route is not counted.
 """
@@ -21,6 +23,7 @@ import argparse
 import asyncio
 import hashlib
 import hmac
+import itertools
 import json
 import sys
 import tempfile
@@ -33,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from gateway import (
     _auth_headers,
+    _cpu_s,
     _order_body,
     _raw_request,
     _raw_response,
@@ -41,6 +45,8 @@ from gateway import (
     fail,
     onboard_traders,
 )
+
+_IDS = itertools.count()  # client order ids: unique in the run
 
 
 async def _onboard(url: str, n: int) -> list[dict[str, Any]]:
@@ -54,7 +60,9 @@ def _order(kind: str, key: dict[str, Any], n: int, host: str) -> bytes:
     sell = n % 2 == 0
     price = f"{2101 + n % 50}.00" if sell else f"{1899 - n % 50}.00"
     if kind == "native":
-        body = _order_body(n)  # the same order as bench/gateway.py's, as JSON
+        # the same order as bench/gateway.py's, as JSON, with a client order id as the
+        # Binance one has (Binance, and CCXT, always give one): the same work behind
+        body = _order_body(n, f"n{next(_IDS)}")
         return _raw_request(
             "POST", "/v1/orders", body, _auth_headers(key, "POST", "/v1/orders", body), host
         )
@@ -66,6 +74,7 @@ def _order(kind: str, key: dict[str, Any], n: int, host: str) -> bytes:
             "quantity": "0.01",
             "price": price,
             "newOrderRespType": "RESULT",
+            "newClientOrderId": f"b{next(_IDS)}",
             "timestamp": int(time.time() * 1000),
         }
     )
@@ -125,16 +134,22 @@ def _figures(latencies: list[float], bad: int, seconds: float) -> dict[str, Any]
     }
 
 
-async def _run(url: str, args: argparse.Namespace) -> dict[str, Any]:
+async def _run(url: str, args: argparse.Namespace, pids: list[int]) -> dict[str, Any]:
     keys = await _onboard(url, args.traders)
     for kind in ("native", "binance"):
         await _load(url, keys, kind, 2.0, args.clients)
     got: dict[str, tuple[list[float], int]] = {"native": ([], 0), "binance": ([], 0)}
+    cpu = {"native": 0.0, "binance": 0.0}
+    ours = {"native": 0.0, "binance": 0.0}
     rounds: list[dict[str, Any]] = []
     for r in range(args.rounds):
         counts = {}
         for kind in ("native", "binance") if r % 2 == 0 else ("binance", "native"):
+            before, mine = _cpu_s(pids), time.process_time()
             latencies, bad = await _load(url, keys, kind, args.seconds, args.clients)
+            after = _cpu_s(pids)
+            ours[kind] += time.process_time() - mine
+            cpu[kind] += 0.0 if before is None or after is None else after - before
             counts[kind] = len(latencies)
             got[kind] = (got[kind][0] + latencies, got[kind][1] + bad)
         rounds.append(
@@ -145,6 +160,10 @@ async def _run(url: str, args: argparse.Namespace) -> dict[str, Any]:
         )
     span = args.seconds * args.rounds
     native, binance = (_figures(*got[k], span) for k in ("native", "binance"))
+    for kind, figures in (("native", native), ("binance", binance)):
+        n = max(figures["orders"], 1)
+        figures["server_cpu_us_per_order"] = round(cpu[kind] / n * 1e6)
+        figures["generator_cpu_us_per_order"] = round(ours[kind] / n * 1e6)
     return {
         "native": native,
         "binance": binance,
@@ -166,7 +185,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as workdir:
         proc, url, extras = _start_exchange(args.mode, workdir)
         try:
-            got = asyncio.run(_run(url, args))
+            got = asyncio.run(_run(url, args, [proc.pid, *(e.pid for e in extras)]))
         finally:
             _stop_exchange(proc, extras)
     out = {

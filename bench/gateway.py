@@ -456,20 +456,20 @@ class _OrderSigner:
         return request
 
 
-def _order_body(i: int) -> bytes:
+def _order_body(i: int, client_order_id: str | None = None) -> bytes:
     sell = i % 2 == 0
     price = f"{2101 + i % 50}.00" if sell else f"{1899 - i % 50}.00"
-    return json.dumps(
-        {
-            "market": "ETH-USDC",
-            "side": "sell" if sell else "buy",
-            "type": "limit",
-            "size": "0.01",
-            "price": price,
-            "post_only": True,
-        },
-        separators=(",", ":"),
-    ).encode()
+    order = {
+        "market": "ETH-USDC",
+        "side": "sell" if sell else "buy",
+        "type": "limit",
+        "size": "0.01",
+        "price": price,
+        "post_only": True,
+    }
+    if client_order_id is not None:
+        order["client_order_id"] = client_order_id
+    return json.dumps(order, separators=(",", ":")).encode()
 
 
 class _Loaded:
