@@ -235,7 +235,8 @@ def test_stream_protocol(exchange: Exchange) -> None:
 def test_listen_key_user_data(exchange: Exchange) -> None:
     """The listen-key flow (what ccxt 4.4 uses): POST /api/v3/userDataStream with the API key
     gives a key; /ws/<listenKey> then carries the account's executionReport and
-    outboundAccountPosition; PUT keeps it alive; after DELETE it is refused."""
+    outboundAccountPosition; PUT keeps it alive; DELETE ends an open stream on it with
+    `listenKeyExpired` and a close, and it is refused afterwards."""
     import json
 
     import httpx
@@ -265,15 +266,29 @@ def test_listen_key_user_data(exchange: Exchange) -> None:
             http.put("/userDataStream", params={"listenKey": key}, headers=header).status_code
             == 200
         )
-        assert (
-            http.delete("/userDataStream", params={"listenKey": key}, headers=header).status_code
-            == 200
-        )
+        # one key per API key: asking again answers the live one
+        assert http.post("/userDataStream", headers=header).json()["listenKey"] == key
+        with ws_connect(f"{ws_url}/ws/{key}") as ws:
+            assert (
+                http.delete(
+                    "/userDataStream", params={"listenKey": key}, headers=header
+                ).status_code
+                == 200
+            )
+            # an open stream on a closed key hears so, as Binance says it, then is closed
+            while (event := json.loads(ws.recv(timeout=WAIT))).get("e") != "listenKeyExpired":
+                pass
+            assert event["listenKey"] == key
+            with pytest.raises(ConnectionClosed) as closed:
+                ws.recv(timeout=WAIT)  # nothing after it but the close
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1000
         with (
             pytest.raises((InvalidStatus, ConnectionClosed)),
             ws_connect(f"{ws_url}/ws/{key}") as ws,
         ):
             ws.recv(timeout=WAIT)  # a closed key: the handshake or the socket is refused
+        gone = http.put("/userDataStream", params={"listenKey": key}, headers=header)
+        assert gone.status_code == 400 and gone.json()["code"] == -1125
 
 
 def test_a_revoked_key_closes_its_user_data_stream(exchange: Exchange) -> None:

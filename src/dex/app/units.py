@@ -167,7 +167,7 @@ def gateway_unit(bus: Bus, settings: Settings) -> Unit:
     guard = Guard(
         gw.keys, limiter, buckets, recv_window_ms=settings.recv_window_ms, now_ms=gw.now_ms
     )
-    binance = binance_api(gw, guard)
+    binance = binance_api(gw, guard, getattr(limiter, "_client", None))
 
     async def stop() -> None:
         await gw.stop()

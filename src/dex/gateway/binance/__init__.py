@@ -15,10 +15,11 @@ from dex.gateway.binance.ws import ws_handlers
 from dex.gateway.service import Gateway
 
 
-def binance_api(gw: Gateway, guard: Guard) -> Rest:
-    """The adapter's state over `gw` and `guard` (its listen keys among it): what
-    `binance_handlers` serve and the order route's fast path answers with."""
-    return Rest(gw, guard, ListenKeys())
+def binance_api(gw: Gateway, guard: Guard, redis: Any = None) -> Rest:
+    """The adapter's state over `gw` and `guard` (its listen keys among it, in `redis` when
+    the gateway replicas share one): what `binance_handlers` serve and the order route's
+    fast path answers with."""
+    return Rest(gw, guard, ListenKeys(gw.keys, redis))
 
 
 def binance_handlers(api: Rest) -> list[Any]:

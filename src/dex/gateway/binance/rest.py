@@ -792,18 +792,18 @@ def rest_handlers(api: Rest) -> Router:
     @post("/userDataStream", opt=OPT, status_code=200)
     async def new_listen_key(request: Request[Any, Any, Any]) -> dict[str, Any]:
         entry, _ = await stream_key(request)
-        return {"listenKey": listen_keys.new(entry)}
+        return {"listenKey": await listen_keys.new(entry)}
 
     @put("/userDataStream", opt=OPT, status_code=200)
     async def keep_listen_key(request: Request[Any, Any, Any]) -> dict[str, Any]:
         entry, params = await stream_key(request)
-        listen_keys.keep(entry, bc.required(params, "listenKey"))
+        await listen_keys.keep(entry, bc.required(params, "listenKey"))
         return {}
 
     @delete("/userDataStream", opt=OPT, status_code=200)
     async def close_listen_key(request: Request[Any, Any, Any]) -> dict[str, Any]:
         entry, params = await stream_key(request)
-        listen_keys.close(entry, bc.required(params, "listenKey"))
+        await listen_keys.close(entry, bc.required(params, "listenKey"))
         return {}
 
     return Router(

@@ -1,9 +1,15 @@
 """Binance user-data streams over the private channels: listen keys, and the native order,
 fill and balance messages as `executionReport` and `outboundAccountPosition`.
 
-Owns the listen keys (in memory, per gateway replica: a key made on one replica is known on
-that one; each lives `LISTEN_KEY_TTL` after its last keep-alive, Binance's 60 minutes) and
-the per-connection translation (`UserStream`). A connection's user data comes from the same
+Owns the listen keys (`ListenKeys`) and the per-connection translation (`UserStream`). A
+listen key belongs to the API key that made it, one per API key (as Binance keeps one per
+account: a second `POST` answers the live one, kept alive), and lapses `LISTEN_KEY_TTL` after
+its last keep-alive (Binance's 60 minutes). They live in memory for one gateway, or in the
+Redis the gateway replicas share (`DEX_REDIS_URL`, as the rate limits do), so a key made
+through one replica opens, keeps and closes streams on any: `k:<listenKey>` holds the API key
+and `a:<api key>` the listen key, both expiring together (PEXPIRE). A connection on a key
+that lapsed, was closed or whose API key was revoked is closed (`ws.py` checks the keys of
+its connections every `LISTEN_KEY_CHECK_S`). A connection's user data comes from the same
 private channels a native `/v1/ws` connection subscribes to (orders, fills, balances); the
 translation keeps, per order, what Binance's report repeats on every event (quantity, price,
 cumulative filled and quote), learnt from the order's `accepted` event and its fills.
@@ -23,9 +29,10 @@ from decimal import Decimal
 from typing import Any
 
 from dex.gateway.binance.common import BinanceError, status_of, symbol_of
-from dex.gateway.keys import KeyEntry
+from dex.gateway.keys import KeyEntry, KeyRing
 
 LISTEN_KEY_TTL = 3600.0  # seconds after the last keep-alive
+LISTEN_KEY_CHECK_S = 1.0  # how often live connections' listen keys are checked
 MAX_LISTEN_KEYS = 100_000
 MAX_ORDERS_KEPT = 10_000  # orders a connection remembers for its reports
 
@@ -39,43 +46,119 @@ _ENDS = {"cancelled": "CANCELED", "expired": "EXPIRED", "rejected": "REJECTED"}
 
 
 class ListenKeys:
-    """Listen keys by id: the API key each was made with, and when it lapses."""
+    """Listen keys: which API key each belongs to, until when (see the module docstring).
+    `redis`: a `redis.asyncio.Redis` shared by the gateway replicas, else in memory. Every
+    refusal is a `BinanceError` (-1125 for a key that is not the caller's or not live; -1001,
+    503, when Redis cannot be reached)."""
 
-    def __init__(self, clock: Any = time.monotonic) -> None:
+    def __init__(
+        self,
+        keys: KeyRing,
+        redis: Any = None,
+        *,
+        clock: Any = time.monotonic,
+        prefix: str = "dex:listen:",
+    ) -> None:
+        self.keys = keys
+        self.redis = redis
         self.clock = clock
-        self.keys: dict[str, tuple[KeyEntry, float]] = {}
+        self.prefix = prefix
+        self.memory: dict[str, tuple[str, float]] = {}  # name -> (value, deadline)
 
-    def new(self, entry: KeyEntry) -> str:
-        self._prune()
-        if len(self.keys) >= MAX_LISTEN_KEYS:
-            raise BinanceError(-1003, "Too many listen keys on this server; close some.", 429)
-        lk = secrets.token_urlsafe(45)[:60]  # 60 characters: ws.LISTEN_KEY_CHARS
-        self.keys[lk] = (entry, self.clock() + LISTEN_KEY_TTL)
+    async def new(self, entry: KeyEntry) -> str:
+        """The API key's listen key, kept alive; made if it has none."""
+        mine = f"a:{entry.api_key}"
+        lk = await self._get(mine)
+        if lk is None or await self._get(f"k:{lk}") != entry.api_key:
+            if self.redis is None and len(self.memory) >= 2 * MAX_LISTEN_KEYS:
+                self._prune()
+                if len(self.memory) >= 2 * MAX_LISTEN_KEYS:
+                    raise BinanceError(
+                        -1003, "Too many listen keys on this server; close some.", 429
+                    )
+            lk = secrets.token_urlsafe(45)[:60]  # 60 characters: ws.LISTEN_KEY_CHARS
+        await self._put({f"k:{lk}": entry.api_key, mine: lk})
         return lk
 
-    def keep(self, entry: KeyEntry, lk: str) -> None:
-        self._mine(entry, lk)
-        self.keys[lk] = (entry, self.clock() + LISTEN_KEY_TTL)
+    async def keep(self, entry: KeyEntry, lk: str) -> None:
+        owner = await self._mine(entry, lk)
+        await self._put({f"k:{lk}": owner, f"a:{owner}": lk})
 
-    def close(self, entry: KeyEntry, lk: str) -> None:
-        self._mine(entry, lk)
-        del self.keys[lk]
+    async def close(self, entry: KeyEntry, lk: str) -> None:
+        owner = await self._mine(entry, lk)
+        await self._delete(f"k:{lk}", f"a:{owner}")
 
-    def lookup(self, lk: str) -> KeyEntry | None:
-        got = self.keys.get(lk)
-        if got is None or got[1] < self.clock() or got[0].revoked:
+    async def lookup(self, lk: str) -> KeyEntry | None:
+        """The API key a live listen key belongs to, if that key is still good."""
+        return self._usable(await self._get(f"k:{lk}"))
+
+    async def stored(self, lks: list[str]) -> set[str]:
+        """Which of `lks` are live (made, kept alive in time, not closed), in one look."""
+        owners = await self._get_many([f"k:{lk}" for lk in lks])
+        return {lk for lk, owner in zip(lks, owners, strict=True) if owner is not None}
+
+    def _usable(self, api_key: str | None) -> KeyEntry | None:
+        entry = None if api_key is None else self.keys.get(api_key)
+        if entry is None or entry.revoked or not entry.usable:
             return None
-        return got[0]
+        if entry.expires_at and time.time() * 1000 >= entry.expires_at:
+            return None
+        return entry
 
-    def _mine(self, entry: KeyEntry, lk: str) -> None:
-        got = self.keys.get(lk)
-        if got is None or got[1] < self.clock() or got[0].account != entry.account:
+    async def _mine(self, entry: KeyEntry, lk: str) -> str:
+        """The API key `lk` belongs to, if it is live and of `entry`'s account."""
+        owner = self._usable(await self._get(f"k:{lk}"))
+        if owner is None or owner.account != entry.account:
             raise BinanceError(-1125, "This listenKey does not exist.")
+        return owner.api_key
+
+    # ------------------------------------------------------------------ storage
+
+    async def _get(self, name: str) -> str | None:
+        return (await self._get_many([name]))[0]
+
+    async def _get_many(self, names: list[str]) -> list[str | None]:
+        if not names:
+            return []
+        if self.redis is None:
+            now = self.clock()
+            found = [self.memory.get(n) for n in names]
+            return [None if f is None or f[1] < now else f[0] for f in found]
+        got = await self._redis(self.redis.mget([self.prefix + n for n in names]))
+        return [None if v is None else v.decode() for v in got]
+
+    async def _put(self, values: dict[str, str]) -> None:
+        if self.redis is None:
+            until = self.clock() + LISTEN_KEY_TTL
+            self.memory.update({n: (v, until) for n, v in values.items()})
+            return
+        pipe = self.redis.pipeline(transaction=True)
+        for name, value in values.items():
+            pipe.set(self.prefix + name, value, px=int(LISTEN_KEY_TTL * 1000))
+        await self._redis(pipe.execute())
+
+    async def _delete(self, *names: str) -> None:
+        if self.redis is None:
+            for name in names:
+                self.memory.pop(name, None)
+            return
+        await self._redis(self.redis.delete(*(self.prefix + n for n in names)))
+
+    async def _redis(self, call: Any) -> Any:
+        try:
+            return await call
+        except Exception as e:
+            raise BinanceError(
+                -1001,
+                f"Internal error; unable to process your request. "
+                f"Listen keys are unreachable: {type(e).__name__}",
+                503,
+            ) from None
 
     def _prune(self) -> None:
         now = self.clock()
-        for lk in [k for k, (_, until) in self.keys.items() if until < now]:
-            del self.keys[lk]
+        for name in [n for n, (_, until) in self.memory.items() if until < now]:
+            del self.memory[name]
 
 
 class _Order:

@@ -12,11 +12,13 @@ Streams: `<symbol>@depth` and `@depth@100ms` (`depthUpdate` with `U` = the nativ
 REST `depth`'s `lastUpdateId`), `@trade`, `@aggTrade` (one per trade), `@ticker`,
 `@miniTicker`, `@bookTicker` (from the native ticker, at most every 100 ms), and
 `@kline_<interval>` (1m 5m 15m 1h 4h 1d). User data: `executionReport` and
-`outboundAccountPosition` (`dex.gateway.binance.userdata`).
+`outboundAccountPosition` (`dex.gateway.binance.userdata`); a stream on a listen key ends
+with `listenKeyExpired` when the key lapses or is closed (`ListenKeyWatch`).
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -26,7 +28,7 @@ from litestar import WebSocket, websocket
 from dex.gateway.auth import Guard
 from dex.gateway.binance import common as bc
 from dex.gateway.binance.common import BinanceError
-from dex.gateway.binance.userdata import ListenKeys, UserStream
+from dex.gateway.binance.userdata import LISTEN_KEY_CHECK_S, ListenKeys, UserStream
 from dex.gateway.feed import Subscriber
 from dex.gateway.service import Gateway
 from dex.marketdata.candles import INTERVALS
@@ -326,18 +328,84 @@ def _request(op: str, key: tuple[str, str, str]) -> dict[str, Any]:
 
 
 LISTEN_KEY_CHARS = 60  # dex.gateway.binance.userdata.ListenKeys.new
+LISTEN_KEY_GONE = 1000  # close code after `listenKeyExpired`: the stream ended as Binance's do
+
+
+class ListenKeyWatch:
+    """The connections opened on a listen key (`/ws/<listenKey>`), checked every
+    `LISTEN_KEY_CHECK_S` (one round trip for all of them): a connection whose key lapsed or
+    was closed, through any replica, gets Binance's `listenKeyExpired` event and is then
+    closed. (A revoked or expired API key closes its connections with 4001 through the
+    private channels, `dex.gateway.private`.) A store that cannot be reached closes nothing:
+    the next check tries again."""
+
+    def __init__(self, listen_keys: ListenKeys, now_ms: Callable[[], int]) -> None:
+        self.listen_keys = listen_keys
+        self.now_ms = now_ms
+        self.conns: dict[Subscriber, str] = {}
+        self.task: asyncio.Task[None] | None = None
+        self.closing: set[asyncio.Task[None]] = set()
+
+    def add(self, sub: Subscriber, listen_key: str) -> None:
+        self.conns[sub] = listen_key
+        if self.task is None or self.task.done():
+            self.task = asyncio.create_task(self._run())
+
+    def discard(self, sub: Subscriber) -> None:
+        self.conns.pop(sub, None)
+
+    async def _run(self) -> None:
+        while self.conns:
+            await asyncio.sleep(LISTEN_KEY_CHECK_S)
+            await self.check()
+
+    async def check(self) -> None:
+        if not self.conns:
+            return
+        try:
+            live = await self.listen_keys.stored(sorted(set(self.conns.values())))
+        except BinanceError:
+            return
+        for sub, lk in list(self.conns.items()):
+            if lk in live:
+                continue
+            del self.conns[sub]
+            sub.push(_text({"e": "listenKeyExpired", "E": self.now_ms(), "listenKey": lk}))
+            task = asyncio.create_task(
+                _close_when_sent(sub, "the listen key expired or was closed")
+            )
+            self.closing.add(task)
+            task.add_done_callback(self.closing.discard)
+
+
+async def _close_when_sent(sub: Subscriber, reason: str) -> None:
+    """Close `sub` once what it was sent has gone out (at most 1 s: a stalled client is
+    closed all the same)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 1.0
+    while sub.buffered > 0 and sub.reason is None and loop.time() < deadline:
+        await asyncio.sleep(0.01)
+    if sub.reason is None:
+        sub.kill(reason, LISTEN_KEY_GONE)
 
 
 def ws_handlers(gw: Gateway, guard: Guard, listen_keys: ListenKeys) -> list[Any]:
     relay = gw.feed
+    watch = ListenKeyWatch(listen_keys, gw.now_ms)
 
     async def market_streams(
-        socket: WebSocket[Any, Any, Any], conn: Connection, initial: list[str], entry: Any = None
+        socket: WebSocket[Any, Any, Any],
+        conn: Connection,
+        initial: list[str],
+        entry: Any = None,
+        listen_key: str | None = None,
     ) -> None:
         async def read(sub: Subscriber) -> None:
             conn.sub = sub
             if entry is not None:
                 await conn.follow_user(relay, entry)
+            if listen_key is not None:
+                watch.add(sub, listen_key)
             if initial:
                 try:
                     await conn.subscribe(relay, initial)
@@ -345,7 +413,11 @@ def ws_handlers(gw: Gateway, guard: Guard, listen_keys: ListenKeys) -> list[Any]
                     sub.push(_text({"error": e.body(), "id": None}))
             await _answer_requests(socket, sub, lambda raw: _market_request(conn, raw))
 
-        await relay.serve(_Translating(socket, conn), read)
+        try:
+            await relay.serve(_Translating(socket, conn), read)
+        finally:
+            if conn.sub is not None:
+                watch.discard(conn.sub)
 
     async def _market_request(conn: Connection, raw: str | bytes) -> dict[str, Any]:
         try:
@@ -378,9 +450,14 @@ def ws_handlers(gw: Gateway, guard: Guard, listen_keys: ListenKeys) -> list[Any]
 
     @websocket("/ws/{name:str}", opt={})
     async def ws_named(socket: WebSocket[Any, Any, Any], name: str) -> None:
-        entry = listen_keys.lookup(name)
+        try:
+            entry = await listen_keys.lookup(name)
+        except BinanceError as e:  # the listen keys' store is unreachable: try again later
+            await socket.close(code=1011, reason=e.msg[:120])
+            return
         if entry is not None:
-            await market_streams(socket, Connection(gw, combined=False), [], entry)
+            conn = Connection(gw, combined=False)
+            await market_streams(socket, conn, [], entry, listen_key=name)
             return
         streams = [s for s in name.split("/") if "@" in s]
         if not streams and len(name) == LISTEN_KEY_CHARS:
