@@ -180,6 +180,27 @@ def test_refusals_raise_what_binance_would(binance: Callable[..., Any], exchange
     assert holdings(poor)["USDC"] == (Decimal(10), Decimal(0))
 
 
+def test_an_order_test_checks_the_order_and_places_nothing(
+    binance: Callable[..., Any], exchange: Exchange
+) -> None:
+    poor = trader(exchange.url, USDC="10")  # too poor for it: Binance's test checks no funds
+    ex = binance(poor)
+    ex.load_markets()
+    got = ex.create_order(SYMBOL, "limit", "buy", 1, 1995, {"test": True})
+    assert got["id"] is None  # nothing placed: nothing to name
+    assert ex.fetch_open_orders(SYMBOL) == []
+    assert holdings(poor)["USDC"] == (Decimal(10), Decimal(0))
+    order = {"symbol": "ETHUSDC", "side": "BUY", "type": "LIMIT", "timeInForce": "GTC"}
+    with pytest.raises(ccxt.InvalidOrder):  # off the tick
+        ex.privatePostOrderTest({**order, "quantity": "0.001", "price": "1995.001"})
+    with pytest.raises(ccxt.BadSymbol):
+        ex.privatePostOrderTest({**order, "symbol": "NOPEUSDC", "quantity": "1", "price": "1"})
+    reader = Client(exchange.url, timeout=15)
+    reader.onboard(Wallet.generate(), permissions="read")
+    with pytest.raises(ccxt.AuthenticationError):  # a read-only key may not test orders
+        binance(reader).privatePostOrderTest({**order, "quantity": "0.001", "price": "1995"})
+
+
 def test_an_ed25519_key(binance: Callable[..., Any], exchange: Exchange) -> None:
     client = Client(exchange.url, timeout=15)
     client.onboard(Wallet.generate(), key_type="ed25519")

@@ -358,6 +358,18 @@ class Rest:
         except msgspec.ValidationError as e:
             raise BinanceError(-1100, f"Illegal characters found in a parameter: {e}") from None
 
+    def place_command(self, key: KeyEntry, params: dict[str, str]) -> tuple[str, rc.Place, str]:
+        """The market, the native place command and the answer's type (ACK, RESULT, FULL)
+        for Binance's order parameters, checked as the engine will check them (not funds:
+        risk checks those when the order is placed)."""
+        market = bc.market_of(self.gw.markets, params.get("symbol"))
+        resp_type = (params.get("newOrderRespType") or "FULL").upper()
+        if resp_type not in ("ACK", "RESULT", "FULL"):
+            raise BinanceError(-1100, "Illegal characters found in parameter 'newOrderRespType'.")
+        cmd = self.gw.build_place(self.order_request(market, params), key.account, key.api_key)
+        check_like_the_engine(cmd)
+        return market, cmd, resp_type
+
     async def new_order(
         self, scope: Any, content_type: str, api_key: str | None, body: bytes
     ) -> dict[str, Any]:
@@ -367,12 +379,7 @@ class Rest:
         (`dex.gateway.fastpath`) both answer with it."""
         key, params = await self.signed_parts(scope, content_type, api_key, body, "trade", "orders")
         gw = self.gw
-        market = bc.market_of(gw.markets, params.get("symbol"))
-        resp_type = (params.get("newOrderRespType") or "FULL").upper()
-        if resp_type not in ("ACK", "RESULT", "FULL"):
-            raise BinanceError(-1100, "Illegal characters found in parameter 'newOrderRespType'.")
-        cmd = gw.build_place(self.order_request(market, params), key.account, key.api_key)
-        check_like_the_engine(cmd)
+        market, cmd, resp_type = self.place_command(key, params)
         out = await gw.place(cmd)
         if out["status"] == "rejected":
             raise bc.reject(out.get("reason"), out.get("message"))
@@ -635,6 +642,14 @@ def rest_handlers(api: Rest) -> Router:
             await request.body(),
         )
 
+    @post("/order/test", opt=OPT, status_code=200)
+    async def order_test(request: Request[Any, Any, Any]) -> dict[str, Any]:
+        """Binance's order test: the order checked (parameters, signature, key, market rules)
+        and not placed; no funds are checked, as Binance's does not."""
+        key, params = await api.signed(request, "trade")
+        api.place_command(key, params)
+        return {}
+
     @get("/order", opt=OPT)
     async def get_order(request: Request[Any, Any, Any]) -> dict[str, Any]:
         key, params = await api.signed(request, "read")
@@ -821,6 +836,7 @@ def rest_handlers(api: Rest) -> Router:
             klines,
             account,
             new_order,
+            order_test,
             get_order,
             cancel_order,
             open_orders,
