@@ -3,6 +3,7 @@ the values the native API gives for the same orders, fills, fees and balances.""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
@@ -199,6 +200,71 @@ def test_an_order_test_checks_the_order_and_places_nothing(
     reader.onboard(Wallet.generate(), permissions="read")
     with pytest.raises(ccxt.AuthenticationError):  # a read-only key may not test orders
         binance(reader).privatePostOrderTest({**order, "quantity": "0.001", "price": "1995"})
+
+
+def _refusal(e: Exception) -> dict[str, Any]:
+    """The JSON answer ccxt puts in its exception's message (after the exchange's id)."""
+    body: dict[str, Any] = json.loads(str(e).split(" ", 1)[1])
+    return body
+
+
+def test_edit_order_cancels_then_places(binance: Callable[..., Any], exchange: Exchange) -> None:
+    client = trader(exchange.url, USDC="1000")
+    ex = binance(client)
+    ex.load_markets()
+    first = ex.create_order(SYMBOL, "limit", "buy", 0.2, 1900)  # holds 380
+    # 585 fits the 1,000 only because the first order's hold is released before it is placed
+    edited = ex.edit_order(first["id"], SYMBOL, "limit", "buy", 0.3, 1950)
+    assert edited["id"] != first["id"] and edited["status"] == "open"
+    assert (edited["price"], edited["amount"]) == (1950, 0.3)
+    assert ex.fetch_order(first["id"], SYMBOL)["status"] == "canceled"
+    assert [o["id"] for o in ex.fetch_open_orders(SYMBOL)] == [edited["id"]]
+    assert settled("the hold moved", lambda: holdings(client)["USDC"][1] == Decimal(585))
+
+    # the new order is checked first: a malformed one cancels nothing
+    replace = {
+        "symbol": "ETHUSDC",
+        "side": "BUY",
+        "type": "LIMIT",
+        "timeInForce": "GTC",
+        "quantity": "0.1",
+        "cancelOrderId": edited["id"],
+    }
+    with pytest.raises(ccxt.InvalidOrder):
+        ex.privatePostOrderCancelReplace(
+            {**replace, "price": "1950.001", "cancelReplaceMode": "STOP_ON_FAILURE"}
+        )
+    # a failed cancel places nothing (STOP_ON_FAILURE), or places all the same (ALLOW_FAILURE)
+    unknown = {**replace, "price": "1900", "cancelOrderId": "999999999"}
+    with pytest.raises(ccxt.ExchangeError) as refused:
+        ex.privatePostOrderCancelReplace({**unknown, "cancelReplaceMode": "STOP_ON_FAILURE"})
+    body = _refusal(refused.value)
+    assert body["code"] == -2022 and body["data"]["newOrderResult"] == "NOT_ATTEMPTED"
+    assert body["data"]["cancelResponse"] == {"code": -2011, "msg": "Unknown order sent."}
+    assert [o["id"] for o in ex.fetch_open_orders(SYMBOL)] == [edited["id"]]
+    with pytest.raises(ccxt.ExchangeError) as partly:
+        ex.privatePostOrderCancelReplace({**unknown, "cancelReplaceMode": "ALLOW_FAILURE"})
+    body = _refusal(partly.value)
+    assert body["code"] == -2021
+    assert (body["data"]["cancelResult"], body["data"]["newOrderResult"]) == ("FAILURE", "SUCCESS")
+    placed = body["data"]["newOrderResponse"]
+    assert {o["id"] for o in ex.fetch_open_orders(SYMBOL)} == {edited["id"], str(placed["orderId"])}
+    # cancelled, but the new order refused (no funds): partly failed, the hold released
+    with pytest.raises(ccxt.ExchangeError) as poor:
+        ex.privatePostOrderCancelReplace(
+            {
+                **replace,
+                "price": "1900",
+                "quantity": "5",
+                "cancelOrderId": edited["id"],
+                "cancelReplaceMode": "STOP_ON_FAILURE",
+            }
+        )
+    body = _refusal(poor.value)
+    assert body["code"] == -2021 and body["data"]["cancelResponse"]["status"] == "CANCELED"
+    assert body["data"]["newOrderResponse"]["code"] == -2010
+    assert [o["id"] for o in ex.fetch_open_orders(SYMBOL)] == [str(placed["orderId"])]
+    assert settled("one hold left", lambda: holdings(client)["USDC"][1] == Decimal(190))
 
 
 def test_an_ed25519_key(binance: Callable[..., Any], exchange: Exchange) -> None:

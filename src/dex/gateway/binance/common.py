@@ -3,8 +3,9 @@
 Owns the translation at the edge and nothing else: a Binance symbol is a market id without
 the dash (`ETHUSDC` is `ETH-USDC`); parameters come from the query string and (POST/PUT) an
 `application/x-www-form-urlencoded` body, each name at most once; every refusal is
-`{"code", "msg"}` with Binance's code and HTTP status (`BinanceError`, and `from_api` for a
-refusal of the native path, which keeps enforcing every rule). Signing is Binance's:
+`{"code", "msg"}` (and `data` where Binance gives it) with Binance's code and HTTP status
+(`BinanceError`, and `from_api` for a refusal of the native path, which keeps enforcing
+every rule). Signing is Binance's:
 `X-MBX-APIKEY`, `timestamp`, `recvWindow` (default 5000, at most 60000) and `signature`
 over the raw query string followed by the raw body with `signature=...` cut out, checked
 against the gateway's key ring (HMAC hex or Ed25519 base64 by the key's type).
@@ -63,15 +64,24 @@ class BinanceError(Exception):
     """A refusal as Binance answers it: `{"code", "msg"}` with an HTTP status."""
 
     def __init__(
-        self, code: int, msg: str, status: int = 400, headers: dict[str, str] | None = None
+        self,
+        code: int,
+        msg: str,
+        status: int = 400,
+        headers: dict[str, str] | None = None,
+        *,
+        data: dict[str, Any] | None = None,
     ):
         super().__init__(f"{code}: {msg}")
         self.code = code
         self.msg = msg
         self.status = status
         self.headers = headers or {}
+        self.data = data  # what a partial refusal carries (cancelReplace's two results)
 
     def body(self) -> dict[str, Any]:
+        if self.data is not None:
+            return {"code": self.code, "msg": self.msg, "data": self.data}
         return {"code": self.code, "msg": self.msg}
 
 

@@ -174,7 +174,7 @@ class Rest:
             "otoAllowed": False,
             "quoteOrderQtyMarketAllowed": True,
             "allowTrailingStop": False,
-            "cancelReplaceAllowed": False,
+            "cancelReplaceAllowed": True,
             "isSpotTradingAllowed": True,
             "isMarginTradingAllowed": False,
             "filters": [
@@ -298,6 +298,45 @@ class Rest:
 
     # ------------------------------------------------------------------ orders
 
+    async def cancel(
+        self, key: KeyEntry, market: str, oid: int | None, cid: str | None
+    ) -> dict[str, Any]:
+        """Cancel the account's order `oid` (else the one with client order id `cid`) in
+        `market`; Binance's answer (-2011 for an order it does not hold open)."""
+        cmd = rc.Cancel(
+            market=market,
+            account=key.account,
+            order_id=oid,
+            client_order_id=None if oid is not None else cid,
+        )
+        try:
+            events = await self.gw.forwarded(key.account, cmd)
+        except ApiError as e:
+            raise from_api(e, cancel=True) from None
+        done = None
+        for ev in events:
+            name = type(ev).__name__
+            if name == "CancelRejected":
+                raise BinanceError(-2011, bc.UNKNOWN_ORDER)
+            if name in ("Cancelled", "Filled", "Expired") and (oid is None or ev.order_id == oid):
+                done = ev
+                break
+        if done is None:
+            raise BinanceError(-2011, bc.UNKNOWN_ORDER)
+        row = await self.one_order(key.account, market, {"orderId": str(done.order_id)})
+        quote = (
+            await self.quote_filled(key.account, market, row["created_at"])
+            if Decimal(row["filled"])
+            else {}
+        )
+        status = {"Cancelled": "CANCELED", "Filled": "FILLED", "Expired": "EXPIRED"}[
+            type(done).__name__
+        ]
+        out = self.order(row, quote.get(row["order_id"]), status=status)
+        out["origClientOrderId"] = out["clientOrderId"]
+        out["transactTime"] = self.gw.now_ms()
+        return out
+
     def order_request(self, market: str, params: dict[str, str]) -> OrderRequest:
         """The native order for Binance's order parameters (a -11xx refusal for bad ones)."""
         side = bc.required(params, "side").upper()
@@ -378,8 +417,14 @@ class Rest:
         or the native path's `ApiError`. The Litestar route and the gateway's fast path
         (`dex.gateway.fastpath`) both answer with it."""
         key, params = await self.signed_parts(scope, content_type, api_key, body, "trade", "orders")
-        gw = self.gw
         market, cmd, resp_type = self.place_command(key, params)
+        return await self.submit(market, cmd, params, resp_type)
+
+    async def submit(
+        self, market: str, cmd: rc.Place, params: dict[str, str], resp_type: str
+    ) -> dict[str, Any]:
+        """Place `cmd` (from `place_command`) and answer in Binance's shape."""
+        gw = self.gw
         out = await gw.place(cmd)
         if out["status"] == "rejected":
             raise bc.reject(out.get("reason"), out.get("message"))
@@ -673,39 +718,45 @@ def rest_handlers(api: Rest) -> Router:
                 -1102,
                 "Param 'origClientOrderId' or 'orderId' must be sent, but both were empty/null!",
             )
-        cmd = rc.Cancel(
-            market=market,
-            account=key.account,
-            order_id=oid,
-            client_order_id=None if oid is not None else cid,
-        )
+        return await api.cancel(key, market, oid, cid)
+
+    @post("/order/cancelReplace", opt=OPT, status_code=200)
+    async def cancel_replace(request: Request[Any, Any, Any]) -> dict[str, Any]:
+        """Cancel an order, then place another (what ccxt's `edit_order` sends): the new
+        order is checked first, so a malformed one cancels nothing; with
+        `cancelReplaceMode=STOP_ON_FAILURE` a failed cancel places nothing."""
+        key, params = await api.signed(request, "trade", "orders")
+        mode = bc.required(params, "cancelReplaceMode").upper()
+        if mode not in ("STOP_ON_FAILURE", "ALLOW_FAILURE"):
+            raise BinanceError(-1100, "Illegal characters found in parameter 'cancelReplaceMode'.")
+        oid = bc.integer(params, "cancelOrderId", None, 1)
+        cid = params.get("cancelOrigClientOrderId") or None
+        if oid is None and cid is None:
+            raise BinanceError(
+                -1102,
+                "Param 'cancelOrigClientOrderId' or 'cancelOrderId' must be sent, "
+                "but both were empty/null!",
+            )
+        market, cmd, resp_type = api.place_command(key, params)
+        out: dict[str, Any] = {"cancelResult": "SUCCESS", "newOrderResult": "NOT_ATTEMPTED"}
         try:
-            events = await gw.forwarded(key.account, cmd)
-        except ApiError as e:
-            raise from_api(e, cancel=True) from None
-        done = None
-        for ev in events:
-            name = type(ev).__name__
-            if name == "CancelRejected":
-                raise BinanceError(-2011, bc.UNKNOWN_ORDER)
-            if name in ("Cancelled", "Filled", "Expired") and (oid is None or ev.order_id == oid):
-                done = ev
-                break
-        if done is None:
-            raise BinanceError(-2011, bc.UNKNOWN_ORDER)
-        row = await api.one_order(key.account, market, {"orderId": str(done.order_id)})
-        quote = (
-            await api.quote_filled(key.account, market, row["created_at"])
-            if Decimal(row["filled"])
-            else {}
-        )
-        status = {"Cancelled": "CANCELED", "Filled": "FILLED", "Expired": "EXPIRED"}[
-            type(done).__name__
-        ]
-        out = api.order(row, quote.get(row["order_id"]), status=status)
-        out["origClientOrderId"] = out["clientOrderId"]
-        out["transactTime"] = gw.now_ms()
-        return out
+            out["cancelResponse"] = await api.cancel(key, market, oid, cid)
+        except BinanceError as e:
+            out["cancelResult"], out["cancelResponse"] = "FAILURE", e.body()
+        out["newOrderResponse"] = None
+        if out["cancelResult"] == "SUCCESS" or mode == "ALLOW_FAILURE":
+            try:
+                out["newOrderResponse"] = await api.submit(market, cmd, params, resp_type)
+                out["newOrderResult"] = "SUCCESS"
+            except (BinanceError, ApiError) as e:
+                refusal = e if isinstance(e, BinanceError) else from_api(e)
+                out["newOrderResult"], out["newOrderResponse"] = "FAILURE", refusal.body()
+        results = (out["cancelResult"], out["newOrderResult"])
+        if results == ("SUCCESS", "SUCCESS"):
+            return out
+        if "SUCCESS" in results:
+            raise BinanceError(-2021, "Order cancel-replace partially failed.", 409, data=out)
+        raise BinanceError(-2022, "Order cancel-replace failed.", 400, data=out)
 
     @get("/openOrders", opt=OPT)
     async def open_orders(request: Request[Any, Any, Any]) -> list[dict[str, Any]]:
@@ -837,6 +888,7 @@ def rest_handlers(api: Rest) -> Router:
             account,
             new_order,
             order_test,
+            cancel_replace,
             get_order,
             cancel_order,
             open_orders,
