@@ -10,6 +10,7 @@ gateways (`tests.gateway.harness`); the answers are compared but for what differ
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -62,19 +63,25 @@ async def _scenario(h: Harness, t: Trader, other: Trader) -> list[tuple[int, Any
     return [_answer(got) for got in sent]
 
 
-async def _run(fast_path: bool) -> tuple[list[tuple[int, Any, dict[str, str]]], Harness]:
+Answers = list[tuple[int, Any, dict[str, str]]]
+Scenario = Callable[[Harness, Trader, Trader], Awaitable[Answers]]
+
+
+async def run_scenario(fast_path: bool, scenario: Scenario) -> tuple[Answers, Harness]:
+    """`scenario`'s answers on a fresh gateway (orders bucket of 12, bodies up to 4 KiB,
+    CORS for every origin), for a funded trader and a read-only one."""
     async with gateway(
         buckets=ORDERS_BUCKET, max_body_bytes=4096, fast_path=fast_path, cors_origins="*"
     ) as h:
         t = await h.onboard(fund=FUNDS)
         other = await h.onboard(permissions="read")
-        return await _scenario(h, t, other), h
+        return await scenario(h, t, other), h
 
 
 @aio
 async def test_the_fast_path_answers_as_litestar_does() -> None:
-    fast, h = await _run(fast_path=True)
-    slow, _ = await _run(fast_path=False)
+    fast, h = await run_scenario(True, _scenario)
+    slow, _ = await run_scenario(False, _scenario)
     codes = [
         (status, body["error"]["code"] if "error" in body else body.get("status"))
         for status, body, _ in fast

@@ -23,7 +23,7 @@ import structlog
 from dex.wire import layout
 from tests.bus.contract import aio
 from tests.gateway.harness import Harness, Trader, gateway
-from tests.gateway.test_fastpath import FUNDS, ORDERS_BUCKET
+from tests.gateway.test_fastpath import FUNDS, run_scenario
 from tests.gateway.test_orders import settles
 
 PATH = "/api/v3/order"
@@ -101,19 +101,10 @@ async def _scenario(h: Harness, t: Trader, reader: Trader) -> list[tuple[int, An
     return [_answer(got) for got in sent]
 
 
-async def _run(fast_path: bool) -> tuple[list[tuple[int, Any, dict[str, str]]], Harness]:
-    async with gateway(
-        buckets=ORDERS_BUCKET, max_body_bytes=4096, fast_path=fast_path, cors_origins="*"
-    ) as h:
-        t = await h.onboard(fund=FUNDS)
-        reader = await h.onboard(permissions="read")
-        return await _scenario(h, t, reader), h
-
-
 @aio
 async def test_the_fast_path_answers_the_binance_route_as_litestar_does() -> None:
-    fast, h = await _run(fast_path=True)
-    slow, _ = await _run(fast_path=False)
+    fast, h = await run_scenario(True, _scenario)
+    slow, _ = await run_scenario(False, _scenario)
     codes = [(status, body.get("status", body.get("code"))) for status, body, _ in fast]
     assert codes[:17] == [
         (200, "NEW"),

@@ -43,7 +43,13 @@ from dex.gateway.auth import Guard, rate_headers
 from dex.gateway.binance.common import KEY_HEADER, BinanceError, from_api, unknown_error
 from dex.gateway.models import OrderRequest
 from dex.gateway.routes import PLACE_ORDER_OPT, PlaceOrder
-from dex.runtime.http import REQUEST_ID_HEADER, ApiError, error_body, request_id
+from dex.runtime.http import (
+    REQUEST_ID_HEADER,
+    ApiError,
+    error_body,
+    log_unhandled,
+    request_id,
+)
 from dex.runtime.logging import get_logger
 
 ORDERS_PATH = "/v1/orders"
@@ -169,13 +175,7 @@ class OrderFastPath:
             try:
                 status, payload, extra = await work
             except Exception as e:
-                self.log.error(
-                    "unhandled exception",
-                    method="POST",
-                    path=scope["path"],
-                    request_id=rid,
-                    exc_info=e,
-                )
+                log_unhandled(self.log, "POST", scope["path"], scope, e)
                 status, payload, extra = 500, internal, {}
         out = [
             _JSON,

@@ -165,13 +165,7 @@ def build_app(
     log = get_logger(service=service)
 
     def internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
-        log.error(
-            "unhandled exception",
-            method=request.method,
-            path=request.url.path,
-            request_id=request_id(request.scope),
-            exc_info=exc,
-        )
+        log_unhandled(log, request.method, request.url.path, request.scope, exc)
         return _error_response(500, error_body("internal_error", "internal error"))
 
     def http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
@@ -258,6 +252,14 @@ async def admin_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRou
     """Litestar guard: the app's configured admin token is required (see `require_admin`).
     Async: Litestar runs a sync guard on a worker thread, a thread hop on every request."""
     require_admin(connection, connection.app.state.get("admin_token", ""))
+
+
+def log_unhandled(log: Any, method: str, path: str, scope: Scope, exc: BaseException) -> None:
+    """Log a failure of ours while answering a request (its detail goes to the log only; the
+    client gets a generic 500): every route's last resort logs it the same way."""
+    log.error(
+        "unhandled exception", method=method, path=path, request_id=request_id(scope), exc_info=exc
+    )
 
 
 def request_id(scope: Scope) -> str:

@@ -34,7 +34,7 @@ from dex.gateway.models import OrderRequest
 from dex.gateway.routes import check_like_the_engine
 from dex.gateway.service import Gateway
 from dex.risk import commands as rc
-from dex.runtime.http import ApiError, request_id
+from dex.runtime.http import ApiError, log_unhandled
 from dex.runtime.logging import get_logger
 
 OPT: dict[str, Any] = {"binance": True}  # no "bucket": the Guard leaves these routes to us
@@ -78,13 +78,7 @@ _log = get_logger(service="gateway")
 def _on_unexpected(request: Request[Any, Any, Any], e: Exception) -> Response[Any]:
     """A failure of ours: logged with the request id, answered -1000 without its detail
     (as the order route's fast path does, `dex.gateway.fastpath`)."""
-    _log.error(
-        "unhandled exception",
-        method=request.method,
-        path=request.url.path,
-        request_id=request_id(request.scope),
-        exc_info=e,
-    )
+    log_unhandled(_log, request.method, request.url.path, request.scope, e)
     return _error_response(bc.unknown_error())
 
 
