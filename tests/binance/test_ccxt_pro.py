@@ -231,6 +231,68 @@ def test_stream_protocol(exchange: Exchange) -> None:
         assert refused["id"] == 10 and refused["error"]["code"] == -1121
 
 
+def test_partial_depth_streams(exchange: Exchange) -> None:
+    """`<symbol>@depth<5|10|20>[@100ms]`: the top levels whole, with `lastUpdateId`, equal to
+    REST depth at the same id; bare on /ws, in `{"stream", "data"}` on /stream; added beside
+    a diff stream of the same market on a connection that already follows its book."""
+    import json
+
+    import httpx
+    from websockets.sync.client import connect as ws_connect
+
+    client = trader(exchange.url, USDC="100000", BTC="5")
+    ws_url = exchange.url.replace("http://", "ws://")
+
+    def rest(levels: int) -> dict[str, Any]:
+        got = httpx.get(
+            f"{exchange.url}/api/v3/depth", params={"symbol": "BTCUSDC", "limit": levels}
+        )
+        assert got.status_code == 200, got.text
+        body: dict[str, Any] = got.json()
+        return body
+
+    def reaches(ws: Any, want: dict[str, Any], stream: str | None) -> None:
+        while True:
+            msg = json.loads(ws.recv(timeout=WAIT))
+            if stream is not None:
+                if msg.get("stream") != stream:
+                    continue  # the diff stream's updates, the SUBSCRIBE reply
+                msg = msg["data"]
+            assert set(msg) == {"lastUpdateId", "bids", "asks"}, msg
+            if msg["lastUpdateId"] == want["lastUpdateId"]:
+                assert msg == want
+                return
+
+    with (
+        ws_connect(f"{ws_url}/stream?streams=btcusdc@depth") as combined,
+        ws_connect(f"{ws_url}/ws/btcusdc@depth10") as bare,
+    ):
+        combined.send(
+            json.dumps({"method": "SUBSCRIBE", "params": ["btcusdc@depth5@100ms"], "id": 1})
+        )
+        placed = []
+        for i in range(6):
+            for side, price in (("buy", 58000 + 100 * i), ("sell", 62000 + 100 * i)):
+                placed.append(
+                    client.place("BTC-USDC", side, "limit", size="0.01", price=str(price))
+                )
+                assert placed[-1].status == "open", placed[-1]
+        ours = {Decimal(base + 100 * i) for base in (58000, 62000) for i in range(6)}
+
+        def shown() -> bool:
+            book = rest(1000)
+            return ours <= {Decimal(p) for p, _ in book["bids"] + book["asks"]}
+
+        settled("the book shows them", shown)
+        top5, top10 = rest(5), rest(10)
+        assert top5["lastUpdateId"] == top10["lastUpdateId"]
+        assert len(top5["bids"]) == len(top5["asks"]) == 5
+        reaches(combined, top5, "btcusdc@depth5@100ms")
+        reaches(bare, top10, None)
+    for order in placed:
+        client.cancel(order.order_id)
+
+
 def test_listen_key_user_data(exchange: Exchange) -> None:
     """The listen-key flow (what ccxt 4.4 uses): POST /api/v3/userDataStream with the API key
     gives a key; /ws/<listenKey> then carries the account's executionReport and

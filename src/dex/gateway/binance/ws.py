@@ -9,7 +9,9 @@ rules hold unchanged. Replies of ours (`{"result", "id"}`) carry no `type` and p
 
 Streams: `<symbol>@depth` and `@depth@100ms` (`depthUpdate` with `U` = the native update's
 `prev_seq + 1` and `u` = its `seq`: they run on without a gap, and `u` is on the same scale as
-REST `depth`'s `lastUpdateId`), `@trade`, `@aggTrade` (one per trade), `@ticker`,
+REST `depth`'s `lastUpdateId`), `@depth5` / `@depth10` / `@depth20` (also `@100ms`: the
+best levels whole, kept per connection from the native snapshot and updates by `_TopBook`),
+`@trade`, `@aggTrade` (one per trade), `@ticker`,
 `@miniTicker`, `@bookTicker` (from the native ticker, at most every 100 ms), and
 `@kline_<interval>` (1m 5m 15m 1h 4h 1d). User data: `executionReport` and
 `outboundAccountPosition` (`dex.gateway.binance.userdata`); a stream on a listen key ends
@@ -19,7 +21,9 @@ with `listenKeyExpired` when the key lapses or is closed (`ListenKeyWatch`).
 from __future__ import annotations
 
 import asyncio
+import heapq
 from collections.abc import Awaitable, Callable
+from decimal import Decimal
 from typing import Any
 
 import msgspec
@@ -35,10 +39,12 @@ from dex.marketdata.candles import INTERVALS
 
 MAX_STREAMS = 1024  # streams one connection may hold (Binance's limit)
 _json = msgspec.json.Encoder()
+PARTIAL_LEVELS = (5, 10, 20)  # <symbol>@depth<levels>[@100ms]: the top levels, whole
 _KINDS = {
     "depth": "book",
     "depth@100ms": "book",
     "depth@1000ms": "book",
+    **{f"depth{n}{speed}": "book" for n in PARTIAL_LEVELS for speed in ("", "@100ms", "@1000ms")},
     "trade": "trades",
     "aggTrade": "trades",
     "ticker": "ticker",
@@ -136,6 +142,37 @@ class _Translating:
             await self.socket.send_text(out)
 
 
+class _TopBook:
+    """A market's book as one connection's partial depth streams need it: every level, from
+    the native snapshot and the updates after it (size "0" removes a level)."""
+
+    def __init__(self) -> None:
+        self.seq: int | None = None  # None until a snapshot
+        self.bids: dict[Decimal, list[str]] = {}
+        self.asks: dict[Decimal, list[str]] = {}
+
+    def apply(self, msg: dict[str, Any]) -> bool:
+        """Take a native book message; False while no snapshot has come (nothing to show)."""
+        if msg["type"] == "snapshot":
+            self.bids, self.asks = {}, {}
+        elif self.seq is None:
+            return False
+        for side, levels in ((self.bids, msg["bids"]), (self.asks, msg["asks"])):
+            for price, size in levels:
+                if Decimal(size) == 0:
+                    side.pop(Decimal(price), None)
+                else:
+                    side[Decimal(price)] = [price, size]
+        self.seq = msg["seq"]
+        return True
+
+    def top(self, levels: int) -> dict[str, Any]:
+        """Binance's partial depth: `lastUpdateId` and the best `levels` bids and asks."""
+        bids = [self.bids[p] for p in heapq.nlargest(levels, self.bids)]
+        asks = [self.asks[p] for p in heapq.nsmallest(levels, self.asks)]
+        return {"lastUpdateId": self.seq, "bids": bids, "asks": asks}
+
+
 class Connection:
     """One Binance WebSocket connection: its streams, and how its messages look."""
 
@@ -146,6 +183,7 @@ class Connection:
         self.streams: dict[str, tuple[str, str, str]] = {}  # name -> native (channel, market, iv)
         self.user: UserStream | None = None
         self.sub: Subscriber | None = None
+        self.tops: dict[str, _TopBook] = {}  # market -> its book, for partial depth streams
 
     # ------------------------------------------------------------------ out
 
@@ -161,8 +199,10 @@ class Connection:
             if self.ws_api:
                 return [_text({"subscriptionId": 0, "event": e}) for e in events]
             return [_text(e) for e in events]
+        if kind == "snapshot" and msg.get("channel") == "book":
+            return self._partial(msg, [])  # the diff streams start from REST depth
         if kind != "update":
-            return []  # acks, snapshots (clients take REST depth), errors of the native side
+            return []  # acks, errors of the native side
         channel, market = msg["channel"], msg["market"]
         symbol = bc.symbol_of(market)
         low = symbol.lower()
@@ -181,6 +221,7 @@ class Connection:
             for name in ("depth", "depth@100ms", "depth@1000ms"):
                 if f"{low}@{name}" in self.streams:
                     out.append((f"{low}@{name}", body))
+            return self._partial(msg, out)
         elif channel == "trades":
             for t in msg["trades"]:
                 maker_buys = t["taker_side"] == "sell"
@@ -256,6 +297,21 @@ class Connection:
                         },
                     )
                 )
+        return self._framed(out)
+
+    def _partial(self, msg: dict[str, Any], out: list[tuple[str, Any]]) -> list[str]:
+        """`out` and the partial depth streams of `msg`'s market (each book message moves
+        the book to a new `lastUpdateId`), as this connection sends them."""
+        top = self.tops.get(msg["market"])
+        if top is not None and top.apply(msg):
+            low = bc.symbol_of(msg["market"]).lower()
+            for name in self.streams:
+                levels = _partial_levels(name, low)
+                if levels is not None:
+                    out.append((name, top.top(levels)))
+        return self._framed(out)
+
+    def _framed(self, out: list[tuple[str, Any]]) -> list[str]:
         if self.combined:
             return [_text({"stream": name, "data": body}) for name, body in out]
         return [_text(body) for _, body in out]
@@ -300,14 +356,24 @@ class Connection:
                 continue
             held = key in self.streams.values()
             self.streams[name] = key
-            if not held:
+            market = key[1]
+            low = bc.symbol_of(market).lower()
+            fresh = _partial_levels(name, low) is not None and market not in self.tops
+            if fresh:  # its book starts from a snapshot: subscribing again sends one
+                self.tops[market] = _TopBook()
+            if not held or fresh:
                 await relay.handle(self.sub, _request("subscribe", key))
 
     async def unsubscribe(self, relay: Any, names: list[str]) -> None:
         assert self.sub is not None
         for name in names:
             key = self.streams.pop(name, None)
-            if key is not None and key not in self.streams.values():
+            if key is None:
+                continue
+            low = bc.symbol_of(key[1]).lower()
+            if not any(_partial_levels(n, low) is not None for n in self.streams):
+                self.tops.pop(key[1], None)
+            if key not in self.streams.values():
                 await relay.handle(self.sub, _request("unsubscribe", key))
 
     async def follow_user(self, relay: Any, entry: Any) -> None:
@@ -317,6 +383,16 @@ class Connection:
         self.sub.key = entry
         for channel in ("orders", "fills", "balances"):
             await relay.handle(self.sub, {"op": "subscribe", "channel": channel})
+
+
+def _partial_levels(name: str, low: str) -> int | None:
+    """The levels of a partial depth stream `name` of the market whose lower-case symbol is
+    `low` (`ethusdc@depth5`, `ethusdc@depth20@100ms`), else None."""
+    prefix = f"{low}@depth"
+    if not name.startswith(prefix):
+        return None
+    levels = name[len(prefix) :].partition("@")[0]
+    return int(levels) if levels in ("5", "10", "20") else None
 
 
 def _request(op: str, key: tuple[str, str, str]) -> dict[str, Any]:
