@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from dex.gateway import keys as k
 from dex.gateway.binance import userdata
@@ -157,7 +159,8 @@ async def test_a_revoked_api_key_has_no_listen_key(store: Any) -> None:
 @aio
 async def test_an_unreachable_redis_is_1001_and_changes_nothing() -> None:
     ring, (a1, _, _) = _ring()
-    dead = Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.5)
+    # as the gateway's client is made (dex.gateway.ratelimit.RedisLimiter): no retries
+    dead = Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0))
     keys = ListenKeys(ring, dead)
     for call in (keys.new(a1), keys.lookup("x" * 60), keys.stored(["x" * 60])):
         with pytest.raises(BinanceError) as e:
