@@ -293,6 +293,47 @@ def test_partial_depth_streams(exchange: Exchange) -> None:
         client.cancel(order.order_id)
 
 
+def test_trading_over_the_websocket_api(exchange: Exchange) -> None:
+    """ccxt.pro's `*_ws` calls (`order.place`, `order.status`, `openOrders.status`,
+    `account.status`, `order.cancel` on /ws-api/v3): the REST answers, the same refusals."""
+    client = trader(exchange.url, USDC="5000")
+
+    async def main() -> None:
+        pro = _pro(exchange, client)
+        try:
+            await pro.load_markets()
+            # 5% under the last trade: inside the price band, under every ask
+            last = (await pro.fetch_ticker(SYMBOL))["last"] or 60000
+            price = Decimal(str(last)) * Decimal("0.95")
+            price = price.quantize(Decimal("0.1"))
+            placed = await _within(
+                "order.place", pro.create_order_ws(SYMBOL, "limit", "buy", 0.01, float(price))
+            )
+            assert placed["status"] == "open" and Decimal(str(placed["price"])) == price
+            got = await _within("order.status", pro.fetch_order_ws(placed["id"], SYMBOL))
+            assert (got["id"], got["status"], got["amount"]) == (placed["id"], "open", 0.01)
+            listed = await _within("openOrders.status", pro.fetch_open_orders_ws(SYMBOL))
+            assert [o["id"] for o in listed] == [placed["id"]]
+            balance = await _within("account.status", pro.fetch_balance_ws())
+            # ccxt 4.5.90 parses account.status's spot balances as no assets (it reads the
+            # answer as a futures account's): what the gateway sent is in `info`
+            usdc = [b for b in balance["info"]["balances"] if b["asset"] == "USDC"]
+            native = await asyncio.to_thread(holdings, client)
+            held = price * Decimal("0.01")
+            assert [Decimal(usdc[0]["locked"])] == [native["USDC"][1]] == [held]
+            with pytest.raises(ccxt.InsufficientFunds):
+                await pro.create_order_ws(SYMBOL, "limit", "buy", 1, float(price))
+            cancelled = await _within("order.cancel", pro.cancel_order_ws(placed["id"], SYMBOL))
+            assert cancelled["id"] == placed["id"] and cancelled["status"] == "canceled"
+            with pytest.raises(ccxt.OrderNotFound):
+                await pro.cancel_order_ws(placed["id"], SYMBOL)
+            assert await _within("no order", pro.fetch_open_orders_ws(SYMBOL)) == []
+        finally:
+            await pro.close()
+
+    asyncio.run(main())
+
+
 def test_listen_key_user_data(exchange: Exchange) -> None:
     """The listen-key flow (what ccxt 4.4 uses): POST /api/v3/userDataStream with the API key
     gives a key; /ws/<listenKey> then carries the account's executionReport and

@@ -24,7 +24,7 @@ def binance_api(gw: Gateway, guard: Guard, redis: Any = None) -> Rest:
 
 def binance_handlers(api: Rest) -> list[Any]:
     """Every Binance-compatible route and WebSocket, bound to `api`."""
-    return [rest_handlers(api), *ws_handlers(api.gw, api.guard, api.listen_keys)]
+    return [rest_handlers(api), *ws_handlers(api)]
 
 
 __all__ = ["Rest", "binance_api", "binance_handlers"]

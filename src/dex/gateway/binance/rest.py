@@ -292,6 +292,60 @@ class Rest:
 
     # ------------------------------------------------------------------ orders
 
+    async def account(self, key: KeyEntry) -> dict[str, Any]:
+        """`GET /api/v3/account` (and the WebSocket API's `account.status`)."""
+        got = await self.gw.history(key.account, "/balances", {})
+        return {
+            "makerCommission": 0,
+            "takerCommission": 0,
+            "buyerCommission": 0,
+            "sellerCommission": 0,
+            "canTrade": "trade" in key.permissions,
+            "canWithdraw": "withdraw" in key.permissions,
+            "canDeposit": True,
+            "brokered": False,
+            "requireSelfTradePrevention": False,
+            "preventSor": False,
+            "updateTime": self.gw.now_ms(),
+            "accountType": "SPOT",
+            "balances": [
+                {"asset": b["asset"], "free": b["available"], "locked": b["locked"]}
+                for b in got.get("balances", [])
+            ],
+            "permissions": ["SPOT"],
+            "uid": 0,
+        }
+
+    async def order_status(self, key: KeyEntry, params: dict[str, str]) -> dict[str, Any]:
+        """`GET /api/v3/order` (and `order.status`): by `orderId` or `origClientOrderId`."""
+        market = bc.market_of(self.gw.markets, params.get("symbol"))
+        row = await self.one_order(key.account, market, params)
+        quote = (
+            await self.quote_filled(key.account, market, row["created_at"])
+            if Decimal(row["filled"])
+            else {}
+        )
+        return self.order(row, quote.get(row["order_id"]))
+
+    async def open_orders(self, key: KeyEntry, params: dict[str, str]) -> list[dict[str, Any]]:
+        """`GET /api/v3/openOrders` (and `openOrders.status`): one market's or all."""
+        query: dict[str, Any] = {"status": "open"}
+        if params.get("symbol"):
+            query["market"] = bc.market_of(self.gw.markets, params["symbol"])
+        return await self.orders(key.account, query, None)
+
+    def cancel_ids(self, params: dict[str, str]) -> tuple[str, int | None, str | None]:
+        """The market and the order (`orderId`, else `origClientOrderId`) a cancel names."""
+        market = bc.market_of(self.gw.markets, params.get("symbol"))
+        oid = bc.integer(params, "orderId", None, 1)
+        cid = params.get("origClientOrderId") or None
+        if oid is None and cid is None:
+            raise BinanceError(
+                -1102,
+                "Param 'origClientOrderId' or 'orderId' must be sent, but both were empty/null!",
+            )
+        return market, oid, cid
+
     async def cancel(
         self, key: KeyEntry, market: str, oid: int | None, cid: str | None
     ) -> dict[str, Any]:
@@ -648,27 +702,7 @@ def rest_handlers(api: Rest) -> Router:
     @get("/account", opt=OPT)
     async def account(request: Request[Any, Any, Any]) -> dict[str, Any]:
         key, _ = await api.signed(request, "read")
-        got = await gw.history(key.account, "/balances", {})
-        return {
-            "makerCommission": 0,
-            "takerCommission": 0,
-            "buyerCommission": 0,
-            "sellerCommission": 0,
-            "canTrade": "trade" in key.permissions,
-            "canWithdraw": "withdraw" in key.permissions,
-            "canDeposit": True,
-            "brokered": False,
-            "requireSelfTradePrevention": False,
-            "preventSor": False,
-            "updateTime": gw.now_ms(),
-            "accountType": "SPOT",
-            "balances": [
-                {"asset": b["asset"], "free": b["available"], "locked": b["locked"]}
-                for b in got.get("balances", [])
-            ],
-            "permissions": ["SPOT"],
-            "uid": 0,
-        }
+        return await api.account(key)
 
     # ------------------------------------------------------------------ orders
 
@@ -692,27 +726,12 @@ def rest_handlers(api: Rest) -> Router:
     @get("/order", opt=OPT)
     async def get_order(request: Request[Any, Any, Any]) -> dict[str, Any]:
         key, params = await api.signed(request, "read")
-        market = bc.market_of(gw.markets, params.get("symbol"))
-        row = await api.one_order(key.account, market, params)
-        quote = (
-            await api.quote_filled(key.account, market, row["created_at"])
-            if Decimal(row["filled"])
-            else {}
-        )
-        return api.order(row, quote.get(row["order_id"]))
+        return await api.order_status(key, params)
 
     @delete("/order", opt=OPT, status_code=200)
     async def cancel_order(request: Request[Any, Any, Any]) -> dict[str, Any]:
         key, params = await api.signed(request, "trade", "orders")
-        market = bc.market_of(gw.markets, params.get("symbol"))
-        oid = bc.integer(params, "orderId", None, 1)
-        cid = params.get("origClientOrderId") or None
-        if oid is None and cid is None:
-            raise BinanceError(
-                -1102,
-                "Param 'origClientOrderId' or 'orderId' must be sent, but both were empty/null!",
-            )
-        return await api.cancel(key, market, oid, cid)
+        return await api.cancel(key, *api.cancel_ids(params))
 
     @post("/order/cancelReplace", opt=OPT, status_code=200)
     async def cancel_replace(request: Request[Any, Any, Any]) -> dict[str, Any]:
@@ -755,10 +774,7 @@ def rest_handlers(api: Rest) -> Router:
     @get("/openOrders", opt=OPT)
     async def open_orders(request: Request[Any, Any, Any]) -> list[dict[str, Any]]:
         key, params = await api.signed(request, "read")
-        query: dict[str, Any] = {"status": "open"}
-        if params.get("symbol"):
-            query["market"] = bc.market_of(gw.markets, params["symbol"])
-        return await api.orders(key.account, query, None)
+        return await api.open_orders(key, params)
 
     @delete("/openOrders", opt=OPT, status_code=200)
     async def cancel_open_orders(request: Request[Any, Any, Any]) -> list[dict[str, Any]]:

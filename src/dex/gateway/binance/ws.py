@@ -1,7 +1,8 @@
 """Binance's WebSocket streams over the gateway's feed relay and private channels.
 
 Owns the Binance protocol on `/ws`, `/ws/<name>`, `/stream` (market streams; `/ws/<listenKey>`
-for a listen key's user data) and `/ws-api/v3` (`userDataStream.subscribe.signature`). Each
+for a listen key's user data) and `/ws-api/v3` (`userDataStream.subscribe.signature`, and
+the trading and account methods, answered by the REST routes' `Rest` methods). Each
 connection is a `FeedRelay` subscriber like a `/v1/ws` one: its requests become the native
 subscriptions (`FeedRelay.handle`), and every native message queued for it is translated on
 its way out (`_Translating.send_text`), so the relay's ordering, fan-out and slow-consumer
@@ -29,13 +30,15 @@ from typing import Any
 import msgspec
 from litestar import WebSocket, websocket
 
-from dex.gateway.auth import Guard
 from dex.gateway.binance import common as bc
-from dex.gateway.binance.common import BinanceError
+from dex.gateway.binance.common import BinanceError, from_api
+from dex.gateway.binance.rest import Rest
 from dex.gateway.binance.userdata import LISTEN_KEY_CHECK_S, ListenKeys, UserStream
 from dex.gateway.feed import Subscriber
+from dex.gateway.keys import KeyEntry
 from dex.gateway.service import Gateway
 from dex.marketdata.candles import INTERVALS
+from dex.runtime.http import ApiError
 
 MAX_STREAMS = 1024  # streams one connection may hold (Binance's limit)
 _json = msgspec.json.Encoder()
@@ -465,7 +468,8 @@ async def _close_when_sent(sub: Subscriber, reason: str) -> None:
         sub.kill(reason, LISTEN_KEY_GONE)
 
 
-def ws_handlers(gw: Gateway, guard: Guard, listen_keys: ListenKeys) -> list[Any]:
+def ws_handlers(api: Rest) -> list[Any]:
+    gw, listen_keys = api.gw, api.listen_keys
     relay = gw.feed
     watch = ListenKeyWatch(listen_keys, gw.now_ms)
 
@@ -578,17 +582,7 @@ def ws_handlers(gw: Gateway, guard: Guard, listen_keys: ListenKeys) -> list[Any]
                     raise BinanceError(-1100, "params must be an object")
                 if conn.user is not None:
                     raise BinanceError(-1100, "Already subscribed to the user data stream.")
-                text = {k: str(v) for k, v in params.items()}
-                payload = "&".join(f"{k}={text[k]}" for k in sorted(text) if k != "signature")
-                entry = bc.authenticate(
-                    gw.keys,
-                    text.get("apiKey"),
-                    text,
-                    payload.encode(),
-                    text.get("signature"),
-                    gw.now_ms(),
-                    "read",
-                )
+                entry, _ = _ws_signed(params, "read")
                 await conn.follow_user(relay, entry)
                 return {"id": rid, "status": 200, "result": {"subscriptionId": 0}}
             if method == "userDataStream.unsubscribe":
@@ -597,11 +591,69 @@ def ws_handlers(gw: Gateway, guard: Guard, listen_keys: ListenKeys) -> list[Any]
                         await relay.handle(conn.sub, {"op": "unsubscribe", "channel": channel})
                     conn.user = None
                 return {"id": rid, "status": 200, "result": {}}
+            if method in _TRADING:
+                return {"id": rid, "status": 200, "result": await _trading(method, params)}
             raise BinanceError(-1100, f"Unknown method {method!r}")
         except BinanceError as e:
             return _api_error(rid, e)
+        except ApiError as e:  # a refusal of the native path, in Binance's code
+            return _api_error(rid, from_api(e, cancel=method == "order.cancel"))
+
+    def _ws_signed(params: Any, permission: str) -> tuple[KeyEntry, dict[str, str]]:
+        """The key that signed a WebSocket API request and its parameters as text: signed as
+        Binance's are, the parameters but `signature` sorted by name and joined as
+        `name=value` with `&` (a JSON true / false as `true` / `false`)."""
+        if not isinstance(params, dict):
+            raise BinanceError(-1100, "params must be an object")
+        text = {k: _param_text(v) for k, v in params.items()}
+        payload = "&".join(f"{k}={text[k]}" for k in sorted(text) if k != "signature")
+        entry = bc.authenticate(
+            gw.keys,
+            text.get("apiKey"),
+            text,
+            payload.encode(),
+            text.get("signature"),
+            gw.now_ms(),
+            permission,
+        )
+        return entry, text
+
+    async def _trading(method: str, params: Any) -> Any:
+        """The WebSocket API's trading and account requests: what their REST routes answer,
+        through the same `Rest` methods, keys, buckets and refusals."""
+        permission, bucket, weight = _TRADING[method]
+        entry, text = _ws_signed(params, permission)
+        scope: Any = {}  # where a charge leaves its rate-limit headers: none for a WebSocket
+        await api.guard.charge(scope, api.guard.buckets[bucket], entry.account, weight)
+        if method in ("order.place", "order.test"):
+            market, cmd, resp_type = api.place_command(entry, text)
+            return await api.submit(market, cmd, text, resp_type) if method == "order.place" else {}
+        if method == "order.cancel":
+            return await api.cancel(entry, *api.cancel_ids(text))
+        if method == "order.status":
+            return await api.order_status(entry, text)
+        if method == "openOrders.status":
+            return await api.open_orders(entry, text)
+        return await api.account(entry)
 
     return [ws_raw, ws_named, ws_combined, ws_api]
+
+
+# the WebSocket API's trading and account methods: (permission, bucket, weight), as REST's
+_TRADING = {
+    "order.place": ("trade", "orders", 1),
+    "order.test": ("trade", "private", 1),
+    "order.cancel": ("trade", "orders", 1),
+    "order.status": ("read", "private", 1),
+    "openOrders.status": ("read", "private", 1),
+    "account.status": ("read", "private", 1),
+}
+
+
+def _param_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 def _api_error(rid: Any, e: BinanceError) -> dict[str, Any]:
