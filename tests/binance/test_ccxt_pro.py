@@ -328,6 +328,18 @@ def test_trading_over_the_websocket_api(exchange: Exchange) -> None:
             with pytest.raises(ccxt.OrderNotFound):
                 await pro.cancel_order_ws(placed["id"], SYMBOL)
             assert await _within("no order", pro.fetch_open_orders_ws(SYMBOL)) == []
+            assert client.credentials is not None
+            forged = connect(
+                ccxt.pro.binance,
+                exchange.url,
+                apiKey=client.credentials.api_key,
+                secret="y" * 43,
+            )
+            try:
+                with pytest.raises(ccxt.AuthenticationError):
+                    await forged.fetch_open_orders_ws(SYMBOL)
+            finally:
+                await forged.close()
         finally:
             await pro.close()
 
