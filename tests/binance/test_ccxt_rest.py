@@ -172,6 +172,11 @@ def test_refusals_raise_what_binance_would(binance: Callable[..., Any], exchange
         ex.privatePostOrder(
             {"symbol": "NOPEUSDC", "side": "BUY", "type": "MARKET", "quantity": "1"}
         )
+    for cid in ("../balances", "a/b?c=1", "x" * 37):  # no client order id looks like these
+        with pytest.raises(ccxt.OrderNotFound):
+            ex.privateGetOrder({"symbol": "ETHUSDC", "origClientOrderId": cid})
+    with pytest.raises(ccxt.BadRequest):  # neither id: -1102
+        ex.privateGetOrder({"symbol": "ETHUSDC"})
     stranger = binance(apiKey="dk_" + "0" * 32, secret="x" * 43)
     with pytest.raises(ccxt.AuthenticationError):
         stranger.fetch_balance()

@@ -515,6 +515,29 @@ async def test_a_failed_group_commit_fails_every_append_in_it_and_changes_nothin
 
 
 @aio
+async def test_a_failed_commit_nobody_waits_for_any_more_is_reported_to_the_loop(
+    path: Path,
+) -> None:
+    loop = asyncio.get_running_loop()
+    reported: list[BaseException | None] = []
+    loop.set_exception_handler(lambda _, context: reported.append(context.get("exception")))
+    try:
+        with reopened(path) as bus:
+            with failing_writes(bus, "entries"):
+                waiting = asyncio.ensure_future(bus.append("s", [b"a"]))
+                await asyncio.sleep(0)  # checked and queued; its commit comes next turn
+                waiting.cancel()  # its caller gives up before the commit runs
+                deadline = loop.time() + 5
+                while not reported:
+                    assert loop.time() < deadline, "the failed commit was never reported"
+                    await asyncio.sleep(0.01)
+            assert [type(e) for e in reported] == [sqlite3.IntegrityError]
+            assert await bus.last("s") == 0  # and it changed nothing
+    finally:
+        loop.set_exception_handler(None)
+
+
+@aio
 async def test_positions_join_the_group_commit_and_are_put_back_if_it_fails(path: Path) -> None:
     with reopened(path) as bus:
         await bus.append("s", [b"a", b"b"])

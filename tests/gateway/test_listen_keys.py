@@ -82,11 +82,16 @@ async def replicas(store: Any) -> AsyncIterator[tuple[Make, Clock | None]]:
             await c.aclose()
 
 
-async def _lapse(clock: Clock | None) -> None:
+async def _lapse(keys: ListenKeys, lk: str, clock: Clock | None) -> None:
     if clock is not None:
         clock.now += userdata.LISTEN_KEY_TTL + 1
-    else:  # Redis expires the key itself: made with a short TTL, then waited out
-        await asyncio.sleep(0.35)
+        return
+    # Redis expires the key itself (made with a short TTL): until then, it is still there
+    assert await keys.stored([lk]) == {lk}
+    deadline = asyncio.get_running_loop().time() + 10
+    while await keys.stored([lk]):
+        assert asyncio.get_running_loop().time() < deadline, "Redis never expired the key"
+        await asyncio.sleep(0.02)
 
 
 @aio
@@ -134,7 +139,7 @@ async def test_a_key_lapses_after_its_ttl_unless_kept_alive(
         ring, (a1, _, _) = _ring()
         keys = build(ring)
         lk = await keys.new(a1)
-        await _lapse(clock)
+        await _lapse(keys, lk, clock)
         assert await keys.lookup(lk) is None and await keys.stored([lk]) == set()
         with pytest.raises(BinanceError):
             await keys.keep(a1, lk)

@@ -322,11 +322,15 @@ class SqliteBus(MemoryBus):
         except Exception as e:
             for name in created:
                 del self._ids[name]
+            told = False
             for p in reversed(pending):
                 if p.undo is not None:
                     p.undo()
                 if not p.done.done():
                     p.done.set_exception(e)
+                    told = True
+            if not told:  # every caller gave up waiting: the failure is said all the same
+                raise
             return
         for p in pending:
             got = p.then()

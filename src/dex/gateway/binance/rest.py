@@ -25,6 +25,7 @@ import msgspec
 from litestar import Request, Response, Router, delete, get, post, put
 from litestar.exceptions import HTTPException
 
+from dex.core.validation import client_order_id_ok
 from dex.gateway.auth import Guard, client_ip
 from dex.gateway.binance import common as bc
 from dex.gateway.binance.common import BinanceError, from_api
@@ -272,13 +273,9 @@ class Rest:
         return [self.order(r, quote.get(r["order_id"])) for r in rows]
 
     async def one_order(self, account: str, market: str, params: dict[str, str]) -> dict[str, Any]:
-        oid = bc.integer(params, "orderId", None, 1)
-        cid = params.get("origClientOrderId")
-        if oid is None and not cid:
-            raise BinanceError(
-                -1102,
-                "Param 'origClientOrderId' or 'orderId' must be sent, but both were empty/null!",
-            )
+        oid, cid = order_ids(params)
+        if oid is None and not client_order_id_ok(cid):
+            raise BinanceError(-2013, bc.NO_ORDER)  # no id we hand out looks like it
         path = f"/orders/{oid}" if oid is not None else f"/orders/by-client-id/{cid}"
         try:
             row = await self.gw.history(account, path, {"market": market} if oid is None else {})
@@ -336,15 +333,7 @@ class Rest:
 
     def cancel_ids(self, params: dict[str, str]) -> tuple[str, int | None, str | None]:
         """The market and the order (`orderId`, else `origClientOrderId`) a cancel names."""
-        market = bc.market_of(self.gw.markets, params.get("symbol"))
-        oid = bc.integer(params, "orderId", None, 1)
-        cid = params.get("origClientOrderId") or None
-        if oid is None and cid is None:
-            raise BinanceError(
-                -1102,
-                "Param 'origClientOrderId' or 'orderId' must be sent, but both were empty/null!",
-            )
-        return market, oid, cid
+        return (bc.market_of(self.gw.markets, params.get("symbol")), *order_ids(params))
 
     async def cancel(
         self, key: KeyEntry, market: str, oid: int | None, cid: str | None
@@ -522,6 +511,19 @@ class Rest:
             for f in out["fills"]
         ]
         return result
+
+
+def order_ids(
+    params: dict[str, str], by_id: str = "orderId", by_client_id: str = "origClientOrderId"
+) -> tuple[int | None, str | None]:
+    """The order a request names: its id, else its client order id (-1102 if neither)."""
+    oid = bc.integer(params, by_id, None, 1)
+    cid = params.get(by_client_id) or None
+    if oid is None and cid is None:
+        raise BinanceError(
+            -1102, f"Param '{by_client_id}' or '{by_id}' must be sent, but both were empty/null!"
+        )
+    return oid, cid
 
 
 def rest_handlers(api: Rest) -> Router:
@@ -742,14 +744,7 @@ def rest_handlers(api: Rest) -> Router:
         mode = bc.required(params, "cancelReplaceMode").upper()
         if mode not in ("STOP_ON_FAILURE", "ALLOW_FAILURE"):
             raise BinanceError(-1100, "Illegal characters found in parameter 'cancelReplaceMode'.")
-        oid = bc.integer(params, "cancelOrderId", None, 1)
-        cid = params.get("cancelOrigClientOrderId") or None
-        if oid is None and cid is None:
-            raise BinanceError(
-                -1102,
-                "Param 'cancelOrigClientOrderId' or 'cancelOrderId' must be sent, "
-                "but both were empty/null!",
-            )
+        oid, cid = order_ids(params, "cancelOrderId", "cancelOrigClientOrderId")
         market, cmd, resp_type = api.place_command(key, params)
         out: dict[str, Any] = {"cancelResult": "SUCCESS", "newOrderResult": "NOT_ATTEMPTED"}
         try:

@@ -418,9 +418,10 @@ class ListenKeyWatch:
     private channels, `dex.gateway.private`.) A store that cannot be reached closes nothing:
     the next check tries again."""
 
-    def __init__(self, listen_keys: ListenKeys, now_ms: Callable[[], int]) -> None:
+    def __init__(self, listen_keys: ListenKeys, now_ms: Callable[[], int], log: Any) -> None:
         self.listen_keys = listen_keys
         self.now_ms = now_ms
+        self.log = log
         self.conns: dict[Subscriber, str] = {}
         self.task: asyncio.Task[None] | None = None
         self.closing: set[asyncio.Task[None]] = set()
@@ -443,7 +444,8 @@ class ListenKeyWatch:
             return
         try:
             live = await self.listen_keys.stored(sorted(set(self.conns.values())))
-        except BinanceError:
+        except BinanceError as e:
+            self.log.warning("listen_keys_unchecked", error=e.msg, connections=len(self.conns))
             return
         for sub, lk in list(self.conns.items()):
             if lk in live:
@@ -471,7 +473,7 @@ async def _close_when_sent(sub: Subscriber, reason: str) -> None:
 def ws_handlers(api: Rest) -> list[Any]:
     gw, listen_keys = api.gw, api.listen_keys
     relay = gw.feed
-    watch = ListenKeyWatch(listen_keys, gw.now_ms)
+    watch = ListenKeyWatch(listen_keys, gw.now_ms, gw.log)
 
     async def market_streams(
         socket: WebSocket[Any, Any, Any],
